@@ -1,0 +1,65 @@
+// Python bindings for ktx.core._kernels. Thin on purpose: pointers come in as integers
+// (numpy's .ctypes.data, torch's .data_ptr()), the Python wrappers check shapes and dtypes.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include "cpu_features.h"
+#include "dispatch.h"
+
+namespace py = pybind11;
+using namespace ktx;
+
+PYBIND11_MODULE(_kernels, m) {
+  m.doc() = "ktx CPU kernels (C++17): GGUF dequantization and quantization, ISA dispatch.";
+
+  m.def("cpu_features", [] {
+    const CpuFeatures& f = cpu_features();
+    py::dict d;
+    d["vendor"] = f.vendor;
+    d["brand"] = f.brand;
+    d["avx2"] = f.avx2;
+    d["fma"] = f.fma;
+    d["f16c"] = f.f16c;
+    d["bmi2"] = f.bmi2;
+    d["avx512f"] = f.avx512f;
+    d["avx512bw"] = f.avx512bw;
+    d["avx512vl"] = f.avx512vl;
+    d["avx512dq"] = f.avx512dq;
+    d["avx512_vnni"] = f.avx512_vnni;
+    d["avx512_bf16"] = f.avx512_bf16;
+    d["avx_vnni"] = f.avx_vnni;
+    d["amx_tile"] = f.amx_tile;
+    d["amx_int8"] = f.amx_int8;
+    d["amx_bf16"] = f.amx_bf16;
+    d["os_avx"] = f.os_avx;
+    d["os_avx512"] = f.os_avx512;
+    d["os_amx"] = f.os_amx;
+    return d;
+  });
+  m.def("supported_isas", &supported_isas, "ISAs this CPU can run, best last.");
+  m.def("best_isa", &best_isa);
+  m.def("isa", [] { return std::string(active_table().name); }, "The ISA whose kernels run now.");
+  m.def("set_isa", &set_isa, py::arg("name"), "Select the kernels of one ISA (scalar|avx2|avx512|amx).");
+  m.def("amx_selftest", [] {
+    if (!cpu_features().has_amx() || !amx_request_permission()) return false;
+    return amx_selftest();
+  }, "Run a bf16 and an int8 tile product and compare them with scalar loops.");
+
+  m.def(
+      "dequantize",
+      [](int type, uintptr_t src, int64_t src_nbytes, uintptr_t dst, int64_t n, bool out_bf16, int threads) {
+        py::gil_scoped_release release;
+        dequantize(type, reinterpret_cast<const uint8_t*>(src), src_nbytes, reinterpret_cast<void*>(dst), n,
+                   out_bf16, threads);
+      },
+      py::arg("type"), py::arg("src"), py::arg("src_nbytes"), py::arg("dst"), py::arg("n"),
+      py::arg("out_bf16"), py::arg("threads"));
+  m.def(
+      "quantize",
+      [](int type, uintptr_t src, int64_t n, uintptr_t dst, int64_t dst_nbytes, int threads) {
+        py::gil_scoped_release release;
+        quantize(type, reinterpret_cast<const float*>(src), n, reinterpret_cast<uint8_t*>(dst), dst_nbytes,
+                 threads);
+      },
+      py::arg("type"), py::arg("src"), py::arg("n"), py::arg("dst"), py::arg("dst_nbytes"), py::arg("threads"));
+}

@@ -1,0 +1,260 @@
+// Dequantizers for every GGUF type ktx reads, into float32. Included once per ISA (see
+// quants_impl.h); the loops are written so the compiler vectorizes them with that ISA.
+//
+// They must agree bit for bit with gguf-py's numpy dequantizers, so the arithmetic follows
+// theirs step by step: each product and difference rounded on its own (the build passes
+// -ffp-contract=off, so `a * b - c` is never fused), scales formed in the same order.
+#pragma once
+#include <cstdint>
+
+#include "fp16.h"
+#include "ggml_types.h"
+
+#if defined(__AVX512F__) || defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
+namespace ktx {
+namespace KTX_ISA_NS {
+
+static void dq_f32(const uint8_t* src, float* y, int64_t n) {
+  const float* x = reinterpret_cast<const float*>(src);
+  for (int64_t i = 0; i < n; ++i) y[i] = x[i];
+}
+
+static void dq_f16(const uint8_t* src, float* y, int64_t n) {
+  int64_t i = 0;
+#if defined(__AVX512F__)
+  // maskz form: GCC 12's plain _mm512_cvtph_ps trips -Wmaybe-uninitialized in its own header.
+  for (; i + 16 <= n; i += 16)
+    _mm512_storeu_ps(y + i, _mm512_maskz_cvtph_ps(0xFFFF, _mm256_loadu_si256((const __m256i*)(src + 2 * i))));
+#elif defined(__F16C__)
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(y + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(src + 2 * i))));
+#endif
+  for (; i < n; ++i) y[i] = fp16_to_fp32(src + 2 * i);
+}
+
+static void dq_bf16(const uint8_t* src, float* y, int64_t n) {
+  const uint16_t* x = reinterpret_cast<const uint16_t*>(src);
+  uint32_t* out = reinterpret_cast<uint32_t*>(y);
+  for (int64_t i = 0; i < n; ++i) out[i] = (uint32_t)x[i] << 16;
+}
+
+// Q4_0: y[j] = d * (lo(qs[j]) - 8), y[j + 16] = d * (hi(qs[j]) - 8).
+static void dq_q4_0(const uint8_t* b, float* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, b += 18, y += 32) {
+    const float d = fp16_to_fp32(b);
+    const uint8_t* qs = b + 2;
+    for (int j = 0; j < 16; ++j) y[j] = d * (float)((qs[j] & 0xF) - 8);
+    for (int j = 0; j < 16; ++j) y[j + 16] = d * (float)((qs[j] >> 4) - 8);
+  }
+}
+
+// Q4_1: y = d * q + m, q unsigned 4-bit in Q4_0's order.
+static void dq_q4_1(const uint8_t* b, float* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, b += 20, y += 32) {
+    const float d = fp16_to_fp32(b), m = fp16_to_fp32(b + 2);
+    const uint8_t* qs = b + 4;
+    for (int j = 0; j < 16; ++j) y[j] = d * (float)(qs[j] & 0xF) + m;
+    for (int j = 0; j < 16; ++j) y[j + 16] = d * (float)(qs[j] >> 4) + m;
+  }
+}
+
+// Q5_0: the fifth bit of element j is bit j of the little-endian u32 qh; y = d * (q - 16).
+static void dq_q5_0(const uint8_t* b, float* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, b += 22, y += 32) {
+    const float d = fp16_to_fp32(b);
+    const uint32_t qh = load_u32(b + 2);
+    const uint8_t* qs = b + 6;
+    for (int j = 0; j < 16; ++j) {
+      const int lo = (qs[j] & 0xF) | (int)(((qh >> j) & 1u) << 4);
+      const int hi = (qs[j] >> 4) | (int)(((qh >> (j + 16)) & 1u) << 4);
+      y[j] = d * (float)(lo - 16);
+      y[j + 16] = d * (float)(hi - 16);
+    }
+  }
+}
+
+static void dq_q5_1(const uint8_t* b, float* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, b += 24, y += 32) {
+    const float d = fp16_to_fp32(b), m = fp16_to_fp32(b + 2);
+    const uint32_t qh = load_u32(b + 4);
+    const uint8_t* qs = b + 8;
+    for (int j = 0; j < 16; ++j) {
+      const int lo = (qs[j] & 0xF) | (int)(((qh >> j) & 1u) << 4);
+      const int hi = (qs[j] >> 4) | (int)(((qh >> (j + 16)) & 1u) << 4);
+      y[j] = d * (float)lo + m;
+      y[j + 16] = d * (float)hi + m;
+    }
+  }
+}
+
+static void dq_q8_0(const uint8_t* b, float* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, b += 34, y += 32) {
+    const float d = fp16_to_fp32(b);
+    const int8_t* qs = reinterpret_cast<const int8_t*>(b + 2);
+    for (int j = 0; j < 32; ++j) y[j] = (float)qs[j] * d;
+  }
+}
+
+// Q2_K: 16 groups of 16; scales[g] holds the group's scale (low nibble) and min (high
+// nibble). Element g*128 + s*32 + j is bits 2s..2s+1 of qs[g*32 + j].
+static void dq_q2_k(const uint8_t* b, float* y, int64_t nb) {
+  using namespace layout;
+  for (int64_t i = 0; i < nb; ++i, b += 84, y += QK_K) {
+    const float d = fp16_to_fp32(b + q2k_d), dmin = fp16_to_fp32(b + q2k_dmin);
+    const uint8_t* sc = b + q2k_scales;
+    const uint8_t* qs = b + q2k_qs;
+    for (int e0 = 0; e0 < QK_K; e0 += 16) {
+      const int g = e0 / 128, s = (e0 % 128) / 32, j0 = e0 % 32;
+      const float dl = d * (float)(sc[e0 / 16] & 0xF);
+      const float ml = dmin * (float)(sc[e0 / 16] >> 4);
+      for (int j = 0; j < 16; ++j) y[e0 + j] = dl * (float)((qs[g * 32 + j0 + j] >> (2 * s)) & 3) - ml;
+    }
+  }
+}
+
+// Q3_K: 16 groups of 16 with 6-bit signed scales (low 4 bits in bytes 0..7, high 2 bits in
+// bytes 8..11). Low two bits of element g*128 + s*32 + j come from qs like Q2_K; its third bit
+// is bit s' of hmask[j] for element s'*32 + j, and a *clear* bit subtracts 4.
+static void dq_q3_k(const uint8_t* b, float* y, int64_t nb) {
+  using namespace layout;
+  for (int64_t i = 0; i < nb; ++i, b += 110, y += QK_K) {
+    const float d = fp16_to_fp32(b + q3k_d);
+    const uint8_t* hm = b + q3k_hmask;
+    const uint8_t* qs = b + q3k_qs;
+    const uint8_t* sc = b + q3k_scales;
+    for (int e0 = 0; e0 < QK_K; e0 += 16) {
+      const int k = e0 / 16;
+      const int lo = k < 8 ? (sc[k] & 0xF) : (sc[k - 8] >> 4);
+      const int hi = (sc[8 + k % 4] >> (2 * (k / 4))) & 3;
+      const float dl = d * (float)((int8_t)(lo | (hi << 4)) - 32);
+      const int g = e0 / 128, s = (e0 % 128) / 32, j0 = e0 % 32, hs = e0 / 32;
+      for (int j = 0; j < 16; ++j) {
+        const int low = (qs[g * 32 + j0 + j] >> (2 * s)) & 3;
+        const int neg = ((hm[j0 + j] >> hs) & 1) ? 0 : 4;
+        y[e0 + j] = dl * (float)(low - neg);
+      }
+    }
+  }
+}
+
+// The 6-bit scale and min of sub-block j (0..7) in the 12-byte K-quant scale field.
+static inline void scale_min_k4(int j, const uint8_t* s, int& sc, int& mn) {
+  if (j < 4) {
+    sc = s[j] & 63;
+    mn = s[j + 4] & 63;
+  } else {
+    sc = (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4);
+    mn = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+  }
+}
+
+// Q4_K: 8 sub-blocks of 32: y = (d*sc) * q - (dmin*mn). Element g*64 + s*32 + j is
+// nibble s of qs[g*32 + j].
+static void dq_q4_k(const uint8_t* b, float* y, int64_t nb) {
+  using namespace layout;
+  for (int64_t i = 0; i < nb; ++i, b += 144, y += QK_K) {
+    const float d = fp16_to_fp32(b + q4k_d), dmin = fp16_to_fp32(b + q4k_dmin);
+    const uint8_t* qs = b + q4k_qs;
+    for (int sb = 0; sb < 8; ++sb) {
+      int sc, mn;
+      scale_min_k4(sb, b + q4k_scales, sc, mn);
+      const float dl = d * (float)sc, ml = dmin * (float)mn;
+      const uint8_t* q = qs + (sb / 2) * 32;
+      const int shift = 4 * (sb % 2);
+      float* out = y + sb * 32;
+      for (int j = 0; j < 32; ++j) out[j] = dl * (float)((q[j] >> shift) & 0xF) - ml;
+    }
+  }
+}
+
+// Q5_K: Q4_K plus a fifth bit: bit sb of qh[j] for element sb*32 + j.
+static void dq_q5_k(const uint8_t* b, float* y, int64_t nb) {
+  using namespace layout;
+  for (int64_t i = 0; i < nb; ++i, b += 176, y += QK_K) {
+    const float d = fp16_to_fp32(b + q5k_d), dmin = fp16_to_fp32(b + q5k_dmin);
+    const uint8_t* qh = b + q5k_qh;
+    const uint8_t* qs = b + q5k_qs;
+    for (int sb = 0; sb < 8; ++sb) {
+      int sc, mn;
+      scale_min_k4(sb, b + q5k_scales, sc, mn);
+      const float dl = d * (float)sc, ml = dmin * (float)mn;
+      const uint8_t* q = qs + (sb / 2) * 32;
+      const int shift = 4 * (sb % 2);
+      float* out = y + sb * 32;
+      for (int j = 0; j < 32; ++j) {
+        const int v = ((q[j] >> shift) & 0xF) | (((qh[j] >> sb) & 1) << 4);
+        out[j] = dl * (float)v - ml;
+      }
+    }
+  }
+}
+
+// Q6_K: 16 groups of 16 with int8 scales; y = (d*sc) * (q - 32). Element g*128 + s*64 + j
+// (j < 64) takes nibble s of ql[g*64 + j]; element g*128 + t*32 + j (j < 32) takes bits
+// 2t..2t+1 of qh[g*32 + j] as its high two bits.
+static void dq_q6_k(const uint8_t* b, float* y, int64_t nb) {
+  using namespace layout;
+  for (int64_t i = 0; i < nb; ++i, b += 210, y += QK_K) {
+    const float d = fp16_to_fp32(b + q6k_d);
+    const uint8_t* ql = b + q6k_ql;
+    const uint8_t* qh = b + q6k_qh;
+    const int8_t* sc = reinterpret_cast<const int8_t*>(b + q6k_scales);
+    for (int e0 = 0; e0 < QK_K; e0 += 16) {
+      const float dl = d * (float)sc[e0 / 16];
+      const int g = e0 / 128, r = e0 % 128;
+      const int s = r / 64, t = r / 32;
+      for (int j = 0; j < 16; ++j) {
+        const int lo = (ql[g * 64 + r % 64 + j] >> (4 * s)) & 0xF;
+        const int hi = (qh[g * 32 + r % 32 + j] >> (2 * t)) & 3;
+        y[e0 + j] = dl * (float)((lo | (hi << 4)) - 32);
+      }
+    }
+  }
+}
+
+// IQ4_NL: Q4_0's layout, but each nibble indexes the non-linear code book.
+static void dq_iq4_nl(const uint8_t* b, float* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, b += 18, y += 32) {
+    const float d = fp16_to_fp32(b);
+    const uint8_t* qs = b + 2;
+    for (int j = 0; j < 16; ++j) y[j] = d * (float)kIQ4Values[qs[j] & 0xF];
+    for (int j = 0; j < 16; ++j) y[j + 16] = d * (float)kIQ4Values[qs[j] >> 4];
+  }
+}
+
+// IQ4_XS: 8 sub-blocks of 32 with 6-bit signed scales (low nibbles in scales_l, high pairs of
+// bits in scales_h); within a sub-block, Q4_0's nibble order over 16 bytes.
+static void dq_iq4_xs(const uint8_t* b, float* y, int64_t nb) {
+  using namespace layout;
+  for (int64_t i = 0; i < nb; ++i, b += 136, y += QK_K) {
+    const float d = fp16_to_fp32(b + iq4xs_d);
+    const uint16_t sh = load_u16(b + iq4xs_scales_h);
+    const uint8_t* sl = b + iq4xs_scales_l;
+    for (int sb = 0; sb < 8; ++sb) {
+      const int lo = (sl[sb / 2] >> (4 * (sb % 2))) & 0xF;
+      const int hi = (sh >> (2 * sb)) & 3;
+      const float dl = d * (float)((int8_t)(lo | (hi << 4)) - 32);
+      const uint8_t* qs = b + iq4xs_qs + sb * 16;
+      float* out = y + sb * 32;
+      for (int j = 0; j < 16; ++j) out[j] = dl * (float)kIQ4Values[qs[j] & 0xF];
+      for (int j = 0; j < 16; ++j) out[j + 16] = dl * (float)kIQ4Values[qs[j] >> 4];
+    }
+  }
+}
+
+// float -> bfloat16, round to nearest even, NaN kept NaN. Branch-free so it vectorizes.
+static void f32_to_bf16(const float* x, uint16_t* y, int64_t n) {
+  const uint32_t* u = reinterpret_cast<const uint32_t*>(x);
+  for (int64_t i = 0; i < n; ++i) {
+    const uint32_t v = u[i];
+    const uint32_t rounded = (v + 0x7fffu + ((v >> 16) & 1u)) >> 16;
+    const uint32_t nan = (v >> 16) | 64u;
+    y[i] = (uint16_t)(((v & 0x7fffffffu) > 0x7f800000u) ? nan : rounded);
+  }
+}
+
+}  // namespace KTX_ISA_NS
+}  // namespace ktx

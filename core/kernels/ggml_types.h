@@ -1,0 +1,77 @@
+// GGUF/ggml tensor types: ids as they appear in the file, and the byte layout of each block.
+// Layouts follow ggml's block definitions; the element order inside a block is documented at
+// each dequantizer (quants_impl.h), which is the executable description of the format.
+#pragma once
+#include <cstdint>
+
+namespace ktx {
+
+enum GGMLType : int {
+  GGML_F32 = 0,
+  GGML_F16 = 1,
+  GGML_Q4_0 = 2,
+  GGML_Q4_1 = 3,
+  GGML_Q5_0 = 6,
+  GGML_Q5_1 = 7,
+  GGML_Q8_0 = 8,
+  GGML_Q2_K = 10,
+  GGML_Q3_K = 11,
+  GGML_Q4_K = 12,
+  GGML_Q5_K = 13,
+  GGML_Q6_K = 14,
+  GGML_IQ4_NL = 20,
+  GGML_IQ4_XS = 23,
+  GGML_BF16 = 30,
+  GGML_TYPE_SLOTS = 64,  // table size; ids above are what the kernels understand
+};
+
+constexpr int QK_K = 256;  // elements in a K-quant super-block
+
+struct TypeSize {
+  int block_size;  // elements per block
+  int type_size;   // bytes per block
+};
+
+// Returns {0, 0} for a type the kernels do not handle.
+inline constexpr TypeSize type_size(int t) {
+  switch (t) {
+    case GGML_F32: return {1, 4};
+    case GGML_F16: return {1, 2};
+    case GGML_BF16: return {1, 2};
+    case GGML_Q4_0: return {32, 18};
+    case GGML_Q4_1: return {32, 20};
+    case GGML_Q5_0: return {32, 22};
+    case GGML_Q5_1: return {32, 24};
+    case GGML_Q8_0: return {32, 34};
+    case GGML_Q2_K: return {QK_K, 84};
+    case GGML_Q3_K: return {QK_K, 110};
+    case GGML_Q4_K: return {QK_K, 144};
+    case GGML_Q5_K: return {QK_K, 176};
+    case GGML_Q6_K: return {QK_K, 210};
+    case GGML_IQ4_NL: return {32, 18};
+    case GGML_IQ4_XS: return {QK_K, 136};
+    default: return {0, 0};
+  }
+}
+
+// Byte offsets of the fields inside each block (ggml's struct layouts, packed, little-endian).
+namespace layout {
+// Q4_0: f16 d | u8 qs[16]
+// Q4_1: f16 d | f16 m | u8 qs[16]
+// Q5_0: f16 d | u32 qh | u8 qs[16]
+// Q5_1: f16 d | f16 m | u32 qh | u8 qs[16]
+// Q8_0: f16 d | i8 qs[32]
+// IQ4_NL: f16 d | u8 qs[16]
+constexpr int q2k_scales = 0, q2k_qs = 16, q2k_d = 80, q2k_dmin = 82;
+constexpr int q3k_hmask = 0, q3k_qs = 32, q3k_scales = 96, q3k_d = 108;
+constexpr int q4k_d = 0, q4k_dmin = 2, q4k_scales = 4, q4k_qs = 16;
+constexpr int q5k_d = 0, q5k_dmin = 2, q5k_scales = 4, q5k_qh = 16, q5k_qs = 48;
+constexpr int q6k_ql = 0, q6k_qh = 128, q6k_scales = 192, q6k_d = 208;
+constexpr int iq4xs_d = 0, iq4xs_scales_h = 2, iq4xs_scales_l = 4, iq4xs_qs = 8;
+}  // namespace layout
+
+// The non-linear 4-bit code book of IQ4_NL and IQ4_XS.
+constexpr int8_t kIQ4Values[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                                   1,    13,   25,  38,  53,  69,  89,  113};
+
+}  // namespace ktx

@@ -1,0 +1,49 @@
+// The kernel table of one ISA. A translation unit defines KTX_ISA_NS / KTX_ISA_NAME, is
+// compiled with that ISA's flags, and includes this file.
+#pragma once
+#ifndef KTX_ISA_NS
+#error "define KTX_ISA_NS before including quants_impl.h"
+#endif
+
+#include "dequant_impl.h"
+#include "kernel_table.h"
+#include "quant_impl.h"
+
+namespace ktx {
+namespace KTX_ISA_NS {
+
+static KernelTable make_table() {
+  KernelTable t{};
+  t.name = KTX_ISA_NAME;
+  t.dequant[GGML_F32] = dq_f32;
+  t.dequant[GGML_F16] = dq_f16;
+  t.dequant[GGML_BF16] = dq_bf16;
+  t.dequant[GGML_Q4_0] = dq_q4_0;
+  t.dequant[GGML_Q4_1] = dq_q4_1;
+  t.dequant[GGML_Q5_0] = dq_q5_0;
+  t.dequant[GGML_Q5_1] = dq_q5_1;
+  t.dequant[GGML_Q8_0] = dq_q8_0;
+  t.dequant[GGML_Q2_K] = dq_q2_k;
+  t.dequant[GGML_Q3_K] = dq_q3_k;
+  t.dequant[GGML_Q4_K] = dq_q4_k;
+  t.dequant[GGML_Q5_K] = dq_q5_k;
+  t.dequant[GGML_Q6_K] = dq_q6_k;
+  t.dequant[GGML_IQ4_NL] = dq_iq4_nl;
+  t.dequant[GGML_IQ4_XS] = dq_iq4_xs;
+  t.quant[GGML_BF16] = q_bf16;
+  t.quant[GGML_Q8_0] = q_q8_0;
+  t.quant[GGML_Q4_0] = q_q4_0;
+  t.quant[GGML_Q4_K] = q_q4_k;
+  t.quant[GGML_Q5_K] = q_q5_k;
+  t.quant[GGML_Q6_K] = q_q6_k;
+  t.to_bf16 = f32_to_bf16;
+  return t;
+}
+
+const KernelTable& kernel_table() {
+  static const KernelTable table = make_table();
+  return table;
+}
+
+}  // namespace KTX_ISA_NS
+}  // namespace ktx

@@ -85,6 +85,7 @@ def write_gguf(
     """
     import gguf
 
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     writer = gguf.GGUFWriter(os.fspath(path), arch, split_max_tensors=split_max_tensors)
     if alignment is not None:
         writer.add_custom_alignment(alignment)

@@ -3,6 +3,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include "bandwidth.h"
 #include "cpu_features.h"
 #include "dispatch.h"
 
@@ -62,4 +63,19 @@ PYBIND11_MODULE(_kernels, m) {
                  threads);
       },
       py::arg("type"), py::arg("src"), py::arg("n"), py::arg("dst"), py::arg("dst_nbytes"), py::arg("threads"));
+
+  m.def(
+      "memory_read",
+      [](uintptr_t p, int64_t nbytes, int threads) {
+        py::gil_scoped_release release;
+        return memory_read(reinterpret_cast<const void*>(p), nbytes, threads);
+      },
+      py::arg("ptr"), py::arg("nbytes"), py::arg("threads"), "Read nbytes (bandwidth probe); returns a checksum.");
+  m.def(
+      "memory_fill",
+      [](uintptr_t p, int64_t nbytes, int value, int threads) {
+        py::gil_scoped_release release;
+        memory_fill(reinterpret_cast<void*>(p), nbytes, value, threads);
+      },
+      py::arg("ptr"), py::arg("nbytes"), py::arg("value"), py::arg("threads"), "Fill nbytes (bandwidth probe).");
 }

@@ -98,45 +98,52 @@ static void dq_q8_0(const uint8_t* b, float* y, int64_t nb) {
   }
 }
 
-// Q2_K: 16 groups of 16; scales[g] holds the group's scale (low nibble) and min (high
+// Q2_K: 16 groups of 16; scales[k] holds group k's scale (low nibble) and min (high
 // nibble). Element g*128 + s*32 + j is bits 2s..2s+1 of qs[g*32 + j].
-static void dq_q2_k(const uint8_t* b, float* y, int64_t nb) {
+static void dq_q2_k(const uint8_t* __restrict b, float* __restrict y, int64_t nb) {
   using namespace layout;
   for (int64_t i = 0; i < nb; ++i, b += 84, y += QK_K) {
     const float d = fp16_to_fp32(b + q2k_d), dmin = fp16_to_fp32(b + q2k_dmin);
     const uint8_t* sc = b + q2k_scales;
-    const uint8_t* qs = b + q2k_qs;
-    for (int e0 = 0; e0 < QK_K; e0 += 16) {
-      const int g = e0 / 128, s = (e0 % 128) / 32, j0 = e0 % 32;
-      const float dl = d * (float)(sc[e0 / 16] & 0xF);
-      const float ml = dmin * (float)(sc[e0 / 16] >> 4);
-      for (int j = 0; j < 16; ++j) y[e0 + j] = dl * (float)((qs[g * 32 + j0 + j] >> (2 * s)) & 3) - ml;
-    }
+    for (int g = 0; g < 2; ++g)
+      for (int s = 0; s < 4; ++s) {
+        const uint8_t* q = b + q2k_qs + 32 * g;
+        float* out = y + 128 * g + 32 * s;
+        for (int h = 0; h < 2; ++h) {  // two groups of 16 share these 32 bytes
+          const int k = 8 * g + 2 * s + h;
+          const float dl = d * (float)(sc[k] & 0xF), ml = dmin * (float)(sc[k] >> 4);
+          for (int j = 16 * h; j < 16 * h + 16; ++j) out[j] = dl * (float)((q[j] >> (2 * s)) & 3) - ml;
+        }
+      }
   }
 }
 
 // Q3_K: 16 groups of 16 with 6-bit signed scales (low 4 bits in bytes 0..7, high 2 bits in
 // bytes 8..11). Low two bits of element g*128 + s*32 + j come from qs like Q2_K; its third bit
 // is bit s' of hmask[j] for element s'*32 + j, and a *clear* bit subtracts 4.
-static void dq_q3_k(const uint8_t* b, float* y, int64_t nb) {
+static void dq_q3_k(const uint8_t* __restrict b, float* __restrict y, int64_t nb) {
   using namespace layout;
   for (int64_t i = 0; i < nb; ++i, b += 110, y += QK_K) {
     const float d = fp16_to_fp32(b + q3k_d);
     const uint8_t* hm = b + q3k_hmask;
-    const uint8_t* qs = b + q3k_qs;
     const uint8_t* sc = b + q3k_scales;
-    for (int e0 = 0; e0 < QK_K; e0 += 16) {
-      const int k = e0 / 16;
-      const int lo = k < 8 ? (sc[k] & 0xF) : (sc[k - 8] >> 4);
-      const int hi = (sc[8 + k % 4] >> (2 * (k / 4))) & 3;
-      const float dl = d * (float)((int8_t)(lo | (hi << 4)) - 32);
-      const int g = e0 / 128, s = (e0 % 128) / 32, j0 = e0 % 32, hs = e0 / 32;
-      for (int j = 0; j < 16; ++j) {
-        const int low = (qs[g * 32 + j0 + j] >> (2 * s)) & 3;
-        const int neg = ((hm[j0 + j] >> hs) & 1) ? 0 : 4;
-        y[e0 + j] = dl * (float)(low - neg);
+    for (int g = 0; g < 2; ++g)
+      for (int s = 0; s < 4; ++s) {
+        const uint8_t* q = b + q3k_qs + 32 * g;
+        const int hs = 4 * g + s;  // this run of 32 is hmask bit hs
+        float* out = y + 128 * g + 32 * s;
+        for (int h = 0; h < 2; ++h) {
+          const int k = 8 * g + 2 * s + h;
+          const int lo = k < 8 ? (sc[k] & 0xF) : (sc[k - 8] >> 4);
+          const int hi = (sc[8 + k % 4] >> (2 * (k / 4))) & 3;
+          const float dl = d * (float)((int8_t)(lo | (hi << 4)) - 32);
+          for (int j = 16 * h; j < 16 * h + 16; ++j) {
+            const int low = (q[j] >> (2 * s)) & 3;
+            const int neg = ((hm[j] >> hs) & 1) ? 0 : 4;
+            out[j] = dl * (float)(low - neg);
+          }
+        }
       }
-    }
   }
 }
 
@@ -195,38 +202,55 @@ static void dq_q5_k(const uint8_t* b, float* y, int64_t nb) {
 // Q6_K: 16 groups of 16 with int8 scales; y = (d*sc) * (q - 32). Element g*128 + s*64 + j
 // (j < 64) takes nibble s of ql[g*64 + j]; element g*128 + t*32 + j (j < 32) takes bits
 // 2t..2t+1 of qh[g*32 + j] as its high two bits.
-static void dq_q6_k(const uint8_t* b, float* y, int64_t nb) {
+static void dq_q6_k(const uint8_t* __restrict b, float* __restrict y, int64_t nb) {
   using namespace layout;
   for (int64_t i = 0; i < nb; ++i, b += 210, y += QK_K) {
     const float d = fp16_to_fp32(b + q6k_d);
-    const uint8_t* ql = b + q6k_ql;
-    const uint8_t* qh = b + q6k_qh;
     const int8_t* sc = reinterpret_cast<const int8_t*>(b + q6k_scales);
-    for (int e0 = 0; e0 < QK_K; e0 += 16) {
-      const float dl = d * (float)sc[e0 / 16];
-      const int g = e0 / 128, r = e0 % 128;
-      const int s = r / 64, t = r / 32;
-      for (int j = 0; j < 16; ++j) {
-        const int lo = (ql[g * 64 + r % 64 + j] >> (4 * s)) & 0xF;
-        const int hi = (qh[g * 32 + r % 32 + j] >> (2 * t)) & 3;
-        y[e0 + j] = dl * (float)((lo | (hi << 4)) - 32);
+    for (int g = 0; g < 2; ++g)
+      for (int t = 0; t < 4; ++t) {  // the run of 32 at g*128 + t*32
+        const uint8_t* ql = b + q6k_ql + 64 * g + 32 * (t % 2);
+        const uint8_t* qh = b + q6k_qh + 32 * g;
+        const int s = t / 2;
+        float* out = y + 128 * g + 32 * t;
+        for (int h = 0; h < 2; ++h) {
+          const float dl = d * (float)sc[8 * g + 2 * t + h];
+          for (int j = 16 * h; j < 16 * h + 16; ++j) {
+            const int v = ((ql[j] >> (4 * s)) & 0xF) | (((qh[j] >> (2 * t)) & 3) << 4);
+            out[j] = dl * (float)(v - 32);
+          }
+        }
       }
-    }
   }
+}
+
+// Writes d * book[q & 15] for 16 bytes of nibbles to out[0..16) (low nibbles) and
+// out[16..32) (high nibbles): the layout shared by IQ4_NL blocks and IQ4_XS sub-blocks.
+static inline void iq4_run(const uint8_t* __restrict qs, float dl, float* __restrict out) {
+#if defined(__AVX2__)
+  // A byte shuffle is a 16-entry table lookup; the compiler cannot vectorize the gather.
+  const __m128i book = _mm_loadu_si128((const __m128i*)kIQ4Values);
+  const __m128i nib = _mm_set1_epi8(0x0F);
+  const __m128i q = _mm_loadu_si128((const __m128i*)qs);
+  const __m128i lo = _mm_shuffle_epi8(book, _mm_and_si128(q, nib));
+  const __m128i hi = _mm_shuffle_epi8(book, _mm_and_si128(_mm_srli_epi16(q, 4), nib));
+  const __m256 vd = _mm256_set1_ps(dl);
+  const __m128i runs[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
+  for (int r = 0; r < 4; ++r)
+    _mm256_storeu_ps(out + 8 * r, _mm256_mul_ps(vd, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(runs[r]))));
+#else
+  for (int j = 0; j < 16; ++j) out[j] = dl * (float)kIQ4Values[qs[j] & 0xF];
+  for (int j = 0; j < 16; ++j) out[j + 16] = dl * (float)kIQ4Values[qs[j] >> 4];
+#endif
 }
 
 // IQ4_NL: Q4_0's layout, but each nibble indexes the non-linear code book.
 static void dq_iq4_nl(const uint8_t* b, float* y, int64_t nb) {
-  for (int64_t i = 0; i < nb; ++i, b += 18, y += 32) {
-    const float d = fp16_to_fp32(b);
-    const uint8_t* qs = b + 2;
-    for (int j = 0; j < 16; ++j) y[j] = d * (float)kIQ4Values[qs[j] & 0xF];
-    for (int j = 0; j < 16; ++j) y[j + 16] = d * (float)kIQ4Values[qs[j] >> 4];
-  }
+  for (int64_t i = 0; i < nb; ++i, b += 18, y += 32) iq4_run(b + 2, fp16_to_fp32(b), y);
 }
 
 // IQ4_XS: 8 sub-blocks of 32 with 6-bit signed scales (low nibbles in scales_l, high pairs of
-// bits in scales_h); within a sub-block, Q4_0's nibble order over 16 bytes.
+// bits in scales_h); within a sub-block, IQ4_NL's nibble order over 16 bytes.
 static void dq_iq4_xs(const uint8_t* b, float* y, int64_t nb) {
   using namespace layout;
   for (int64_t i = 0; i < nb; ++i, b += 136, y += QK_K) {
@@ -237,10 +261,7 @@ static void dq_iq4_xs(const uint8_t* b, float* y, int64_t nb) {
       const int lo = (sl[sb / 2] >> (4 * (sb % 2))) & 0xF;
       const int hi = (sh >> (2 * sb)) & 3;
       const float dl = d * (float)((int8_t)(lo | (hi << 4)) - 32);
-      const uint8_t* qs = b + iq4xs_qs + sb * 16;
-      float* out = y + sb * 32;
-      for (int j = 0; j < 16; ++j) out[j] = dl * (float)kIQ4Values[qs[j] & 0xF];
-      for (int j = 0; j < 16; ++j) out[j + 16] = dl * (float)kIQ4Values[qs[j] >> 4];
+      iq4_run(b + iq4xs_qs + sb * 16, dl, y + sb * 32);
     }
   }
 }

@@ -20,6 +20,12 @@ namespace KTX_ISA_NS {
 static inline float fminq(float a, float b) { return a < b ? a : b; }
 static inline float fmaxq(float a, float b) { return a > b ? a : b; }
 static inline int clampi(int v, int lo, int hi) { return v < lo ? lo : (v > hi ? hi : v); }
+// roundf (halves away from zero) without a libm call, so the loop vectorizes: truncation is
+// exact, and so is the fraction x - trunc(x).
+static inline float round_away(float x) {
+  const float t = truncf(x);
+  return fabsf(x - t) >= 0.5f ? t + copysignf(1.0f, x) : t;
+}
 // Round to nearest (even) and clamp, without UB for NaN or huge inputs.
 static inline int round_clamp(float v, int lo, int hi) {
   v = fminq(fmaxq(v, (float)lo), (float)hi);  // NaN -> lo
@@ -33,13 +39,17 @@ static void q_bf16(const float* x, uint8_t* dst, int64_t n) {
 // ggml's quantize_row_q8_0_ref: d = amax / 127, q = round-half-away(x / d).
 static void q_q8_0(const float* x, uint8_t* b, int64_t nb) {
   for (int64_t i = 0; i < nb; ++i, x += 32, b += 34) {
+    // Max in 8 lanes (max is exact in any order; the lanes let it vectorize).
+    float lane[8] = {};
+    for (int j = 0; j < 32; j += 8)
+      for (int k = 0; k < 8; ++k) lane[k] = fmaxq(lane[k], fabsf(x[j + k]));
     float amax = 0.0f;
-    for (int j = 0; j < 32; ++j) amax = fmaxq(amax, fabsf(x[j]));
+    for (int k = 0; k < 8; ++k) amax = fmaxq(amax, lane[k]);
     const float d = amax / 127.0f;
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
     store_u16(b, fp32_to_fp16(d));
     int8_t* qs = reinterpret_cast<int8_t*>(b + 2);
-    for (int j = 0; j < 32; ++j) qs[j] = (int8_t)roundf(fminq(fmaxq(x[j] * id, -128.0f), 127.0f));
+    for (int j = 0; j < 32; ++j) qs[j] = (int8_t)round_away(fminq(fmaxq(x[j] * id, -128.0f), 127.0f));
   }
 }
 
@@ -66,17 +76,29 @@ static void q_q4_0(const float* x, uint8_t* b, int64_t nb) {
   }
 }
 
-// Least-squares fit of x ~= a*q + c over given integer codes q (n values); c is forced <= 0
-// when `nonpositive_offset` (the K-quant "min" is stored as a non-negative amount subtracted).
-// Returns the squared error.
+// Least-squares fit of x ~= a*q + c over integer codes q (n values, a multiple of 8); c is
+// forced <= 0 when `nonpositive_offset` (the K-quant "min" is a non-negative amount
+// subtracted). Returns the squared error. Sums run in 8 lanes, combined in a fixed order:
+// they vectorize without reassociation, and every ISA adds in the same order.
 static float lsq_affine(const float* x, const int* q, int n, bool nonpositive_offset, float& a, float& c) {
-  float sq = 0, sqq = 0, sx = 0, sqx = 0;
-  for (int i = 0; i < n; ++i) {
-    sq += (float)q[i];
-    sqq += (float)q[i] * (float)q[i];
-    sx += x[i];
-    sqx += (float)q[i] * x[i];
+  int lq[8] = {}, lqq[8] = {};
+  float lx[8] = {}, lqx[8] = {};
+  for (int i = 0; i < n; i += 8)
+    for (int k = 0; k < 8; ++k) {
+      lq[k] += q[i + k];
+      lqq[k] += q[i + k] * q[i + k];
+      lx[k] += x[i + k];
+      lqx[k] += (float)q[i + k] * x[i + k];
+    }
+  int sq_i = 0, sqq_i = 0;
+  float sx = 0, sqx = 0;
+  for (int k = 0; k < 8; ++k) {
+    sq_i += lq[k];
+    sqq_i += lqq[k];
+    sx += lx[k];
+    sqx += lqx[k];
   }
+  const float sq = (float)sq_i, sqq = (float)sqq_i;
   const float det = (float)n * sqq - sq * sq;
   if (det > 0) {
     a = ((float)n * sqx - sq * sx) / det;
@@ -89,18 +111,22 @@ static float lsq_affine(const float* x, const int* q, int n, bool nonpositive_of
     c = 0;
     a = sqq > 0 ? sqx / sqq : 0;
   }
+  float le[8] = {};
+  for (int i = 0; i < n; i += 8)
+    for (int k = 0; k < 8; ++k) {
+      const float r = a * (float)q[i + k] + c - x[i + k];
+      le[k] += r * r;
+    }
   float err = 0;
-  for (int i = 0; i < n; ++i) {
-    const float r = a * (float)q[i] + c - x[i];
-    err += r * r;
-  }
+  for (int k = 0; k < 8; ++k) err += le[k];
   return err;
 }
 
 // Fits one sub-block as x ~= scale*q - offset, q in [0, nmax], offset >= 0: try grids that
 // span [min(x, 0), max(x)] with slightly fewer or more steps than nmax, fit each by least
 // squares, re-assign codes to the best fit twice. Outputs scale >= 0 and offset >= 0.
-static void fit_affine(const float* x, int n, int nmax, float& scale, float& offset) {
+template <int n>
+static void fit_affine(const float* x, int nmax, float& scale, float& offset) {
   float lo = x[0], hi = x[0];
   for (int i = 1; i < n; ++i) {
     lo = fminq(lo, x[i]);
@@ -110,7 +136,7 @@ static void fit_affine(const float* x, int n, int nmax, float& scale, float& off
   scale = 0;
   offset = -lo;
   if (!(hi > lo)) return;  // constant (or NaN) sub-block
-  int q[QK_K];
+  int q[n];
   float best = INFINITY;
   for (int k = -10; k <= 10; ++k) {
     const float iscale = ((float)nmax + 0.1f * (float)k) / (hi - lo);
@@ -136,7 +162,8 @@ static void fit_affine(const float* x, int n, int nmax, float& scale, float& off
 
 // Fits one sub-block as x ~= scale*q, q in [-(nmax+1), nmax]. The value of largest magnitude
 // maps near the wider negative end (scale may be negative), then least squares refines.
-static float fit_symmetric(const float* x, int n, int nmax) {
+template <int n>
+static float fit_symmetric(const float* x, int nmax) {
   float amax = 0, max = 0;
   for (int i = 0; i < n; ++i) {
     if (amax < fabsf(x[i])) {
@@ -148,20 +175,30 @@ static float fit_symmetric(const float* x, int n, int nmax) {
   float best = INFINITY, scale = max / -(float)(nmax + 1);
   for (int k = -10; k <= 10; ++k) {
     const float iscale = -((float)(nmax + 1) + 0.1f * (float)k) / max;
-    float sxq = 0, sqq = 0;
-    int q[32];
-    for (int i = 0; i < n; ++i) {
-      q[i] = round_clamp(iscale * x[i], -(nmax + 1), nmax);
-      sxq += x[i] * (float)q[i];
-      sqq += (float)q[i] * (float)q[i];
+    int q[n], lqq[8] = {};
+    float lxq[8] = {};
+    for (int i = 0; i < n; ++i) q[i] = round_clamp(iscale * x[i], -(nmax + 1), nmax);
+    for (int i = 0; i < n; i += 8)
+      for (int k = 0; k < 8; ++k) {
+        lxq[k] += x[i + k] * (float)q[i + k];
+        lqq[k] += q[i + k] * q[i + k];
+      }
+    int sqq_i = 0;
+    float sxq = 0;
+    for (int k = 0; k < 8; ++k) {
+      sqq_i += lqq[k];
+      sxq += lxq[k];
     }
-    if (!(sqq > 0)) continue;
-    const float a = sxq / sqq;
+    if (sqq_i == 0) continue;
+    const float a = sxq / (float)sqq_i;
+    float le[8] = {};
+    for (int i = 0; i < n; i += 8)
+      for (int k = 0; k < 8; ++k) {
+        const float r = a * (float)q[i + k] - x[i + k];
+        le[k] += r * r;
+      }
     float err = 0;
-    for (int i = 0; i < n; ++i) {
-      const float r = a * (float)q[i] - x[i];
-      err += r * r;
-    }
+    for (int k = 0; k < 8; ++k) err += le[k];
     if (err < best) {
       best = err;
       scale = a;
@@ -175,7 +212,7 @@ static float fit_symmetric(const float* x, int n, int nmax) {
 static void k_quant_affine(const float* x, uint8_t* d_out, uint8_t* scales_out, int nmax, uint8_t* L) {
   float scale[8], offset[8], max_scale = 0, max_offset = 0;
   for (int sb = 0; sb < 8; ++sb) {
-    fit_affine(x + 32 * sb, 32, nmax, scale[sb], offset[sb]);
+    fit_affine<32>(x + 32 * sb, nmax, scale[sb], offset[sb]);
     max_scale = fmaxq(max_scale, scale[sb]);
     max_offset = fmaxq(max_offset, offset[sb]);
   }
@@ -236,7 +273,7 @@ static void q_q6_k(const float* x, uint8_t* b, int64_t nb) {
   for (int64_t i = 0; i < nb; ++i, x += QK_K, b += 210) {
     float scale[16], amax = 0, max = 0;
     for (int g = 0; g < 16; ++g) {
-      scale[g] = fit_symmetric(x + 16 * g, 16, 31);
+      scale[g] = fit_symmetric<16>(x + 16 * g, 31);
       if (amax < fabsf(scale[g])) {
         amax = fabsf(scale[g]);
         max = scale[g];

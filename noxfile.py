@@ -1,0 +1,42 @@
+"""Sessions: `nox -s tests` (CPU, what CI runs), `nox -s lint`, `nox -s bench`.
+
+Virtual environments are reused between runs, and scikit-build-core keeps its CMake build in
+build/, so a second run only recompiles what changed.
+"""
+
+import nox
+
+nox.needs_version = ">=2024.3.2"
+nox.options.sessions = ["lint", "tests"]
+nox.options.reuse_venv = "yes"
+
+# The CPU build of torch, installed before ktx so that ktx's torch range is already met
+# (a bare `torch` from PyPI is the multi-GB CUDA build).
+TORCH_CPU = "torch==2.13.0"
+
+
+def install_ktx(session: nox.Session, extras: str) -> None:
+    session.install(TORCH_CPU)
+    session.install(f".[{extras}]")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The CPU test suite (what .ci/run runs)."""
+    install_ktx(session, "test")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(default=False)
+def bench(session: nox.Session) -> None:
+    """The benchmarks of bench/ (numbers, not pass/fail)."""
+    install_ktx(session, "test,bench")
+    session.run("python", "bench/gguf_open.py", *session.posargs)
+    session.run("python", "bench/quants.py", *session.posargs)

@@ -38,7 +38,9 @@ def random_raw(gtype: GGMLType, n: int, rng) -> np.ndarray:
     the values)."""
     block, type_size = BLOCK_SIZES[gtype]
     if gtype in (GGMLType.F32, GGMLType.F16):
-        return rng.standard_normal(n, dtype=np.float32).astype(np.float32 if gtype == GGMLType.F32 else np.float16)
+        return rng.standard_normal(n, dtype=np.float32).astype(
+            np.float32 if gtype == GGMLType.F32 else np.float16
+        )
     raw = rng.integers(0, 256, size=(n // block, type_size), dtype=np.uint8)
     raw[:, 1::2] &= 0xBB  # keeps every f16 exponent below all-ones wherever the scales sit
     return raw
@@ -53,8 +55,12 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--plot", help="write a PNG bar chart here")
     args = ap.parse_args()
-    threads = [int(t) for t in args.threads.split(",")] if args.threads else sorted({1, cpu.default_threads()})
-    isas = args.isa.split(",") if args.isa else [i for i in cpu.supported_isas() if i not in ("scalar", "amx")]
+    threads = (
+        [int(t) for t in args.threads.split(",")] if args.threads else sorted({1, cpu.default_threads()})
+    )
+    isas = (
+        args.isa.split(",") if args.isa else [i for i in cpu.supported_isas() if i not in ("scalar", "amx")]
+    )
     n = args.mib * (1 << 20) // 4
     n -= n % 256
     rng = np.random.default_rng(0)
@@ -68,38 +74,66 @@ def main() -> None:
         for isa in isas:
             with cpu.forced_isa(isa):
                 for t in threads:
-                    s = best_seconds(lambda: kg.dequantize(raw, gtype, (n,), out=out, threads=t), args.repeats)
-                    sb = best_seconds(lambda: kg.dequantize(raw, gtype, (n,), out=out_bf16, threads=t), args.repeats)
+                    s = best_seconds(
+                        lambda raw=raw, gtype=gtype, t=t: kg.dequantize(raw, gtype, (n,), out=out, threads=t),
+                        args.repeats,
+                    )
+                    sb = best_seconds(
+                        lambda raw=raw, gtype=gtype, t=t: kg.dequantize(
+                            raw, gtype, (n,), out=out_bf16, threads=t
+                        ),
+                        args.repeats,
+                    )
                     gb_s = n * 4 / s / 1e9
                     rows.append(
-                        {"op": "dequant", "type": gtype.name, "isa": isa, "threads": t,
-                         "gb_s": round(gb_s, 2), "bf16_gb_s": round(n * 2 / sb / 1e9, 2),
-                         "ceiling_gb_s": round(ceilings[t]["write"], 2),
-                         "fraction": round(gb_s / ceilings[t]["write"], 3)}
+                        {
+                            "op": "dequant",
+                            "type": gtype.name,
+                            "isa": isa,
+                            "threads": t,
+                            "gb_s": round(gb_s, 2),
+                            "bf16_gb_s": round(n * 2 / sb / 1e9, 2),
+                            "ceiling_gb_s": round(ceilings[t]["write"], 2),
+                            "fraction": round(gb_s / ceilings[t]["write"], 3),
+                        }
                     )
     x = rng.standard_normal(n // 4, dtype=np.float32)  # quantization is slower: a quarter of the data
     for gtype in sorted(QUANT_TYPES, key=int):
         for isa in isas:
             with cpu.forced_isa(isa):
                 for t in threads:
-                    s = best_seconds(lambda: kg.quantize(x, gtype, threads=t), max(1, args.repeats - 1))
+                    s = best_seconds(
+                        lambda gtype=gtype, t=t: kg.quantize(x, gtype, threads=t), max(1, args.repeats - 1)
+                    )
                     gb_s = x.nbytes / s / 1e9
                     rows.append(
-                        {"op": "quant", "type": gtype.name, "isa": isa, "threads": t,
-                         "gb_s": round(gb_s, 2), "ceiling_gb_s": round(ceilings[t]["read"], 2),
-                         "fraction": round(gb_s / ceilings[t]["read"], 3)}
+                        {
+                            "op": "quant",
+                            "type": gtype.name,
+                            "isa": isa,
+                            "threads": t,
+                            "gb_s": round(gb_s, 2),
+                            "ceiling_gb_s": round(ceilings[t]["read"], 2),
+                            "fraction": round(gb_s / ceilings[t]["read"], 3),
+                        }
                     )
     if args.json:
         print(json.dumps({"ceilings": ceilings, "rows": rows}))
     else:
         print(f"CPU: {cpu.features()['brand']}; float32 per call: {n * 4 / 2**20:.0f} MiB")
         for t, c in ceilings.items():
-            print(f"  {t} thread(s): ordinary-store bandwidth {c['write']:.1f} GB/s, read {c['read']:.1f} GB/s")
-        print(f"\n{'op':<8}{'type':<8}{'isa':<8}{'thr':>4}{'GB/s':>8}{'bf16 GB/s':>11}{'ceiling':>9}{'frac':>7}")
+            print(
+                f"  {t} thread(s): ordinary-store bandwidth {c['write']:.1f} GB/s, read {c['read']:.1f} GB/s"
+            )
+        print(
+            f"\n{'op':<8}{'type':<8}{'isa':<8}{'thr':>4}{'GB/s':>8}{'bf16 GB/s':>11}{'ceiling':>9}{'frac':>7}"
+        )
         for r in rows:
             bf = f"{r['bf16_gb_s']:>11.2f}" if "bf16_gb_s" in r else " " * 11
-            print(f"{r['op']:<8}{r['type']:<8}{r['isa']:<8}{r['threads']:>4}{r['gb_s']:>8.2f}{bf}"
-                  f"{r['ceiling_gb_s']:>9.1f}{r['fraction']:>7.1%}")
+            print(
+                f"{r['op']:<8}{r['type']:<8}{r['isa']:<8}{r['threads']:>4}{r['gb_s']:>8.2f}{bf}"
+                f"{r['ceiling_gb_s']:>9.1f}{r['fraction']:>7.1%}"
+            )
     if args.plot:
         plot(rows, args.plot)
 
@@ -116,7 +150,10 @@ def plot(rows, path: str) -> None:
     fig, ax = plt.subplots(figsize=(12, 4.5))
     width = 0.8 / len(series)
     for k, (isa, t) in enumerate(series):
-        vals = [next(r["gb_s"] for r in dq if r["type"] == ty and r["isa"] == isa and r["threads"] == t) for ty in types]
+        vals = [
+            next(r["gb_s"] for r in dq if r["type"] == ty and r["isa"] == isa and r["threads"] == t)
+            for ty in types
+        ]
         ax.bar(np.arange(len(types)) + k * width, vals, width, label=f"{isa}, {t} thr")
     for t in sorted({r["threads"] for r in dq}):
         ceiling = next(r["ceiling_gb_s"] for r in dq if r["threads"] == t)

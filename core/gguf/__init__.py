@@ -1,11 +1,11 @@
 """GGUF: read llama.cpp model files fast and strictly; convert their tensors.
 
-    import ktx.core.gguf as gguf
-    with gguf.open("model.gguf") as f:            # a file, a split set, or a directory
-        f.metadata.get_int("llama.block_count")
-        w = f.tensors["blk.0.attn_q.weight"]
-        w.type, w.shape, w.data                    # raw blocks, zero-copy
-        w.dequantize()                             # torch float32 (or dtype=torch.bfloat16)
+import ktx.core.gguf as gguf
+with gguf.open("model.gguf") as f:            # a file, a split set, or a directory
+    f.metadata.get_int("llama.block_count")
+    w = f.tensors["blk.0.attn_q.weight"]
+    w.type, w.shape, w.data                    # raw blocks, zero-copy
+    w.dequantize()                             # torch float32 (or dtype=torch.bfloat16)
 """
 
 from .constants import BLOCK_SIZES, DEQUANT_TYPES, QUANT_TYPES, GGMLType, ValueType

@@ -61,11 +61,19 @@ def dequantize(
         raw = np.ascontiguousarray(raw)
     if out is None:
         out = torch.empty(tuple(shape), dtype=torch_dtype)
-    elif out.dtype != torch_dtype or tuple(out.shape) != tuple(shape) or not out.is_contiguous() or out.is_cuda:
+    elif (
+        out.dtype != torch_dtype or tuple(out.shape) != tuple(shape) or not out.is_contiguous() or out.is_cuda
+    ):
         raise ValueError(f"out must be a contiguous CPU {torch_dtype} tensor of shape {tuple(shape)}")
     if n:
         _kernels.dequantize(
-            int(ggml_type), raw.ctypes.data, raw.nbytes, out.data_ptr(), n, name == "bfloat16", _threads(threads)
+            int(ggml_type),
+            raw.ctypes.data,
+            raw.nbytes,
+            out.data_ptr(),
+            n,
+            name == "bfloat16",
+            _threads(threads),
         )
     return out
 
@@ -87,8 +95,12 @@ def quantize(x: Any, ggml_type: GGMLType | int, *, threads: int | None = None) -
         raise ValueError("quantize needs at least one dimension")
     block, type_size = BLOCK_SIZES[ggml_type]
     if x.shape[-1] % block:
-        raise ValueError(f"rows of {x.shape[-1]} values are not a multiple of the {ggml_type.name} block ({block})")
+        raise ValueError(
+            f"rows of {x.shape[-1]} values are not a multiple of the {ggml_type.name} block ({block})"
+        )
     out = np.empty((*x.shape[:-1], x.shape[-1] // block * type_size), dtype=np.uint8)
     if x.size:
-        _kernels.quantize(int(ggml_type), x.ctypes.data, x.size, out.ctypes.data, out.nbytes, _threads(threads))
+        _kernels.quantize(
+            int(ggml_type), x.ctypes.data, x.size, out.ctypes.data, out.nbytes, _threads(threads)
+        )
     return out

@@ -1,8 +1,8 @@
 """Write GGUF files: gguf-py's `GGUFWriter` does the format, ktx's C++ quantizer the blocks.
 
-    write_gguf("tiny.gguf", "llama",
-               metadata={"llama.block_count": 2, "llama.rope.freq_base": 10000.0},
-               tensors={"token_embd.weight": (emb, GGMLType.Q8_0), "output_norm.weight": norm})
+write_gguf("tiny.gguf", "llama",
+           metadata={"llama.block_count": 2, "llama.rope.freq_base": 10000.0},
+           tensors={"token_embd.weight": (emb, GGMLType.Q8_0), "output_norm.weight": norm})
 """
 
 from __future__ import annotations
@@ -45,7 +45,9 @@ def _infer(value: Any) -> Typed:
         return Typed(value, ValueType.STRING)
     if isinstance(value, (list, tuple, np.ndarray)):
         return Typed(list(value.tolist() if isinstance(value, np.ndarray) else value), ValueType.ARRAY)
-    raise TypeError(f"cannot store {type(value).__name__} as GGUF metadata; wrap it in Typed(value, ValueType.X)")
+    raise TypeError(
+        f"cannot store {type(value).__name__} as GGUF metadata; wrap it in Typed(value, ValueType.X)"
+    )
 
 
 def _blocks(name: str, spec: Any, threads: int | None) -> tuple[np.ndarray, GGMLType]:

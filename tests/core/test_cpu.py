@@ -25,7 +25,12 @@ def test_best_isa_follows_cpu_features():
     assert supported[0] == "scalar"
     assert ("avx2" in supported) == bool(f["avx2"] and f["fma"] and f["f16c"] and f["os_avx"])
     assert ("avx512" in supported) == bool(
-        "avx2" in supported and f["avx512f"] and f["avx512bw"] and f["avx512vl"] and f["avx512dq"] and f["os_avx512"]
+        "avx2" in supported
+        and f["avx512f"]
+        and f["avx512bw"]
+        and f["avx512vl"]
+        and f["avx512dq"]
+        and f["os_avx512"]
     )
     if "amx" in supported:
         assert f["amx_tile"] and f["amx_int8"] and f["amx_bf16"] and f["os_amx"]

@@ -41,7 +41,7 @@ def assert_same_bits(ours: torch.Tensor, ref: np.ndarray, what: str) -> None:
 def random_blocks(gtype: GGMLType, n_blocks: int, rng: np.random.Generator, finite: bool) -> np.ndarray:
     """Random bytes for n_blocks blocks; with finite=True the half-precision scales are made
     finite (random bytes often encode inf/NaN there, which would only test NaN handling)."""
-    block, type_size = BLOCK_SIZES[gtype]
+    _, type_size = BLOCK_SIZES[gtype]
     raw = rng.integers(0, 256, size=(n_blocks, type_size), dtype=np.uint8)
     if finite:
         # Every f16 field: clear the top exponent bit so the exponent is below 0x1f.
@@ -111,7 +111,9 @@ def test_every_tensor_of_the_demo_model(demo_gguf):
             for isa in isas:
                 with cpu.forced_isa(isa):
                     assert_same_bits(t.dequantize(), ref, f"{t.name} ({t.type.name}) on {isa}")
-                    assert_same_bits(t.dequantize(torch.bfloat16), ref, f"{t.name} ({t.type.name}) bf16 on {isa}")
+                    assert_same_bits(
+                        t.dequantize(torch.bfloat16), ref, f"{t.name} ({t.type.name}) bf16 on {isa}"
+                    )
             seen.add(t.type)
     assert seen == {GGMLType.F32, GGMLType.Q5_0, GGMLType.Q8_0, GGMLType.Q4_K, GGMLType.Q6_K}
 

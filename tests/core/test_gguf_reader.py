@@ -89,7 +89,7 @@ def test_typed_getters(demo):
     assert md.get_str("general.architecture") == "gemma3"
     assert md.get_bool("tokenizer.ggml.add_bos_token") is True
     assert md.get_int("missing.key", 7) == 7
-    with pytest.raises(KeyError, match="missing.key"):
+    with pytest.raises(KeyError, match=r"missing\.key"):
         md.get_int("missing.key")
     with pytest.raises(GGUFError, match="expected an integer"):
         md.get_int("general.architecture")
@@ -117,7 +117,7 @@ def write_sample(path, **kw):
 
 
 def test_written_file_reads_back(tmp_path):
-    (path,), tensors = write_sample(tmp_path / "s.gguf")
+    (path,), _ = write_sample(tmp_path / "s.gguf")
     oracle = gguf.GGUFReader(path)
     with kg.open(path) as f:
         md = f.metadata
@@ -168,12 +168,12 @@ def test_split_set_opens_as_one_model(tmp_path):
                 for name, t in one.tensors.items():
                     assert np.array_equal(f.tensors[name].data, t.data), name
     shards[1].unlink()
-    with pytest.raises(GGUFError, match="missing 1 of 3 files: model-00002-of-00003.gguf"):
+    with pytest.raises(GGUFError, match=r"missing 1 of 3 files: model-00002-of-00003\.gguf"):
         kg.open(shards[0])
 
 
 def test_directory(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no .gguf model"):
+    with pytest.raises(FileNotFoundError, match=r"no \.gguf model"):
         kg.open(tmp_path)
     (path,), _ = write_sample(tmp_path / "m.gguf")
     (tmp_path / "mmproj-m.gguf").write_bytes(path.read_bytes())  # a projector is not the model

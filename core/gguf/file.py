@@ -92,7 +92,9 @@ class GGUFFile:
         for shard in shards:
             for t in shard.tensors:
                 if t.name in self.tensors:
-                    raise GGUFError(shard.path, t.info_offset, f"tensor {t.name!r} is also in {self.tensors[t.name].path}")
+                    raise GGUFError(
+                        shard.path, t.info_offset, f"tensor {t.name!r} is also in {self.tensors[t.name].path}"
+                    )
                 self.tensors[t.name] = _tensor(shard, t)
 
     @property
@@ -125,7 +127,7 @@ def _tensor(shard: ParsedFile, t: TensorInfo) -> GGUFTensor:
     return GGUFTensor(t.name, t.type, tuple(reversed(t.ne)), t.offset, t.nbytes, shard.path, shard)
 
 
-def open(path: str | os.PathLike[str]) -> GGUFFile:  # noqa: A001 - mirrors builtins.open on purpose
+def open(path: str | os.PathLike[str]) -> GGUFFile:
     """Opens a GGUF model: a file, any shard of a split set, or a directory holding one model.
 
     Raises GGUFError for malformed or inconsistent files, FileNotFoundError if nothing is there.
@@ -159,7 +161,9 @@ def model_files(path: str | os.PathLike[str]) -> list[Path]:
     files = [p.with_name(f"{m['stem']}-{i:05d}-of-{count:05d}.gguf") for i in range(1, count + 1)]
     missing = [f.name for f in files if not f.exists()]
     if missing:
-        raise GGUFError(p, None, f"split model is missing {len(missing)} of {count} files: {', '.join(missing)}")
+        raise GGUFError(
+            p, None, f"split model is missing {len(missing)} of {count} files: {', '.join(missing)}"
+        )
     return files
 
 
@@ -173,7 +177,9 @@ def _from_directory(d: Path) -> list[Path]:
     if not models:
         raise FileNotFoundError(f"{d}: no .gguf model in this directory")
     if len(models) > 1:
-        raise GGUFError(d, None, f"directory holds {len(models)} models ({', '.join(sorted(models))}); pass one file")
+        raise GGUFError(
+            d, None, f"directory holds {len(models)} models ({', '.join(sorted(models))}); pass one file"
+        )
     return model_files(next(iter(models.values())))
 
 
@@ -188,11 +194,22 @@ def _check_split(shards: list[ParsedFile]) -> None:
             continue
         if declared != count:
             hint = "; open it by its shard-numbered name" if count == 1 else ""
-            raise GGUFError(s.path, None, f"split.count is {declared} but {count} file(s) were found{hint}")
+            raise GGUFError(
+                s.path,
+                s.metadata.offset("split.count"),
+                f"split.count is {declared} but {count} file(s) were found{hint}",
+            )
         no = s.metadata.get_int("split.no", i)
         if no != i:
-            raise GGUFError(s.path, None, f"split.no is {no}, expected {i} from the file name")
-    total = shards[0].metadata.get_int("split.tensors.count", None)
+            raise GGUFError(
+                s.path, s.metadata.offset("split.no"), f"split.no is {no}, expected {i} from the file name"
+            )
+    md = shards[0].metadata
+    total = md.get_int("split.tensors.count", None)
     held = sum(len(s.tensors) for s in shards)
     if total is not None and total != held:
-        raise GGUFError(shards[0].path, None, f"split.tensors.count is {total} but the shards hold {held} tensors")
+        raise GGUFError(
+            shards[0].path,
+            md.offset("split.tensors.count"),
+            f"split.tensors.count is {total} but the shards hold {held} tensors",
+        )

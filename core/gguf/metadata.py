@@ -75,7 +75,7 @@ class StringArray(Sequence[str]):
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, (StringArray, list, tuple)):
-            return len(self) == len(other) and all(a == b for a, b in zip(self, other))
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
         return NotImplemented
 
     __hash__ = None  # type: ignore[assignment]
@@ -122,6 +122,10 @@ class Metadata(Mapping[str, Any]):
         where it is a ValueType, or for arrays of arrays, the inner (type, element type)."""
         return self._types[key]
 
+    def offset(self, key: str) -> int | None:
+        """Where the entry of `key` starts in its file (None if the key is missing)."""
+        return self._positions.get(key)
+
     @property
     def architecture(self) -> str | None:
         return self.get("general.architecture")
@@ -133,7 +137,9 @@ class Metadata(Mapping[str, Any]):
             return default
         vtype = self._types[key][0]
         if vtype not in allowed:
-            raise GGUFError(self._path, self._positions.get(key), f"metadata {key!r} is {vtype.name}, expected {what}")
+            raise GGUFError(
+                self._path, self.offset(key), f"metadata {key!r} is {vtype.name}, expected {what}"
+            )
         return self._values[key]
 
     def get_int(self, key: str, default: Any = _MISSING) -> int:

@@ -11,6 +11,7 @@ Everything is bounds-checked before it is read, so a malformed file raises `GGUF
 
 from __future__ import annotations
 
+import itertools
 import mmap
 import os
 import struct
@@ -87,7 +88,8 @@ class _Cursor:
     def string(self, what: str) -> str:
         start = self.pos
         n = self.unpack(_U64, f"length of {what}")
-        self.need(n, f"{what} ({n} bytes)")
+        if n > self.size - self.pos:  # blame the length, where the string starts
+            raise self.fail(f"{what} of {n} bytes runs past the end of the file", start)
         raw = bytes(self.buf[self.pos : self.pos + n])
         self.pos += n
         try:
@@ -120,7 +122,9 @@ class _Cursor:
         if efmt is not None:
             nbytes = count * efmt[1].itemsize
             if nbytes > self.size - self.pos:
-                raise self.fail(f"array {key!r} of {count} {etype.name} runs past the end of the file", count_at)
+                raise self.fail(
+                    f"array {key!r} of {count} {etype.name} runs past the end of the file", count_at
+                )
             arr = _frombuffer(self.buf, efmt[1], count, self.pos)
             self.pos += nbytes
             return arr, etype
@@ -141,12 +145,13 @@ class _Cursor:
 
     def _skip_strings(self, count: int, key: str) -> int:
         # The hot loop of opening a model with a large vocabulary: no checks inside it; a
-        # length that runs past the end shows up as struct.error or as pos > size.
+        # length that runs past the end shows up as struct.error (OverflowError once pos
+        # passes 2**63) or as pos > size.
         pos, unpack, buf = self.pos, _U64.unpack_from, self.buf
         try:
             for _ in range(count):
                 pos += 8 + unpack(buf, pos)[0]
-        except struct.error:
+        except (struct.error, OverflowError):
             pos = self.size + 1
         if pos <= self.size:
             return pos
@@ -172,7 +177,9 @@ def _open_map(path: str) -> tuple[mmap.mmap | None, Any, int]:
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         if size < _HEADER.size:
-            raise GGUFError(path, 0, f"file is {size} bytes, too short for a GGUF header ({_HEADER.size} bytes)")
+            raise GGUFError(
+                path, 0, f"file is {size} bytes, too short for a GGUF header ({_HEADER.size} bytes)"
+            )
         mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
     return mm, memoryview(mm), size
 
@@ -205,7 +212,9 @@ def _parse(path: str, mm: mmap.mmap, buf: Any, size: int) -> ParsedFile:
         raise cur.fail(f"not a GGUF file: magic is {magic!r}, expected {GGUF_MAGIC!r}", 0)
     if version not in SUPPORTED_VERSIONS:
         if version & 0xFFFF == 0 and int.from_bytes(version.to_bytes(4, "little"), "big") in (2, 3):
-            raise cur.fail("big-endian GGUF is not supported; convert the model on a little-endian machine", 4)
+            raise cur.fail(
+                "big-endian GGUF is not supported; convert the model on a little-endian machine", 4
+            )
         hint = "; re-convert it with a current llama.cpp" if version == 1 else ""
         raise cur.fail(f"GGUF version {version} is not supported (ktx reads versions 2 and 3){hint}", 4)
     cur.pos = _HEADER.size
@@ -231,9 +240,11 @@ def _parse(path: str, mm: mmap.mmap, buf: Any, size: int) -> ParsedFile:
     alignment = DEFAULT_ALIGNMENT
     if "general.alignment" in values:
         alignment = values["general.alignment"]
-        if types["general.alignment"][0] != ValueType.UINT32 or alignment <= 0 or alignment & (alignment - 1):
+        atype = types["general.alignment"][0]
+        if atype != ValueType.UINT32 or alignment <= 0 or alignment & (alignment - 1):
             raise cur.fail(
-                f"general.alignment must be a power-of-two uint32, got {alignment!r}", positions["general.alignment"]
+                f"general.alignment must be a power-of-two uint32, got {atype.name} {alignment!r}",
+                positions["general.alignment"],
             )
 
     infos = []
@@ -246,7 +257,9 @@ def _parse(path: str, mm: mmap.mmap, buf: Any, size: int) -> ParsedFile:
         names.add(name)
         n_dims = cur.unpack(_U32, f"dimension count of {name!r}")
         if n_dims > MAX_DIMS:
-            raise cur.fail(f"tensor {name!r} has {n_dims} dimensions; GGUF allows at most {MAX_DIMS}", cur.pos - 4)
+            raise cur.fail(
+                f"tensor {name!r} has {n_dims} dimensions; GGUF allows at most {MAX_DIMS}", cur.pos - 4
+            )
         cur.need(8 * n_dims, f"shape of {name!r}")
         ne = struct.unpack_from(f"<{n_dims}Q", buf, cur.pos)
         cur.pos += 8 * n_dims
@@ -258,11 +271,13 @@ def _parse(path: str, mm: mmap.mmap, buf: Any, size: int) -> ParsedFile:
             raise cur.fail(f"tensor {name!r} has unknown ggml type {raw_type}", type_at) from None
         offset = cur.unpack(_U64, f"data offset of {name!r}")
         block, type_size = BLOCK_SIZES[gtype]
-        n_elements = 1
+        n_elements = span = 1
         for d in ne:
             n_elements *= d
-        if n_elements >= 1 << 63:
-            raise cur.fail(f"tensor {name!r} has {n_elements} elements, more than int64 holds", at)
+            span *= max(d, 1)
+        # A zero dimension does not excuse the others: numpy and torch still multiply them.
+        if span * type_size >= 1 << 63:
+            raise cur.fail(f"tensor {name!r} has shape {list(ne)}, too large for int64 sizes", at)
         row = ne[0] if ne else 1
         if row % block:
             raise cur.fail(
@@ -280,12 +295,15 @@ def _parse(path: str, mm: mmap.mmap, buf: Any, size: int) -> ParsedFile:
 
 def _place(cur: _Cursor, t: TensorInfo, data_offset: int, alignment: int) -> TensorInfo:
     if t.offset % alignment:
-        raise cur.fail(f"tensor {t.name!r}: data offset {t.offset} is not a multiple of the alignment {alignment}",
-                       t.info_offset)
+        raise cur.fail(
+            f"tensor {t.name!r}: data offset {t.offset} is not a multiple of the alignment {alignment}",
+            t.info_offset,
+        )
     start = data_offset + t.offset
     if start + t.nbytes > cur.size:
         raise cur.fail(
-            f"tensor {t.name!r}: data [{start}, {start + t.nbytes}) runs past the end of the file ({cur.size} bytes)",
+            f"tensor {t.name!r}: data [{start}, {start + t.nbytes}) runs past the end of the file "
+            f"({cur.size} bytes)",
             t.info_offset,
         )
     return TensorInfo(t.name, t.type, t.ne, start, t.nbytes, t.info_offset)
@@ -293,7 +311,7 @@ def _place(cur: _Cursor, t: TensorInfo, data_offset: int, alignment: int) -> Ten
 
 def _check_overlaps(cur: _Cursor, tensors: list[TensorInfo]) -> None:
     ordered = sorted((t for t in tensors if t.nbytes), key=lambda t: t.offset)
-    for a, b in zip(ordered, ordered[1:]):
+    for a, b in itertools.pairwise(ordered):
         if b.offset < a.offset + a.nbytes:
             raise cur.fail(
                 f"tensors {a.name!r} and {b.name!r} overlap: [{a.offset}, {a.offset + a.nbytes}) and "

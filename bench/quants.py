@@ -52,7 +52,8 @@ def main() -> None:
     ap.add_argument("--isa", default=None, help="comma list (default: every supported path but scalar)")
     ap.add_argument("--mib", type=int, default=256, help="float32 MiB converted per call (default 256)")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    ap.add_argument("--out", help="also save the rows as JSON here")
     ap.add_argument("--plot", help="write a PNG bar chart here")
     args = ap.parse_args()
     threads = (
@@ -117,8 +118,12 @@ def main() -> None:
                             "fraction": round(gb_s / ceilings[t]["read"], 3),
                         }
                     )
+    result = {"cpu": cpu.features()["brand"], "ceilings": ceilings, "rows": rows}
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=1)
     if args.json:
-        print(json.dumps({"ceilings": ceilings, "rows": rows}))
+        print(json.dumps(result))
     else:
         print(f"CPU: {cpu.features()['brand']}; float32 per call: {n * 4 / 2**20:.0f} MiB")
         for t, c in ceilings.items():

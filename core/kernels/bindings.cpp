@@ -3,6 +3,8 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <stdexcept>
+
 #include "bandwidth.h"
 #include "cpu_features.h"
 #include "dispatch.h"
@@ -41,10 +43,15 @@ PYBIND11_MODULE(_kernels, m) {
   m.def("best_isa", &best_isa);
   m.def("isa", [] { return std::string(active_table().name); }, "The ISA whose kernels run now.");
   m.def("set_isa", &set_isa, py::arg("name"), "Select the kernels of one ISA (scalar|avx2|avx512|amx).");
-  m.def("amx_selftest", [] {
-    if (!cpu_features().has_amx() || !amx_request_permission()) return false;
-    return amx_selftest();
-  }, "Run a bf16 and an int8 tile product and compare them with scalar loops.");
+  m.def(
+      "amx_selftest",
+      [] {
+        if (!cpu_features().has_amx()) throw std::runtime_error("this CPU (or its OS) offers no AMX");
+        if (!amx_request_permission())
+          throw std::runtime_error("Linux refused the AMX tile state (arch_prctl ARCH_REQ_XCOMP_PERM)");
+        return amx_selftest();
+      },
+      "Run a bf16 and an int8 tile product; True if both equal scalar loops. RuntimeError without AMX.");
 
   m.def(
       "dequantize",

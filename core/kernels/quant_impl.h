@@ -76,29 +76,44 @@ static void q_q4_0(const float* x, uint8_t* b, int64_t nb) {
   }
 }
 
-// Least-squares fit of x ~= a*q + c over integer codes q (n values, a multiple of 8); c is
-// forced <= 0 when `nonpositive_offset` (the K-quant "min" is a non-negative amount
-// subtracted). Returns the squared error. Sums run in 8 lanes, combined in a fixed order:
-// they vectorize without reassociation, and every ISA adds in the same order.
-static float lsq_affine(const float* x, const int* q, int n, bool nonpositive_offset, float& a, float& c) {
-  int lq[8] = {}, lqq[8] = {};
-  float lx[8] = {}, lqx[8] = {};
-  for (int i = 0; i < n; i += 8)
-    for (int k = 0; k < 8; ++k) {
-      lq[k] += q[i + k];
-      lqq[k] += q[i + k] * q[i + k];
-      lx[k] += x[i + k];
-      lqx[k] += (float)q[i + k] * x[i + k];
-    }
-  int sq_i = 0, sqq_i = 0;
-  float sx = 0, sqx = 0;
-  for (int k = 0; k < 8; ++k) {
-    sq_i += lq[k];
-    sqq_i += lqq[k];
-    sx += lx[k];
-    sqx += lqx[k];
+// Eight float lanes as a GCC vector type: the same source compiles to SSE2 pairs, AVX2 or
+// AVX-512 registers, lane by lane with IEEE rounding (no FMA: -ffp-contract=off), so every
+// kernel path computes identical fits. Sums run per lane and are combined in lane order.
+typedef float v8f __attribute__((vector_size(32)));
+
+static inline v8f splat(float v) { return v8f{} + v; }
+static inline v8f load8(const float* p) {
+  v8f v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+static inline float lane_sum(v8f v) {
+  float s = 0;
+  for (int k = 0; k < 8; ++k) s += v[k];
+  return s;
+}
+// Clamp to [lo, hi] (NaN -> lo), then round to nearest even. Adding and subtracting 1.5 * 2^23
+// makes the adder round: exact for |v| < 2^22, and codes are clamped far below that.
+static inline v8f round_clamp8(v8f v, float lo, float hi) {
+  const v8f vlo = splat(lo), vhi = splat(hi), magic = splat(12582912.0f);
+  v = v > vlo ? v : vlo;
+  v = v < vhi ? v : vhi;
+  return (v + magic) - magic;
+}
+
+// Least-squares fit of x ~= a*q + c over codes q (n/8 vectors); c is forced <= 0 when
+// `nonpositive_offset` (the K-quant "min" is a non-negative amount subtracted). Returns the
+// squared error. Sums of codes are exact: at most 32 * 63^2 < 2^24.
+template <int n>
+static float lsq_affine(const v8f* x, const v8f* q, bool nonpositive_offset, float& a, float& c) {
+  v8f lq{}, lqq{}, lx{}, lqx{};
+  for (int i = 0; i < n / 8; ++i) {
+    lq += q[i];
+    lqq += q[i] * q[i];
+    lx += x[i];
+    lqx += q[i] * x[i];
   }
-  const float sq = (float)sq_i, sqq = (float)sqq_i;
+  const float sq = lane_sum(lq), sqq = lane_sum(lqq), sx = lane_sum(lx), sqx = lane_sum(lqx);
   const float det = (float)n * sqq - sq * sq;
   if (det > 0) {
     a = ((float)n * sqx - sq * sx) / det;
@@ -111,38 +126,42 @@ static float lsq_affine(const float* x, const int* q, int n, bool nonpositive_of
     c = 0;
     a = sqq > 0 ? sqx / sqq : 0;
   }
-  float le[8] = {};
-  for (int i = 0; i < n; i += 8)
-    for (int k = 0; k < 8; ++k) {
-      const float r = a * (float)q[i + k] + c - x[i + k];
-      le[k] += r * r;
-    }
-  float err = 0;
-  for (int k = 0; k < 8; ++k) err += le[k];
-  return err;
+  const v8f va = splat(a), vc = splat(c);
+  v8f le{};
+  for (int i = 0; i < n / 8; ++i) {
+    const v8f r = va * q[i] + vc - x[i];
+    le += r * r;
+  }
+  return lane_sum(le);
 }
 
 // Fits one sub-block as x ~= scale*q - offset, q in [0, nmax], offset >= 0: try grids that
 // span [min(x, 0), max(x)] with slightly fewer or more steps than nmax, fit each by least
 // squares, re-assign codes to the best fit twice. Outputs scale >= 0 and offset >= 0.
 template <int n>
-static void fit_affine(const float* x, int nmax, float& scale, float& offset) {
-  float lo = x[0], hi = x[0];
-  for (int i = 1; i < n; ++i) {
-    lo = fminq(lo, x[i]);
-    hi = fmaxq(hi, x[i]);
+static void fit_affine(const float* xs, int nmax, float& scale, float& offset) {
+  v8f x[n / 8];
+  v8f vlo = load8(xs), vhi = vlo;
+  for (int i = 0; i < n / 8; ++i) {
+    x[i] = load8(xs + 8 * i);
+    vlo = x[i] < vlo ? x[i] : vlo;
+    vhi = x[i] > vhi ? x[i] : vhi;
   }
-  lo = fminq(lo, 0.0f);
+  float lo = 0.0f, hi = vhi[0];  // lo = min(x, 0)
+  for (int k = 0; k < 8; ++k) {
+    lo = fminq(lo, vlo[k]);
+    hi = fmaxq(hi, vhi[k]);
+  }
   scale = 0;
   offset = -lo;
   if (!(hi > lo)) return;  // constant (or NaN) sub-block
-  int q[n];
+  v8f q[n / 8];
   float best = INFINITY;
   for (int k = -10; k <= 10; ++k) {
-    const float iscale = ((float)nmax + 0.1f * (float)k) / (hi - lo);
-    for (int i = 0; i < n; ++i) q[i] = round_clamp(iscale * (x[i] - lo), 0, nmax);
+    const v8f iscale = splat(((float)nmax + 0.1f * (float)k) / (hi - lo));
+    for (int i = 0; i < n / 8; ++i) q[i] = round_clamp8(iscale * (x[i] - splat(lo)), 0.0f, (float)nmax);
     float a, c;
-    const float err = lsq_affine(x, q, n, true, a, c);
+    const float err = lsq_affine<n>(x, q, true, a, c);
     if (a > 0 && err < best) {
       best = err;
       scale = a;
@@ -150,9 +169,9 @@ static void fit_affine(const float* x, int nmax, float& scale, float& offset) {
     }
   }
   for (int pass = 0; pass < 2 && scale > 0; ++pass) {
-    for (int i = 0; i < n; ++i) q[i] = round_clamp((x[i] + offset) / scale, 0, nmax);
+    for (int i = 0; i < n / 8; ++i) q[i] = round_clamp8((x[i] + splat(offset)) / splat(scale), 0.0f, (float)nmax);
     float a, c;
-    const float err = lsq_affine(x, q, n, true, a, c);
+    const float err = lsq_affine<n>(x, q, true, a, c);
     if (!(a > 0 && err < best)) break;
     best = err;
     scale = a;
@@ -163,45 +182,38 @@ static void fit_affine(const float* x, int nmax, float& scale, float& offset) {
 // Fits one sub-block as x ~= scale*q, q in [-(nmax+1), nmax]. The value of largest magnitude
 // maps near the wider negative end (scale may be negative), then least squares refines.
 template <int n>
-static float fit_symmetric(const float* x, int nmax) {
+static float fit_symmetric(const float* xs, int nmax) {
   float amax = 0, max = 0;
   for (int i = 0; i < n; ++i) {
-    if (amax < fabsf(x[i])) {
-      amax = fabsf(x[i]);
-      max = x[i];
+    if (amax < fabsf(xs[i])) {
+      amax = fabsf(xs[i]);
+      max = xs[i];
     }
   }
   if (!(amax > 0)) return 0;
+  v8f x[n / 8], q[n / 8];
+  for (int i = 0; i < n / 8; ++i) x[i] = load8(xs + 8 * i);
   float best = INFINITY, scale = max / -(float)(nmax + 1);
   for (int k = -10; k <= 10; ++k) {
-    const float iscale = -((float)(nmax + 1) + 0.1f * (float)k) / max;
-    int q[n], lqq[8] = {};
-    float lxq[8] = {};
-    for (int i = 0; i < n; ++i) q[i] = round_clamp(iscale * x[i], -(nmax + 1), nmax);
-    for (int i = 0; i < n; i += 8)
-      for (int k = 0; k < 8; ++k) {
-        lxq[k] += x[i + k] * (float)q[i + k];
-        lqq[k] += q[i + k] * q[i + k];
-      }
-    int sqq_i = 0;
-    float sxq = 0;
-    for (int k = 0; k < 8; ++k) {
-      sqq_i += lqq[k];
-      sxq += lxq[k];
+    const v8f iscale = splat(-((float)(nmax + 1) + 0.1f * (float)k) / max);
+    v8f lxq{}, lqq{};
+    for (int i = 0; i < n / 8; ++i) {
+      q[i] = round_clamp8(iscale * x[i], -(float)(nmax + 1), (float)nmax);
+      lxq += x[i] * q[i];
+      lqq += q[i] * q[i];
     }
-    if (sqq_i == 0) continue;
-    const float a = sxq / (float)sqq_i;
-    float le[8] = {};
-    for (int i = 0; i < n; i += 8)
-      for (int k = 0; k < 8; ++k) {
-        const float r = a * (float)q[i + k] - x[i + k];
-        le[k] += r * r;
-      }
-    float err = 0;
-    for (int k = 0; k < 8; ++k) err += le[k];
+    const float sqq = lane_sum(lqq);
+    if (sqq == 0) continue;
+    const v8f a = splat(lane_sum(lxq) / sqq);
+    v8f le{};
+    for (int i = 0; i < n / 8; ++i) {
+      const v8f r = a * q[i] - x[i];
+      le += r * r;
+    }
+    const float err = lane_sum(le);
     if (err < best) {
       best = err;
-      scale = a;
+      scale = a[0];
     }
   }
   return scale;

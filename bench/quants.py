@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import numpy as np
 import torch
@@ -20,16 +19,7 @@ import torch
 from ktx.core import cpu, membw
 from ktx.core import gguf as kg
 from ktx.core.gguf import BLOCK_SIZES, DEQUANT_TYPES, QUANT_TYPES, GGMLType
-
-
-def best_seconds(fn, repeats: int) -> float:
-    fn()  # warm: page faults, thread start
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+from ktx.core.membw import best_seconds
 
 
 def random_raw(gtype: GGMLType, n: int, rng) -> np.ndarray:

@@ -14,7 +14,11 @@ from . import _kernels, cpu
 DEFAULT_BYTES = 1 << 30
 
 
-def _best_of(repeats: int, fn) -> float:
+def best_seconds(fn, repeats: int, warmup: int = 1) -> float:
+    """The fastest of `repeats` timed calls of fn, after `warmup` untimed ones (page faults,
+    thread start-up). Benchmarks use it too."""
+    for _ in range(warmup):
+        fn()
     best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -27,7 +31,7 @@ def read_gb_s(threads: int | None = None, nbytes: int = DEFAULT_BYTES, repeats: 
     """DRAM read bandwidth in GB/s (1e9 bytes/s), best of `repeats`."""
     threads = threads or cpu.default_threads()
     buf = np.ones(nbytes // 8, dtype=np.uint64)  # touched: pages are resident before timing
-    seconds = _best_of(repeats, lambda: _kernels.memory_read(buf.ctypes.data, buf.nbytes, threads))
+    seconds = best_seconds(lambda: _kernels.memory_read(buf.ctypes.data, buf.nbytes, threads), repeats, 0)
     return buf.nbytes / seconds / 1e9
 
 
@@ -36,5 +40,5 @@ def write_gb_s(threads: int | None = None, nbytes: int = DEFAULT_BYTES, repeats:
     threads = threads or cpu.default_threads()
     buf = np.zeros(nbytes, dtype=np.uint8)
     _kernels.memory_fill(buf.ctypes.data, buf.nbytes, 1, threads)  # fault the pages in first
-    seconds = _best_of(repeats, lambda: _kernels.memory_fill(buf.ctypes.data, buf.nbytes, 7, threads))
+    seconds = best_seconds(lambda: _kernels.memory_fill(buf.ctypes.data, buf.nbytes, 7, threads), repeats, 0)
     return buf.nbytes / seconds / 1e9

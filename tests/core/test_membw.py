@@ -18,4 +18,3 @@ def test_memory_fill_writes_every_byte():
     buf = np.zeros((3 << 20) + 5, dtype=np.uint8)
     _kernels.memory_fill(buf.ctypes.data, buf.nbytes, 0xA5, 2)
     assert (buf == 0xA5).all()
-

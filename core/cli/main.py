@@ -11,9 +11,9 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from . import doctor, inspect
+from . import chat, doctor, generate, inspect, rules
 
-SUBCOMMANDS = (doctor, inspect)
+SUBCOMMANDS = (chat, generate, doctor, inspect, rules)
 
 DESCRIPTION = """\
 Run huge Mixture-of-Experts models on one workstation: the routed experts on fast CPU
@@ -21,6 +21,8 @@ kernels (AMX / AVX-512 / AVX2), attention and dense layers on the accelerator.""
 
 EXAMPLES = """\
 examples:
+  ktx chat                    chat with the demo model
+  ktx generate --prompt Hi    one answer, with prefill/decode tokens/s
   ktx doctor                  what this machine offers and which kernels ktx will use
   ktx inspect model.gguf      architecture, tokenizer and tensor types of a GGUF model
   ktx inspect --json | jq .   the demo model's report, for scripts

@@ -1,0 +1,129 @@
+"""Flags shared by the commands that load a model (`chat`, `generate`) and the loading itself."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+
+def add_model_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument(
+        "--gguf", metavar="FILE|DIR", help="GGUF file, split shard or folder (default: the demo model)"
+    )
+    g.add_argument(
+        "--model-path",
+        metavar="DIR",
+        help="folder with a Hugging Face config.json that overrides the config built from GGUF metadata",
+    )
+    g.add_argument("--rules", metavar="YAML", help="placement rules (default: the architecture's own)")
+    g.add_argument(
+        "--device", default="auto", help="where the non-expert parts run: auto or cpu (default auto)"
+    )
+    g.add_argument("--cpu-threads", type=int, metavar="N", help="CPU threads (default: physical cores)")
+    g.add_argument(
+        "--experts-per-tok",
+        type=int,
+        metavar="K",
+        help="run K routed experts per token instead "
+        "of the trained number (faster, slightly different answers)",
+    )
+    s = p.add_argument_group("sampling")
+    s.add_argument("--max-new-tokens", type=int, default=512, metavar="N", help="default 512")
+    s.add_argument(
+        "--temperature", type=float, default=None, help="0 = greedy (default: 0.7 in chat, 0 in generate)"
+    )
+    s.add_argument("--top-k", type=int, default=0, help="0 = off")
+    s.add_argument("--top-p", type=float, default=1.0)
+    s.add_argument("--min-p", type=float, default=0.0)
+    s.add_argument("--repetition-penalty", type=float, default=1.0)
+    s.add_argument("--presence-penalty", type=float, default=0.0)
+    s.add_argument("--frequency-penalty", type=float, default=0.0)
+    s.add_argument("--seed", type=int, default=None)
+    s.add_argument("--stop", action="append", default=[], metavar="TEXT", help="stop string (repeatable)")
+    s.add_argument(
+        "--chunk-size", type=int, default=512, metavar="N", help="prefill chunk in tokens (default 512)"
+    )
+
+
+def sampling_params(args: argparse.Namespace, default_temperature: float) -> Any:
+    from ..runtime.sampler import SamplingParams
+
+    params = SamplingParams(
+        temperature=default_temperature if args.temperature is None else args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        min_p=args.min_p,
+        repetition_penalty=args.repetition_penalty,
+        presence_penalty=args.presence_penalty,
+        frequency_penalty=args.frequency_penalty,
+        seed=args.seed,
+    )
+    params.validate()
+    return params
+
+
+def load_model(args: argparse.Namespace, quiet: bool = False) -> Any:
+    """Loads with a spinner on stderr (stdout stays clean for --json)."""
+    from rich.console import Console
+
+    from ..loader import load
+
+    err = Console(stderr=True, highlight=False)
+    with err.status(f"Loading {args.gguf or 'the demo model'} ...", spinner="dots") if not quiet else _null():
+        model = load(
+            args.gguf,
+            model_path=args.model_path,
+            rules=args.rules,
+            device=args.device,
+            cpu_threads=args.cpu_threads,
+            num_experts_per_tok=args.experts_per_tok,
+        )
+    if not quiet:
+        import torch
+
+        from .. import cpu
+
+        err.print(
+            f"[dim]{model.arch.variant} · {model.config.num_hidden_layers} layers · CPU path {cpu.isa()} · "
+            f"{torch.get_num_threads()} threads · loaded in {model.load_seconds:.1f} s[/dim]"
+        )
+    return model
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def prompt_ids(
+    tokenizer: Any, text: str, chat: bool, force_think: bool = False, history: list[dict] | None = None
+) -> list[int]:
+    """Token ids for a raw prompt, or for a conversation rendered by the model's chat template."""
+    if not chat:
+        return tokenizer.encode(text)
+    messages = (history or []) + ([{"role": "user", "content": text}] if text is not None else [])
+    rendered = tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+    if force_think:
+        rendered += "<think>\n"
+    ids = tokenizer.encode(rendered, add_special_tokens=False)
+    bos = tokenizer.bos_token_id
+    if bos is not None and getattr(tokenizer, "add_bos", True) and (not ids or ids[0] != bos):
+        ids = [bos, *ids]
+    return ids
+
+
+def stats_line(gen: Any) -> str:
+    return (
+        f"{gen.prompt_tokens} prompt tokens · TTFT {gen.ttft_s:.2f} s · prefill {gen.prefill_tok_s:.1f} tok/s"
+        f" · decode {gen.decode_tok_s:.1f} tok/s · {gen.completion_tokens} tokens ({gen.finish_reason})"
+    )
+
+
+def write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()

@@ -1,0 +1,71 @@
+"""`ktx.core.load`: a GGUF (file, split set or folder) -> an injected transformers model.
+
+model = ktx.core.load("model.gguf")
+logits = model(torch.tensor([[2, 651, 6037]])).logits
+model.tokenizer.encode("Hello")
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import gguf
+from .models import ModelError, config_from_gguf
+
+
+def _device(device: str) -> str:
+    if device in ("auto", "cpu"):
+        return "cpu"
+    raise ModelError(
+        f"device {device!r}: this build runs models on the CPU only; the GPU backends "
+        "(--device cuda) arrive with the CUDA backend"
+    )
+
+
+def load(
+    gguf_path: str | os.PathLike[str] | None = None,
+    *,
+    model_path: str | None = None,
+    rules: str | os.PathLike[str] | None = None,
+    device: str = "auto",
+    cpu_threads: int | None = None,
+    num_experts_per_tok: int | None = None,
+    tokenizer: bool = True,
+) -> Any:
+    """Builds the transformers model on the meta device, injects ktx operators by rules, loads weights.
+
+    Returns the model with `.tokenizer` (from the GGUF), `.config`, `.gguf`, `.arch` and
+    `.load_seconds`. No `gguf_path` loads the embedded demo model (ktx[demo]).
+    """
+    from .inject import optimize_and_load_gguf
+
+    start = time.perf_counter()
+    if gguf_path is None:
+        from .demo import demo_gguf
+
+        gguf_path = demo_gguf()
+    if cpu_threads:
+        torch.set_num_threads(int(cpu_threads))
+        os.environ["KTX_THREADS"] = str(int(cpu_threads))
+    gf = gguf.open(gguf_path)
+    arch, config = config_from_gguf(gf, model_path)
+    if num_experts_per_tok:
+        if not hasattr(config, "num_experts_per_tok"):
+            raise ModelError(f"--experts-per-tok: {arch.variant} is not a mixture-of-experts model")
+        config.num_experts_per_tok = int(num_experts_per_tok)
+    with torch.device("meta"):
+        model = arch.load_class("model")(config)
+    rule_path = Path(rules) if rules is not None else arch.rules_path
+    model.injection = optimize_and_load_gguf(model, rule_path, gf, config, default_device=_device(device))
+    model.gguf, model.arch = gf, arch
+    if tokenizer:
+        from .tokenizer import Tokenizer
+
+        model.tokenizer = Tokenizer.from_gguf(gf)
+    model.load_seconds = time.perf_counter() - start
+    return model

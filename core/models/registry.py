@@ -1,0 +1,85 @@
+"""Architectures ktx runs: GGUF ``general.architecture`` -> transformers classes and default rules.
+
+Facts are data: each row names the transformers config/model class (imported lazily, so
+``import ktx.core.models`` stays cheap) and the shipped rule file under ``core/rules/``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ModelError
+
+RULES_DIR = Path(__file__).resolve().parent.parent / "rules"
+
+
+@dataclass(frozen=True)
+class Arch:
+    gguf_name: str  # general.architecture as llama.cpp writes it
+    variant: str  # which transformers model this GGUF maps to
+    config_class: str  # dotted path, e.g. transformers.Qwen3MoeConfig
+    model_class: str
+    rope_interleaved: bool  # llama.cpp's rope layout for this arch: adjacent pairs (NORM) or halves (NEOX)
+    rules: str  # file name in core/rules
+
+    @property
+    def rules_path(self) -> Path:
+        return RULES_DIR / self.rules
+
+    def load_class(self, which: str = "model") -> type:
+        dotted = self.model_class if which == "model" else self.config_class
+        module, _, name = dotted.rpartition(".")
+        return getattr(importlib.import_module(module), name)
+
+
+def _a(gguf_name: str, variant: str, cls: str, interleaved: bool, rules: str) -> Arch:
+    return Arch(
+        gguf_name, variant, f"transformers.{cls}Config", f"transformers.{cls}ForCausalLM", interleaved, rules
+    )
+
+
+# variant -> Arch. A GGUF architecture may map to several variants (llama: dense or Mixtral).
+VARIANTS: dict[str, Arch] = {
+    a.variant: a
+    for a in (
+        _a("deepseek2", "deepseek_v2", "DeepseekV2", True, "deepseek2.yaml"),
+        _a("deepseek2", "deepseek_v3", "DeepseekV3", True, "deepseek2.yaml"),
+        _a("qwen2moe", "qwen2_moe", "Qwen2Moe", False, "moe.yaml"),
+        _a("qwen3moe", "qwen3_moe", "Qwen3Moe", False, "moe.yaml"),
+        _a("llama", "mixtral", "Mixtral", True, "moe.yaml"),
+        _a("llama", "llama", "Llama", True, "dense.yaml"),
+        _a("qwen2", "qwen2", "Qwen2", False, "dense.yaml"),
+        _a("qwen3", "qwen3", "Qwen3", False, "dense.yaml"),
+        _a("gemma3", "gemma3_text", "Gemma3Text", False, "dense.yaml"),
+    )
+}
+# transformers names Gemma 3's text-only causal LM Gemma3ForCausalLM with a Gemma3TextConfig.
+VARIANTS["gemma3_text"] = Arch(
+    "gemma3",
+    "gemma3_text",
+    "transformers.Gemma3TextConfig",
+    "transformers.Gemma3ForCausalLM",
+    False,
+    "dense.yaml",
+)
+
+KNOWN_ARCHITECTURES = sorted({a.gguf_name for a in VARIANTS.values()})
+
+
+def check_architecture(name: str | None, where: str = "") -> str:
+    if name not in KNOWN_ARCHITECTURES:
+        raise ModelError(
+            f"{where + ': ' if where else ''}unknown architecture {name!r}; "
+            f"ktx runs {', '.join(KNOWN_ARCHITECTURES)}"
+        )
+    return name
+
+
+def variant_for_model_type(model_type: str) -> Arch:
+    if model_type not in VARIANTS:
+        raise ModelError(
+            f"config.json model_type {model_type!r} is not one ktx runs; known: {', '.join(VARIANTS)}"
+        )
+    return VARIANTS[model_type]

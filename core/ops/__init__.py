@@ -1,0 +1,1 @@
+"""Operators: modules injected by rules, each with a pure-PyTorch reference path."""

@@ -1,0 +1,125 @@
+"""Grouped-query attention over the block KV cache (Llama, Mixtral, Qwen2/3(-MoE), Gemma 3).
+
+The projections and q/k norms are the replaced module's children (rules may replace them in
+turn); this operator adds RoPE, the cache and the attention itself. Sliding windows (Gemma 3's
+local layers) are applied as a mask; the cache keeps every token.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from ..runtime.context import current
+from .base import Operator, adopt
+from .rope import Rope, inv_freq
+
+
+def attend(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    q_start: int,
+    scale: float,
+    window: int | None = None,
+    softcap: float | None = None,
+) -> torch.Tensor:
+    """Causal attention of n new queries at positions q_start.. over keys 0..S-1.
+
+    q: [n, H, D]; k: [S, KVH, D]; v: [S, KVH, Dv] -> [n, H, Dv], all float32.
+    """
+    n, s = q.shape[0], k.shape[0]
+    qpos = torch.arange(q_start, q_start + n)[:, None]
+    kpos = torch.arange(s)[None, :]
+    mask = kpos <= qpos
+    if window is not None:
+        mask &= qpos - kpos < window
+    rep = q.shape[1] // k.shape[1]
+    qh, kh, vh = q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1)  # heads first
+    if softcap is not None:
+        kh, vh = kh.repeat_interleave(rep, 0), vh.repeat_interleave(rep, 0)
+        scores = torch.matmul(qh, kh.transpose(1, 2)) * scale
+        scores = torch.tanh(scores / softcap) * softcap
+        scores = scores.masked_fill(~mask, float("-inf"))
+        return torch.matmul(scores.softmax(-1), vh).transpose(0, 1)
+    # Fold each KV head's query group into the query axis: [KVH, rep * n, D] against [KVH, S, D]
+    # (SDPA's own GQA path is several times slower on the CPU for decode-sized inputs).
+    kvh, d = k.shape[1], q.shape[-1]
+    qg = qh.reshape(kvh, rep * n, d)
+    full = bool(mask.all())
+    out = F.scaled_dot_product_attention(
+        qg, kh, vh, attn_mask=None if full else mask.repeat(rep, 1).to(q.device), scale=scale
+    )
+    return out.reshape(kvh * rep, n, -1).transpose(0, 1)
+
+
+def segments(hidden: torch.Tensor, position_ids: torch.Tensor | None):
+    """(pool or None, [(row slice, Segment or None, start)], positions [B*T]) for this forward."""
+    ctx = current()
+    b, t = hidden.shape[:2]
+    if ctx is not None:
+        if b != 1:
+            raise ValueError("with a KV-cache batch, hidden states are one flat row of tokens [1, T]")
+        rows, off, pos = [], 0, []
+        for seg in ctx.segments:
+            rows.append((slice(off, off + seg.length), seg, seg.start))
+            pos.append(torch.arange(seg.start, seg.start + seg.length))
+            off += seg.length
+        return ctx.pool, rows, torch.cat(pos)
+    if position_ids is None:
+        position_ids = torch.arange(t).expand(b, t)
+    positions = position_ids.reshape(-1).cpu()
+    # No cache: the keys are exactly this row's tokens, so the causal mask starts at 0.
+    rows = [(slice(i * t, (i + 1) * t), None, 0) for i in range(b)]
+    return None, rows, positions
+
+
+class Attention(Operator):
+    def __init__(self, key, gguf, config, orig=None, device="cpu", **kwargs):
+        super().__init__(key, gguf, config, orig, device, **kwargs)
+        adopt(self, orig, ("q_proj", "k_proj", "v_proj", "o_proj", "q_norm", "k_norm"))
+        self.layer_idx = orig.layer_idx
+        self.heads = config.num_attention_heads
+        self.kv_heads = config.num_key_value_heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
+        self.scale = getattr(orig, "scaling", None) or 1 / math.sqrt(self.head_dim)
+        layer_types = getattr(config, "layer_types", None)
+        self.layer_type = layer_types[self.layer_idx] if layer_types else None
+        self.window = getattr(orig, "sliding_window", None)
+        if self.layer_type == "full_attention":
+            self.window = None
+        self.softcap = getattr(config, "attn_logit_softcapping", None)
+        self.interleaved = bool(
+            kwargs.get("rope_interleaved", getattr(config, "ktx_rope_interleaved", False))
+        )
+        self.rope = None
+
+    def kv_spec(self) -> tuple[tuple[int, ...], ...]:
+        return ((self.kv_heads, self.head_dim), (self.kv_heads, self.head_dim))
+
+    def load(self) -> None:
+        freqs, scale = inv_freq(self.config, self.head_dim, self.layer_type)
+        if self.has("rope_freqs.weight"):  # llama 3 scaling as llama.cpp stores it
+            freqs = freqs / self.dequant("rope_freqs.weight").cpu()
+        self.rope = Rope(freqs, scale, self.interleaved)
+
+    def forward(self, hidden_states: torch.Tensor, position_ids=None, **kwargs):
+        pool, rows, positions = segments(hidden_states, position_ids)
+        x = hidden_states.reshape(-1, hidden_states.shape[-1])  # [N, hidden]
+        q = self.q_proj(x).view(x.shape[0], self.heads, self.head_dim).float()
+        k = self.k_proj(x).view(x.shape[0], self.kv_heads, self.head_dim).float()
+        v = self.v_proj(x).view(x.shape[0], self.kv_heads, self.head_dim).float()
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = self.rope(q, positions), self.rope(k, positions)
+        outs = []
+        for rs, seg, start in rows:
+            qs, ks, vs = q[rs], k[rs], v[rs]
+            if seg is not None:
+                pool.write(self.layer_idx, seg.seq, seg.start, ks, vs)
+                ks, vs = pool.read(self.layer_idx, seg.seq, seg.start + seg.length)
+            outs.append(attend(qs, ks, vs, start, self.scale, self.window, self.softcap))
+        o = torch.cat(outs).reshape(*hidden_states.shape[:-1], self.heads * self.head_dim)
+        return self.o_proj(o.to(hidden_states.dtype)), None

@@ -1,0 +1,106 @@
+"""Multi-head latent attention (DeepSeek-V2/V3, Kimi-K2) over a compressed-latent KV cache.
+
+The cache stores, per token, the normalised KV latent c [kv_lora_rank] and the rotated shared
+key k_pe [rope_dim] — 576 values for DeepSeek instead of 2 x 128 heads x 192.
+Two equal ways to attend (tests check they agree):
+- naive (prefill): expand c through kv_b into per-head K_nope and V, then ordinary attention;
+- absorbed (decode): fold kv_b's K half into the query and its V half into the output, so
+  attention runs in latent space and reads only the cache.
+kv_b comes from `attn_kv_b` (older GGUFs) or from llama.cpp's split `attn_k_b`/`attn_v_b`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .attention import segments
+from .base import Operator, adopt
+from .rope import Rope, inv_freq
+
+
+class MLAAttention(Operator):
+    def __init__(self, key, gguf, config, orig=None, device="cpu", absorb: str = "decode", **kwargs):
+        super().__init__(key, gguf, config, orig, device, **kwargs)
+        if absorb not in ("decode", "always", "never"):
+            raise ValueError(f"MLAAttention absorb must be decode, always or never, not {absorb!r}")
+        adopt(
+            self,
+            orig,
+            (
+                "q_proj",
+                "q_a_proj",
+                "q_a_layernorm",
+                "q_b_proj",
+                "kv_a_proj_with_mqa",
+                "kv_a_layernorm",
+                "o_proj",
+            ),
+        )
+        self.absorb = absorb
+        self.layer_idx = orig.layer_idx
+        self.heads = config.num_attention_heads
+        self.nope, self.rope_dim = config.qk_nope_head_dim, config.qk_rope_head_dim
+        self.v_dim, self.rank = config.v_head_dim, config.kv_lora_rank
+        self.scale = orig.scaling
+        self.rope = self.w_k = self.w_v = None
+
+    def kv_spec(self) -> tuple[tuple[int, ...], ...]:
+        return ((self.rank + self.rope_dim,),)
+
+    def load(self) -> None:
+        freqs, scale = inv_freq(self.config, self.rope_dim)
+        self.rope = Rope(freqs, scale, interleaved=True)
+        if self.has(f"{self.key}.attn_kv_b.weight"):
+            kv_b = self.dequant(f"{self.key}.attn_kv_b.weight").view(
+                self.heads, self.nope + self.v_dim, self.rank
+            )
+            self.w_k, self.w_v = kv_b[:, : self.nope].contiguous(), kv_b[:, self.nope :].contiguous()
+        else:  # llama.cpp split form: k_b [H, rank, nope] (transposed), v_b [H, v, rank]
+            self.w_k = self.dequant(f"{self.key}.attn_k_b.weight").view(self.heads, self.rank, self.nope)
+            self.w_k = self.w_k.transpose(1, 2).contiguous()
+            self.w_v = self.dequant(f"{self.key}.attn_v_b.weight").view(self.heads, self.v_dim, self.rank)
+
+    def unload(self) -> None:
+        self.w_k = self.w_v = None
+
+    def _attend(self, q_nope, q_pe, latent, start, absorbed):
+        # q_nope: [n, H, nope], q_pe: [n, H, rope]; latent: [S, rank + rope] -> [n, H, v]
+        c, k_pe = latent[:, : self.rank], latent[:, self.rank :]
+        n, s = q_nope.shape[0], latent.shape[0]
+        mask = torch.arange(s)[None, :] <= torch.arange(start, start + n)[:, None]  # [n, S]
+        if absorbed:
+            q_lat = torch.einsum("nhd,hdr->nhr", q_nope, self.w_k)  # [n, H, rank]
+            scores = torch.einsum("nhr,sr->hns", q_lat, c) + torch.einsum("nhd,sd->hns", q_pe, k_pe)
+            probs = (scores * self.scale).masked_fill(~mask, float("-inf")).softmax(-1)
+            o_lat = torch.einsum("hns,sr->nhr", probs, c)
+            return torch.einsum("nhr,hvr->nhv", o_lat, self.w_v)
+        k_nope = torch.einsum("sr,hdr->hsd", c, self.w_k)  # [H, S, nope]
+        v = torch.einsum("sr,hvr->hsv", c, self.w_v)  # [H, S, v]
+        k = torch.cat((k_nope, k_pe[None].expand(self.heads, -1, -1)), -1)
+        q = torch.cat((q_nope, q_pe), -1).transpose(0, 1)  # [H, n, d]
+        out = torch.nn.functional.scaled_dot_product_attention(
+            q[None], k[None], v[None], attn_mask=mask, scale=self.scale
+        )
+        return out[0].transpose(0, 1)
+
+    def forward(self, hidden_states: torch.Tensor, position_ids=None, **kwargs):
+        pool, rows, positions = segments(hidden_states, position_ids)
+        x = hidden_states.reshape(-1, hidden_states.shape[-1])
+        q = self.q_proj(x) if self.q_proj is not None else self.q_b_proj(self.q_a_layernorm(self.q_a_proj(x)))
+        q = q.view(x.shape[0], self.heads, self.nope + self.rope_dim).float()
+        q_nope, q_pe = q[..., : self.nope], self.rope(q[..., self.nope :], positions)
+        ckv = self.kv_a_proj_with_mqa(x).float()
+        c = self.kv_a_layernorm(ckv[:, : self.rank])
+        k_pe = self.rope(ckv[:, None, self.rank :], positions)[:, 0]
+        latent = torch.cat((c, k_pe), -1)  # [N, rank + rope]
+        outs = []
+        for rs, seg, start in rows:
+            lat = latent[rs]
+            if seg is not None:
+                pool.write(self.layer_idx, seg.seq, seg.start, lat)
+                (lat,) = pool.read(self.layer_idx, seg.seq, seg.start + seg.length)
+            n = rs.stop - rs.start
+            absorbed = self.absorb == "always" or (self.absorb == "decode" and n == 1)
+            outs.append(self._attend(q_nope[rs], q_pe[rs], lat, start, absorbed))
+        o = torch.cat(outs).reshape(*hidden_states.shape[:-1], self.heads * self.v_dim)
+        return self.o_proj(o.to(hidden_states.dtype)), None

@@ -1,0 +1,152 @@
+"""Mixture-of-experts: router (gate), routed experts and the block that adds shared experts.
+
+Routing covers every scheme of the architectures we run: softmax (Mixtral, Qwen, DeepSeek-V2)
+or sigmoid with a score-correction bias (DeepSeek-V3, Kimi-K2), optional group-limited top-k,
+renormalisation and a routed scaling factor. `num_experts_per_tok` (a rule kwarg or
+`ktx.core.load(..., num_experts_per_tok=6)`) runs fewer experts than trained, for speed.
+
+`Experts` here is the pure-PyTorch reference: GGUF blocks stay in the mmap and each active
+expert is dequantized when used. The C++ MoE kernels replace it on the CPU when they land.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..gguf import quants
+from ..models.errors import ModelError
+from .base import Operator, adopt
+
+
+def _routing(config) -> dict:
+    mt = config.model_type
+    if mt == "deepseek_v3":
+        return dict(
+            scoring="sigmoid", group="top2sum", norm=config.norm_topk_prob, scale=config.routed_scaling_factor
+        )
+    if mt == "deepseek_v2":
+        group = "max" if getattr(config, "topk_method", "greedy") == "group_limited_greedy" else None
+        return dict(scoring="softmax", group=group, norm=False, scale=config.routed_scaling_factor)
+    if mt == "mixtral":
+        return dict(scoring="softmax", group=None, norm=True, scale=1.0)
+    return dict(scoring="softmax", group=None, norm=bool(config.norm_topk_prob), scale=1.0)
+
+
+def route(
+    logits: torch.Tensor,
+    top_k: int,
+    scoring: str,
+    group: str | None = None,
+    n_group: int = 1,
+    topk_group: int = 1,
+    norm: bool = False,
+    scale: float = 1.0,
+    bias: torch.Tensor | None = None,
+):
+    """logits: [N, E] float32 -> (ids [N, k] int64, weights [N, k] float32)."""
+    scores = logits.softmax(-1) if scoring == "softmax" else logits.sigmoid()
+    choice = scores + bias if bias is not None else scores
+    if group is not None and n_group > 1:
+        grouped = choice.view(choice.shape[0], n_group, -1)
+        g = grouped.max(-1).values if group == "max" else grouped.topk(2, dim=-1).values.sum(-1)
+        keep = torch.zeros_like(g, dtype=torch.bool).scatter_(1, g.topk(topk_group, dim=-1).indices, True)
+        fill = 0.0 if group == "max" else float("-inf")  # as the reference implementations do
+        choice = choice.masked_fill(~keep[:, :, None].expand_as(grouped).reshape_as(choice), fill)
+    ids = choice.topk(top_k, dim=-1).indices
+    weights = scores.gather(1, ids)
+    if norm:
+        weights = weights / (weights.sum(-1, keepdim=True) + 1e-20)
+    return ids, weights * scale
+
+
+class Gate(Operator):
+    def __init__(
+        self, key, gguf, config, orig=None, device="cpu", num_experts_per_tok: int | None = None, **kw
+    ):
+        super().__init__(key, gguf, config, orig, device, **kw)
+        self.top_k = int(num_experts_per_tok or config.num_experts_per_tok)
+        self.params = _routing(config)
+        self.n_group = getattr(config, "n_group", None) or 1
+        self.topk_group = getattr(config, "topk_group", None) or 1
+        self.weight = self.bias = None
+
+    def load(self) -> None:
+        self.weight = self.dequant(f"{self.key}.weight")
+        layer = self.key.rsplit(".", 1)[0]
+        if self.has(f"{layer}.exp_probs_b.bias"):
+            self.bias = self.dequant(f"{layer}.exp_probs_b.bias")
+
+    def route(self, x: torch.Tensor):
+        # x: [N, hidden] -> ids, weights: [N, k]
+        logits = F.linear(x.float(), self.weight)
+        return route(
+            logits,
+            self.top_k,
+            n_group=self.n_group,
+            topk_group=self.topk_group,
+            bias=self.bias,
+            **self.params,
+        )
+
+
+class Experts(Operator):
+    """Routed experts from `ffn_{gate,up,down}_exps` ([E, I, H], [E, I, H], [E, H, I])."""
+
+    def __init__(self, key, gguf, config, orig=None, device="cpu", **kwargs):
+        super().__init__(key, gguf, config, orig, device, **kwargs)
+        self.parts = None
+
+    def load(self) -> None:
+        self.parts = {}
+        for part in ("gate", "up", "down"):
+            t = self.tensor(f"{self.key}.ffn_{part}_exps.weight")
+            self.parts[part] = (t, t.data.reshape(t.shape[0], -1))  # one row of bytes per expert
+
+    def unload(self) -> None:
+        self.parts = None
+
+    def expert_weight(self, part: str, e: int) -> torch.Tensor:
+        t, raw = self.parts[part]
+        return quants.dequantize(raw[e], t.type, tuple(t.shape[1:]), torch.float32)
+
+    def forward(self, x: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        # x: [N, H]; ids/weights: [N, k] -> [N, H] float32
+        x = x.float()
+        out = torch.zeros_like(x)
+        for e in ids.unique().tolist():
+            token, slot = (ids == e).nonzero(as_tuple=True)
+            h = x[token]
+            act = F.silu(h @ self.expert_weight("gate", e).T) * (h @ self.expert_weight("up", e).T)
+            y = act @ self.expert_weight("down", e).T
+            out.index_add_(0, token, y * weights[token, slot, None])
+        return out
+
+
+class MoE(Operator):
+    """Router + routed experts + shared experts (DeepSeek, or Qwen2-MoE's gated one)."""
+
+    def __init__(self, key, gguf, config, orig=None, device="cpu", **kwargs):
+        super().__init__(key, gguf, config, orig, device, **kwargs)
+        adopt(self, orig, ("gate", "experts", "shared_experts", "shared_expert", "shared_expert_gate"))
+
+    def load(self) -> None:
+        for name, cls in (("gate", Gate), ("experts", Experts)):
+            if not hasattr(getattr(self, name), "route" if name == "gate" else "expert_weight"):
+                raise ModelError(
+                    f"{self.key}: the MoE block's {name} must be replaced by a ktx operator "
+                    f"(ktx.core.ops.moe.{cls.__name__} or compatible); check the rule file"
+                )
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        shape = hidden_states.shape
+        x = hidden_states.reshape(-1, shape[-1])
+        ids, weights = self.gate.route(x)
+        y = self.experts(x, ids, weights)
+        shared = self.shared_experts if self.shared_experts is not None else self.shared_expert
+        if shared is not None:
+            s = shared(x).float()
+            if self.shared_expert_gate is not None:
+                s = torch.sigmoid(self.shared_expert_gate(x).float()) * s
+            y = y + s
+        return y.to(hidden_states.dtype).reshape(shape)

@@ -1,0 +1,57 @@
+"""Rotary position embedding in llama.cpp's two layouts.
+
+Frequencies come from transformers' own RoPE initialisers (default, linear, YaRN, llama3 ...),
+so every scaling variant matches the oracle; llama.cpp's `rope_freqs` tensor (llama 3 scaling
+stored as per-dimension factors) divides them when present. `interleaved` rotates adjacent
+pairs (llama.cpp NORM: llama, DeepSeek); otherwise the two halves (NEOX: Qwen, Gemma).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def inv_freq(config, dim: int, layer_type: str | None = None) -> tuple[torch.Tensor, float]:
+    params = config.rope_parameters
+    if layer_type is not None and layer_type in params:
+        params = params[layer_type]
+    kind = params.get("rope_type", "default")
+    if kind == "default":
+        theta = params["rope_theta"]
+        return 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim)), 1.0
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    kwargs = {"layer_type": layer_type} if layer_type is not None else {}
+    freq, scale = ROPE_INIT_FUNCTIONS[kind](config, "cpu", **kwargs)
+    return freq.float(), float(scale)
+
+
+class Rope:
+    def __init__(self, freqs: torch.Tensor, scale: float, interleaved: bool):
+        self.freqs, self.scale, self.interleaved = freqs, scale, interleaved
+
+    def __call__(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        # x: [T, heads, dim] float32; positions: [T]
+        angles = positions.to(torch.float32)[:, None] * self.freqs[None, :]  # [T, dim/2]
+        cos = (angles.cos() * self.scale)[:, None, :]
+        sin = (angles.sin() * self.scale)[:, None, :]
+        if self.interleaved:
+            x1, x2 = x[..., 0::2], x[..., 1::2]
+            out = torch.empty_like(x)
+            out[..., 0::2] = x1 * cos - x2 * sin
+            out[..., 1::2] = x2 * cos + x1 * sin
+            return out
+        half = x.shape[-1] // 2
+        x1, x2 = x[..., :half], x[..., half:]
+        return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+
+
+class NoRotary(nn.Module):
+    """Replaces the model's shared rotary module: ktx attention rotates q/k itself."""
+
+    def __init__(self, key=None, gguf=None, config=None, orig=None, device="cpu", **kwargs):
+        super().__init__()
+
+    def forward(self, *args, **kwargs):
+        return None

@@ -1,0 +1,1 @@
+"""Runtime: block KV cache, chunked prefill, decode loop, sampler, stop strings."""

@@ -1,0 +1,43 @@
+"""What the attention operators need to know about the current forward pass.
+
+The runtime flattens all sequences of a step into one row of tokens ([1, T]); each segment
+says which sequence a run of those tokens belongs to and where it starts. Without a context
+(a plain `model(input_ids)` call) attention treats each batch row as a fresh sequence.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+from .kv_cache import BlockPool, SequenceKV
+
+
+@dataclass
+class Segment:
+    seq: SequenceKV
+    start: int  # position of the first new token
+    length: int  # new tokens in this step
+
+
+@dataclass
+class ForwardBatch:
+    pool: BlockPool
+    segments: list[Segment]
+
+
+_current: ContextVar[ForwardBatch | None] = ContextVar("ktx_forward_batch", default=None)
+
+
+def current() -> ForwardBatch | None:
+    return _current.get()
+
+
+@contextlib.contextmanager
+def forward_batch(batch: ForwardBatch):
+    token = _current.set(batch)
+    try:
+        yield batch
+    finally:
+        _current.reset(token)

@@ -1,0 +1,146 @@
+"""Prefill and decode on the block KV cache: `prefill_and_generate` and its pieces.
+
+A step runs all its tokens as one flat row; `forward_step` returns the logits of each
+segment's last token. Prefill goes in chunks of `chunk_size` tokens so a long prompt never
+materialises a [T, T] attention or a [T, vocab] logits tensor at once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from .context import ForwardBatch, Segment, forward_batch
+from .kv_cache import BlockPool, SequenceKV
+from .sampler import Sampler, SamplingParams
+from .stops import StopMatcher
+
+
+def kv_specs(model: torch.nn.Module) -> dict[int, tuple[tuple[int, ...], ...]]:
+    return {m.layer_idx: m.kv_spec() for m in model.modules() if hasattr(m, "kv_spec")}
+
+
+def make_pool(model: torch.nn.Module, cache_tokens: int = 4096, block_size: int = 64) -> BlockPool:
+    return BlockPool(kv_specs(model), -(-cache_tokens // block_size), block_size)
+
+
+@torch.inference_mode()
+def forward_step(
+    model: torch.nn.Module, pool: BlockPool, segments: list[Segment], input_ids: torch.Tensor
+) -> torch.Tensor:
+    """input_ids: [T] for all segments back to back -> logits [len(segments), vocab] float32."""
+    for seg in segments:
+        pool.reserve(seg.seq, seg.start + seg.length)
+    positions = torch.cat([torch.arange(s.start, s.start + s.length) for s in segments])
+    last = torch.cumsum(torch.tensor([s.length for s in segments]), 0) - 1
+    with forward_batch(ForwardBatch(pool, segments)):
+        out = model(
+            input_ids=input_ids[None], position_ids=positions[None], use_cache=False, logits_to_keep=last
+        )
+    for seg in segments:
+        seg.seq.length = seg.start + seg.length
+    return out.logits[0].float()
+
+
+def prefill(
+    model, pool: BlockPool, seq: SequenceKV, tokens: list[int], chunk_size: int = 512
+) -> torch.Tensor:
+    """Runs `tokens` after what `seq` holds; returns the last token's logits [vocab]."""
+    logits = None
+    for i in range(0, len(tokens), chunk_size):
+        chunk = torch.tensor(tokens[i : i + chunk_size], dtype=torch.long)
+        logits = forward_step(model, pool, [Segment(seq, seq.length, len(chunk))], chunk)[0]
+    return logits
+
+
+@dataclass
+class Generation:
+    tokens: list[int] = field(default_factory=list)
+    text: str = ""
+    prompt_tokens: int = 0
+    finish_reason: str = "length"  # "stop" when EOS or a stop string ended it
+    ttft_s: float = 0.0
+    prefill_s: float = 0.0
+    decode_s: float = 0.0
+
+    @property
+    def completion_tokens(self) -> int:
+        return len(self.tokens)
+
+    @property
+    def prefill_tok_s(self) -> float:
+        return self.prompt_tokens / self.prefill_s if self.prefill_s else 0.0
+
+    @property
+    def decode_tok_s(self) -> float:
+        # the first token comes from prefill; decode rate counts the steps after it
+        steps = max(0, len(self.tokens) - 1)
+        return steps / self.decode_s if self.decode_s else 0.0
+
+
+def prefill_and_generate(
+    model,
+    tokenizer,
+    input_ids,
+    max_new_tokens: int = 256,
+    *,
+    sampling: SamplingParams | None = None,
+    stop: list[str] | None = None,
+    chunk_size: int = 512,
+    pool: BlockPool | None = None,
+    on_text: Callable[[str], None] | None = None,
+    ignore_eos: bool = False,
+) -> Generation:
+    """Generates up to `max_new_tokens` after `input_ids` (list or [1, T]); streams text to `on_text`."""
+    from ..tokenizer.stream import StreamDecoder
+
+    tokens = input_ids.reshape(-1).tolist() if isinstance(input_ids, torch.Tensor) else list(input_ids)
+    sampling = sampling or SamplingParams(temperature=0.0)
+    sampler = Sampler(sampling)
+    own_pool = pool is None
+    pool = pool or make_pool(model, len(tokens) + max_new_tokens + 1)
+    seq = SequenceKV()
+    gen = Generation(prompt_tokens=len(tokens))
+    stops, detok = StopMatcher(stop or []), StreamDecoder(tokenizer, skip_special_tokens=True)
+    eos = set() if ignore_eos else set(getattr(tokenizer, "eos_token_ids", ()) or ())
+    pieces: list[str] = []
+
+    def emit(text: str) -> None:
+        if text:
+            pieces.append(text)
+            if on_text:
+                on_text(text)
+
+    stopped_by_string = False
+    try:
+        t0 = time.perf_counter()
+        logits = prefill(model, pool, seq, tokens, chunk_size)
+        gen.prefill_s = time.perf_counter() - t0
+        for _ in range(max_new_tokens):
+            token = sampler.sample(logits, prompt_tokens=tokens, generated=gen.tokens)
+            if not gen.tokens:
+                gen.ttft_s = time.perf_counter() - t0
+            if token in eos:
+                gen.finish_reason = "stop"
+                break
+            gen.tokens.append(token)
+            text, stopped_by_string = stops.push(detok.push(token))
+            emit(text)
+            if stopped_by_string:
+                gen.finish_reason = "stop"
+                break
+            if len(gen.tokens) == max_new_tokens:
+                break
+            logits = forward_step(model, pool, [Segment(seq, seq.length, 1)], torch.tensor([token]))[0]
+        if not stopped_by_string:
+            text, stopped_by_string = stops.push(detok.flush())
+            emit(text if stopped_by_string else text + stops.flush())
+        gen.decode_s = time.perf_counter() - t0 - gen.ttft_s
+    finally:
+        if own_pool:
+            pool.free(seq)
+    gen.text = "".join(pieces)
+    return gen

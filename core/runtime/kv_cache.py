@@ -1,0 +1,86 @@
+"""KV cache made of fixed-size blocks in one pool shared by all sequences.
+
+Each attention layer declares the per-token tensors it stores (`kv_spec`): GQA keeps K and V
+([kv_heads, head_dim] each); MLA keeps one compressed latent plus the RoPE part. A sequence
+owns a list of block ids; blocks return to the pool when it is freed. The server's continuous
+batching and prefix cache build on this.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+class CacheFullError(RuntimeError):
+    """The pool has no free block left; finish or free a sequence, or raise `cache_lens`."""
+
+
+@dataclass
+class SequenceKV:
+    blocks: list[int] = field(default_factory=list)
+    length: int = 0  # tokens whose K/V are stored
+
+
+class BlockPool:
+    def __init__(
+        self,
+        specs: dict[int, tuple[tuple[int, ...], ...]],
+        num_blocks: int,
+        block_size: int = 64,
+        dtype: torch.dtype = torch.float32,
+        device: str | torch.device = "cpu",
+    ):
+        # specs: layer index -> per-token shapes of the tensors it stores, e.g. ((kvh, d), (kvh, d))
+        self.block_size, self.num_blocks = block_size, num_blocks
+        self.layers = {
+            layer: tuple(
+                torch.zeros(num_blocks, block_size, *shape, dtype=dtype, device=device) for shape in shapes
+            )
+            for layer, shapes in specs.items()
+        }
+        self.free_blocks = list(range(num_blocks - 1, -1, -1))
+
+    @property
+    def capacity(self) -> int:
+        return self.num_blocks * self.block_size
+
+    @property
+    def used_blocks(self) -> int:
+        return self.num_blocks - len(self.free_blocks)
+
+    def reserve(self, seq: SequenceKV, length: int) -> None:
+        """Makes `seq` hold blocks for `length` tokens in all."""
+        need = -(-length // self.block_size) - len(seq.blocks)
+        if need > len(self.free_blocks):
+            raise CacheFullError(
+                f"KV cache full: {need} more blocks of {self.block_size} tokens needed, "
+                f"{len(self.free_blocks)} free of {self.num_blocks}"
+            )
+        for _ in range(max(0, need)):
+            seq.blocks.append(self.free_blocks.pop())
+
+    def free(self, seq: SequenceKV) -> None:
+        self.free_blocks.extend(reversed(seq.blocks))
+        seq.blocks.clear()
+        seq.length = 0
+
+    def _slots(self, seq: SequenceKV, start: int, end: int) -> torch.Tensor:
+        pos = torch.arange(start, end)
+        blocks = torch.tensor(seq.blocks, dtype=torch.long)[pos // self.block_size]
+        return blocks * self.block_size + pos % self.block_size
+
+    def write(self, layer: int, seq: SequenceKV, start: int, *values: torch.Tensor) -> None:
+        # values: [n, *shape] for tokens start .. start+n
+        slots = self._slots(seq, start, start + values[0].shape[0])
+        for store, value in zip(self.layers[layer], values, strict=True):
+            store.view(-1, *store.shape[2:]).index_copy_(0, slots.to(store.device), value.to(store.dtype))
+
+    def read(self, layer: int, seq: SequenceKV, end: int) -> tuple[torch.Tensor, ...]:
+        """Tokens 0 .. end of `seq`, each tensor [end, *shape]."""
+        slots = self._slots(seq, 0, end)
+        return tuple(
+            store.view(-1, *store.shape[2:]).index_select(0, slots.to(store.device))
+            for store in self.layers[layer]
+        )

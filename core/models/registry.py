@@ -44,8 +44,8 @@ def _a(gguf_name: str, variant: str, cls: str, interleaved: bool, rules: str) ->
 VARIANTS: dict[str, Arch] = {
     a.variant: a
     for a in (
-        _a("deepseek2", "deepseek_v2", "DeepseekV2", True, "deepseek2.yaml"),
-        _a("deepseek2", "deepseek_v3", "DeepseekV3", True, "deepseek2.yaml"),
+        _a("deepseek2", "deepseek_v2", "DeepseekV2", True, "moe.yaml"),
+        _a("deepseek2", "deepseek_v3", "DeepseekV3", True, "moe.yaml"),
         _a("qwen2moe", "qwen2_moe", "Qwen2Moe", False, "moe.yaml"),
         _a("qwen3moe", "qwen3_moe", "Qwen3Moe", False, "moe.yaml"),
         _a("llama", "mixtral", "Mixtral", True, "moe.yaml"),

@@ -14,8 +14,10 @@ from torch import nn
 
 def inv_freq(config, dim: int, layer_type: str | None = None) -> tuple[torch.Tensor, float]:
     params = config.rope_parameters
-    if layer_type is not None and layer_type in params:
+    if layer_type is not None and layer_type in params:  # Gemma 3: one RoPE per layer type
         params = params[layer_type]
+    else:
+        layer_type = None
     kind = params.get("rope_type", "default")
     if kind == "default":
         theta = params["rope_theta"]

@@ -11,9 +11,9 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from . import chat, doctor, generate, inspect, rules
+from . import chat, convert, doctor, generate, inspect, rules, synth
 
-SUBCOMMANDS = (chat, generate, doctor, inspect, rules)
+SUBCOMMANDS = (chat, generate, doctor, inspect, rules, convert, synth)
 
 DESCRIPTION = """\
 Run huge Mixture-of-Experts models on one workstation: the routed experts on fast CPU
@@ -26,6 +26,8 @@ examples:
   ktx doctor                  what this machine offers and which kernels ktx will use
   ktx inspect model.gguf      architecture, tokenizer and tensor types of a GGUF model
   ktx inspect --json | jq .   the demo model's report, for scripts
+  ktx convert ~/hf/DeepSeek-V2-Lite -o v2-lite.gguf --type q4_k_m
+  ktx synth --preset v3 --layers 4 -o v3-4l.gguf   random weights, real shapes (benchmarks)
 
 environment:
   KTX_ISA=scalar|avx2|avx512|amx   force a CPU kernel path

@@ -1,0 +1,115 @@
+"""The GGUF tensors a model config implies: names and numpy-order shapes, without any weights.
+
+`ktx synth` builds its files from this list, and the convert tests check that converting a real
+checkpoint yields exactly this list, so a synthetic model has the layout of a converted one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .arch_meta import gguf_arch
+from .tensor_names import llama3_rope_factors, n_experts
+
+Shape = tuple[int, ...]
+
+
+def _is_moe_layer(model_type: str, cfg: dict[str, Any], bid: int) -> bool:
+    if n_experts(cfg) == 0:
+        return False
+    if model_type.startswith("deepseek"):
+        dense = cfg.get("first_k_dense_replace") or 0
+        return bid >= dense and bid % int(cfg.get("moe_layer_freq") or 1) == 0
+    if model_type in ("qwen2_moe", "qwen3_moe"):
+        step = int(cfg.get("decoder_sparse_step") or 1)
+        return bid not in (cfg.get("mlp_only_layers") or []) and (bid + 1) % step == 0
+    return True
+
+
+def _attention(model_type: str, cfg: dict[str, Any], legacy_mla: bool) -> list[tuple[str, Shape]]:
+    h, heads = int(cfg["hidden_size"]), int(cfg["num_attention_heads"])
+    if model_type.startswith("deepseek"):
+        nope, rope, v = int(cfg["qk_nope_head_dim"]), int(cfg["qk_rope_head_dim"]), int(cfg["v_head_dim"])
+        kv_lora, q_lora = int(cfg["kv_lora_rank"]), cfg.get("q_lora_rank")
+        out: list[tuple[str, Shape]] = []
+        if q_lora:
+            out += [
+                ("attn_q_a", (q_lora, h)),
+                ("attn_q_a_norm", (q_lora,)),
+                ("attn_q_b", (heads * (nope + rope), q_lora)),
+            ]
+        else:
+            out += [("attn_q", (heads * (nope + rope), h))]
+        out += [("attn_kv_a_mqa", (kv_lora + rope, h)), ("attn_kv_a_norm", (kv_lora,))]
+        if legacy_mla:
+            out += [("attn_kv_b", (heads * (nope + v), kv_lora))]
+        else:
+            out += [("attn_k_b", (heads, kv_lora, nope)), ("attn_v_b", (heads, v, kv_lora))]
+        return [*out, ("attn_output", (h, heads * v))]
+    hd = int(cfg.get("head_dim") or h // heads)
+    kv = int(cfg.get("num_key_value_heads") or heads)
+    out = [
+        ("attn_q", (heads * hd, h)),
+        ("attn_k", (kv * hd, h)),
+        ("attn_v", (kv * hd, h)),
+        ("attn_output", (h, heads * hd)),
+    ]
+    if model_type in ("qwen2", "qwen2_moe") or cfg.get("attention_bias"):
+        out += [("attn_q.bias", (heads * hd,)), ("attn_k.bias", (kv * hd,)), ("attn_v.bias", (kv * hd,))]
+    if model_type in ("qwen3", "qwen3_moe", "gemma3_text", "gemma3"):
+        out += [("attn_q_norm", (hd,)), ("attn_k_norm", (hd,))]
+    return out
+
+
+def _ffn(model_type: str, cfg: dict[str, Any], bid: int) -> list[tuple[str, Shape]]:
+    h = int(cfg["hidden_size"])
+    if not _is_moe_layer(model_type, cfg, bid):
+        i = int(cfg["intermediate_size"])
+        return [("ffn_gate", (i, h)), ("ffn_up", (i, h)), ("ffn_down", (h, i))]
+    e = n_experts(cfg)
+    i = int(cfg.get("moe_intermediate_size") or cfg["intermediate_size"])
+    out: list[tuple[str, Shape]] = [
+        ("ffn_gate_inp", (e, h)),
+        ("ffn_gate_exps", (e, i, h)),
+        ("ffn_up_exps", (e, i, h)),
+        ("ffn_down_exps", (e, h, i)),
+    ]
+    shared = 0
+    if model_type.startswith("deepseek") and cfg.get("n_shared_experts"):
+        shared = i * int(cfg["n_shared_experts"])
+    elif model_type == "qwen2_moe" and cfg.get("shared_expert_intermediate_size"):
+        shared = int(cfg["shared_expert_intermediate_size"])
+        out.append(("ffn_gate_inp_shexp", (1, h)))
+    if shared:
+        out += [
+            ("ffn_gate_shexp", (shared, h)),
+            ("ffn_up_shexp", (shared, h)),
+            ("ffn_down_shexp", (h, shared)),
+        ]
+    if model_type == "deepseek_v3":
+        out.append(("exp_probs_b.bias", (e,)))
+    return out
+
+
+def expected_tensors(
+    model_type: str, cfg: dict[str, Any], legacy_mla: bool = False
+) -> list[tuple[str, Shape]]:
+    """[(gguf name, numpy shape)] in file order: token_embd, blocks, output_norm, output, rope_freqs."""
+    arch = gguf_arch(model_type)
+    h, vocab = int(cfg["hidden_size"]), int(cfg["vocab_size"])
+    tied = bool(cfg.get("tie_word_embeddings", arch == "gemma3")) or arch == "gemma3"
+    out: list[tuple[str, Shape]] = [("token_embd.weight", (vocab, h))]
+    for bid in range(int(cfg["num_hidden_layers"])):
+        norms = [("attn_norm", (h,)), ("ffn_norm", (h,))]
+        if arch == "gemma3":
+            norms += [("post_attention_norm", (h,)), ("post_ffw_norm", (h,))]
+        block = norms + _attention(model_type, cfg, legacy_mla) + _ffn(model_type, cfg, bid)
+        names = [(f"blk.{bid}.{n}" if "." in n else f"blk.{bid}.{n}.weight", s) for n, s in block]
+        out += sorted(names)
+    out.append(("output_norm.weight", (h,)))
+    if not tied:
+        out.append(("output.weight", (vocab, h)))
+    factors = llama3_rope_factors(cfg) if arch == "llama" else None
+    if factors is not None:
+        out.append(("rope_freqs.weight", factors.shape))
+    return out

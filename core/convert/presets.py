@@ -1,0 +1,215 @@
+"""Model shapes for `ktx synth`: the published configs of real MoE models, and tiny ones per arch.
+
+Each preset is an HF-style config dict (with `model_type`), so a synthetic file gets exactly the
+metadata and tensor layout `ktx convert` would give the real checkpoint (arch_meta, layout).
+Values are those of the models' config.json on the Hub.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+_YARN_DEEPSEEK = {
+    "rope_type": "yarn",
+    "factor": 40.0,
+    "original_max_position_embeddings": 4096,
+    "beta_fast": 32.0,
+    "beta_slow": 1.0,
+}
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # deepseek-ai/DeepSeek-V2-Lite
+    "v2-lite": {
+        "model_type": "deepseek_v2",
+        "hidden_size": 2048,
+        "num_hidden_layers": 27,
+        "first_k_dense_replace": 1,
+        "n_routed_experts": 64,
+        "num_experts_per_tok": 6,
+        "n_shared_experts": 2,
+        "moe_intermediate_size": 1408,
+        "intermediate_size": 10944,
+        "q_lora_rank": None,
+        "kv_lora_rank": 512,
+        "qk_rope_head_dim": 64,
+        "qk_nope_head_dim": 128,
+        "v_head_dim": 128,
+        "num_attention_heads": 16,
+        "num_key_value_heads": 16,
+        "vocab_size": 102400,
+        "max_position_embeddings": 163840,
+        "rms_norm_eps": 1e-6,
+        "rope_theta": 10000.0,
+        "rope_scaling": {**_YARN_DEEPSEEK, "mscale": 0.707, "mscale_all_dim": 0.707},
+        "scoring_func": "softmax",
+        "n_group": 1,
+        "topk_group": 1,
+        "routed_scaling_factor": 1.0,
+        "norm_topk_prob": False,
+        "tie_word_embeddings": False,
+    },
+    # deepseek-ai/DeepSeek-V3 (and R1): same shapes
+    "v3": {
+        "model_type": "deepseek_v3",
+        "hidden_size": 7168,
+        "num_hidden_layers": 61,
+        "first_k_dense_replace": 3,
+        "n_routed_experts": 256,
+        "num_experts_per_tok": 8,
+        "n_shared_experts": 1,
+        "moe_intermediate_size": 2048,
+        "intermediate_size": 18432,
+        "q_lora_rank": 1536,
+        "kv_lora_rank": 512,
+        "qk_rope_head_dim": 64,
+        "qk_nope_head_dim": 128,
+        "v_head_dim": 128,
+        "num_attention_heads": 128,
+        "num_key_value_heads": 128,
+        "vocab_size": 129280,
+        "max_position_embeddings": 163840,
+        "rms_norm_eps": 1e-6,
+        "rope_theta": 10000.0,
+        "rope_scaling": {**_YARN_DEEPSEEK, "mscale": 1.0, "mscale_all_dim": 1.0},
+        "scoring_func": "sigmoid",
+        "n_group": 8,
+        "topk_group": 4,
+        "routed_scaling_factor": 2.5,
+        "norm_topk_prob": True,
+        "tie_word_embeddings": False,
+    },
+    # Qwen/Qwen3-30B-A3B
+    "qwen3-30b-a3b": {
+        "model_type": "qwen3_moe",
+        "hidden_size": 2048,
+        "num_hidden_layers": 48,
+        "num_experts": 128,
+        "num_experts_per_tok": 8,
+        "moe_intermediate_size": 768,
+        "intermediate_size": 6144,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 4,
+        "head_dim": 128,
+        "vocab_size": 151936,
+        "max_position_embeddings": 40960,
+        "rms_norm_eps": 1e-6,
+        "rope_theta": 1000000.0,
+        "norm_topk_prob": True,
+        "tie_word_embeddings": False,
+    },
+    # Qwen/Qwen1.5-MoE-A2.7B (the qwen2moe architecture)
+    "qwen1.5-moe-a2.7b": {
+        "model_type": "qwen2_moe",
+        "hidden_size": 2048,
+        "num_hidden_layers": 24,
+        "num_experts": 60,
+        "num_experts_per_tok": 4,
+        "moe_intermediate_size": 1408,
+        "shared_expert_intermediate_size": 5632,
+        "intermediate_size": 5632,
+        "num_attention_heads": 16,
+        "num_key_value_heads": 16,
+        "vocab_size": 151936,
+        "max_position_embeddings": 8192,
+        "rms_norm_eps": 1e-6,
+        "rope_theta": 1000000.0,
+        "tie_word_embeddings": False,
+    },
+    # mistralai/Mixtral-8x7B-v0.1
+    "mixtral-8x7b": {
+        "model_type": "mixtral",
+        "hidden_size": 4096,
+        "num_hidden_layers": 32,
+        "num_local_experts": 8,
+        "num_experts_per_tok": 2,
+        "intermediate_size": 14336,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "vocab_size": 32000,
+        "max_position_embeddings": 32768,
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 1000000.0,
+        "tie_word_embeddings": False,
+    },
+}
+
+_TINY_COMMON = {
+    "hidden_size": 256,
+    "num_attention_heads": 4,
+    "vocab_size": 512,
+    "max_position_embeddings": 4096,
+    "rms_norm_eps": 1e-6,
+    "rope_theta": 10000.0,
+    "tie_word_embeddings": False,
+}
+# A few MB each; one dense + one MoE layer for DeepSeek, whose router is V2-Lite's (64 experts, top 6).
+TINY: dict[str, dict[str, Any]] = {
+    "deepseek2": {
+        **PRESETS["v2-lite"],
+        **_TINY_COMMON,
+        "num_hidden_layers": 2,
+        "moe_intermediate_size": 128,
+        "intermediate_size": 512,
+        "kv_lora_rank": 64,
+        "qk_rope_head_dim": 16,
+        "qk_nope_head_dim": 32,
+        "v_head_dim": 32,
+        "num_key_value_heads": 4,
+        "rope_scaling": None,
+    },
+    "qwen3moe": {
+        **PRESETS["qwen3-30b-a3b"],
+        **_TINY_COMMON,
+        "num_hidden_layers": 2,
+        "num_experts": 32,
+        "num_experts_per_tok": 4,
+        "moe_intermediate_size": 128,
+        "intermediate_size": 512,
+        "num_key_value_heads": 2,
+        "head_dim": 64,
+    },
+    "qwen2moe": {
+        **PRESETS["qwen1.5-moe-a2.7b"],
+        **_TINY_COMMON,
+        "num_hidden_layers": 2,
+        "num_experts": 16,
+        "num_experts_per_tok": 4,
+        "moe_intermediate_size": 128,
+        "shared_expert_intermediate_size": 256,
+        "intermediate_size": 256,
+        "num_key_value_heads": 4,
+    },
+    "llama": {
+        **PRESETS["mixtral-8x7b"],
+        **_TINY_COMMON,
+        "num_hidden_layers": 2,
+        "intermediate_size": 256,
+        "num_key_value_heads": 2,
+    },
+}
+
+
+def preset_config(arch: str | None, preset: str, layers: int | None = None) -> dict[str, Any]:
+    """The config for (arch, preset), depth cut to `layers` (leading dense layers kept)."""
+    from .arch_meta import gguf_arch
+
+    if preset == "tiny":
+        if arch not in TINY:
+            raise ValueError(f"--preset tiny needs --arch, one of {', '.join(TINY)}")
+        cfg = copy.deepcopy(TINY[arch])
+    elif preset in PRESETS:
+        cfg = copy.deepcopy(PRESETS[preset])
+        real_arch = gguf_arch(cfg["model_type"])
+        if arch is not None and arch != real_arch:
+            raise ValueError(f"preset {preset!r} is a {real_arch} model, not {arch}")
+    else:
+        raise ValueError(f"unknown preset {preset!r}; choose from tiny, {', '.join(PRESETS)}")
+    if layers is not None:
+        dense = int(cfg.get("first_k_dense_replace") or 0)
+        if layers <= dense:
+            raise ValueError(
+                f"{preset} has {dense} leading dense layers; --layers must be at least {dense + 1}"
+            )
+        cfg["num_hidden_layers"] = int(layers)
+    return cfg

@@ -1,0 +1,435 @@
+"""`ktx convert`: tiny random HF models of every supported architecture -> GGUF, checked value by value.
+
+The expected GGUF side is written out here independently of ktx.core.convert (name table, llama
+q/k permutation by index arithmetic, Gemma's norm offset, DeepSeek's kv_b re-assembly), so a
+mistake in the converter cannot hide behind the same mistake in the check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tiny_models import TINY_NAMES, make_tiny  # tests/ is on sys.path through tests/conftest.py
+
+import ktx.core.gguf as kgguf
+from ktx.core.convert import convert_hf
+from ktx.core.convert.layout import expected_tensors
+from ktx.core.convert.tensor_names import allowed_names, template
+
+# Converting needs safetensors; building the tiny models needs transformers and tokenizers.
+for _module in ("safetensors", "tokenizers", "transformers"):
+    pytest.importorskip(_module)
+
+ARCH = {
+    "deepseek-v2": "deepseek2",
+    "deepseek-v2-qlora": "deepseek2",
+    "deepseek-v3": "deepseek2",
+    "qwen2moe": "qwen2moe",
+    "qwen3moe": "qwen3moe",
+    "mixtral": "llama",
+    "llama": "llama",
+    "qwen2": "qwen2",
+    "qwen3": "qwen3",
+    "gemma3": "gemma3",
+}
+# HF module path (after model.layers.N.) -> GGUF tensor (after blk.N.)
+LAYER_NAMES = {
+    "input_layernorm": "attn_norm",
+    "post_attention_layernorm": "ffn_norm",
+    "self_attn.q_proj": "attn_q",
+    "self_attn.k_proj": "attn_k",
+    "self_attn.v_proj": "attn_v",
+    "self_attn.o_proj": "attn_output",
+    "self_attn.q_norm": "attn_q_norm",
+    "self_attn.k_norm": "attn_k_norm",
+    "self_attn.q_a_proj": "attn_q_a",
+    "self_attn.q_a_layernorm": "attn_q_a_norm",
+    "self_attn.q_b_proj": "attn_q_b",
+    "self_attn.kv_a_proj_with_mqa": "attn_kv_a_mqa",
+    "self_attn.kv_a_layernorm": "attn_kv_a_norm",
+    "self_attn.kv_b_proj": "attn_kv_b",
+    "mlp.gate_proj": "ffn_gate",
+    "mlp.up_proj": "ffn_up",
+    "mlp.down_proj": "ffn_down",
+    "mlp.gate": "ffn_gate_inp",
+    "block_sparse_moe.gate": "ffn_gate_inp",
+    "mlp.shared_experts.gate_proj": "ffn_gate_shexp",
+    "mlp.shared_experts.up_proj": "ffn_up_shexp",
+    "mlp.shared_experts.down_proj": "ffn_down_shexp",
+    "mlp.shared_expert.gate_proj": "ffn_gate_shexp",
+    "mlp.shared_expert.up_proj": "ffn_up_shexp",
+    "mlp.shared_expert.down_proj": "ffn_down_shexp",
+    "mlp.shared_expert_gate": "ffn_gate_inp_shexp",
+}
+GEMMA_NAMES = {
+    "post_attention_layernorm": "post_attention_norm",
+    "pre_feedforward_layernorm": "ffn_norm",
+    "post_feedforward_layernorm": "post_ffw_norm",
+}
+EXPERT_PROJ = {
+    "gate_proj": "gate",
+    "up_proj": "up",
+    "down_proj": "down",
+    "w1": "gate",
+    "w3": "up",
+    "w2": "down",
+}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    made: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in made:
+            made[name] = make_tiny(name, tmp_path_factory.mktemp(name))
+        return made[name]
+
+    return get
+
+
+def hf_tensors(d: Path) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    return {k: v.astype(np.float32) for k, v in load_file(d / "model.safetensors").items()}
+
+
+def rope_interleave(w: np.ndarray, heads: int) -> np.ndarray:
+    """Rows of each head [a0..a(n-1), b0..b(n-1)] -> [a0, b0, a1, b1, ...] (llama.cpp's layout)."""
+    out = np.empty_like(w)
+    hd = w.shape[0] // heads
+    for h in range(heads):
+        for i in range(hd // 2):
+            out[h * hd + 2 * i] = w[h * hd + i]
+            out[h * hd + 2 * i + 1] = w[h * hd + hd // 2 + i]
+    return out
+
+
+def expected_from_hf(name: str, cfg: dict, hf: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The GGUF tensors (f32) the converter must write, derived from the HF tensors by hand."""
+    arch, out = ARCH[name], {}
+    experts: dict[tuple[int, str], dict[int, np.ndarray]] = {}
+    for key, w in hf.items():
+        if key == "lm_head.weight":
+            out["output.weight"] = w
+            continue
+        if key == "model.embed_tokens.weight":
+            out["token_embd.weight"] = w
+            continue
+        if key == "model.norm.weight":  # Gemma: every norm, the final one included, gets +1
+            out["output_norm.weight"] = w + 1 if arch == "gemma3" else w
+            continue
+        if key.endswith("e_score_correction_bias"):
+            continue
+        m = re.fullmatch(r"model\.layers\.(\d+)\.(.+)\.(weight|bias)", key)
+        assert m, key
+        bid, mod, kind = int(m[1]), m[2], m[3]
+        if e := re.fullmatch(r"(?:mlp|block_sparse_moe)\.experts\.(\d+)\.(\w+)", mod):
+            experts.setdefault((bid, EXPERT_PROJ[e[2]]), {})[int(e[1])] = w
+            continue
+        gname = (GEMMA_NAMES if arch == "gemma3" and mod in GEMMA_NAMES else LAYER_NAMES)[mod]
+        if arch == "llama" and gname in ("attn_q", "attn_k"):
+            heads = cfg["num_attention_heads"] if gname == "attn_q" else cfg["num_key_value_heads"]
+            w = rope_interleave(w, heads)
+        if arch == "gemma3" and mod.endswith("norm"):
+            w = w + 1
+        if gname == "attn_kv_b":  # checked in re-assembled form, see test_convert_f32_exact
+            gname = "attn_kv_b(k_b,v_b)"
+        out[f"blk.{bid}.{gname}.{kind}"] = w
+    for key, w in hf.items():
+        if key.endswith("e_score_correction_bias"):
+            bid = re.search(r"layers\.(\d+)", key)[1]
+            out[f"blk.{bid}.exp_probs_b.bias"] = w
+    for (bid, proj), by_e in experts.items():
+        out[f"blk.{bid}.ffn_{proj}_exps.weight"] = np.stack([by_e[e] for e in sorted(by_e)])
+    return out
+
+
+def read_gguf(path: Path) -> dict[str, np.ndarray]:
+    with kgguf.open(path) as f:
+        return {t.name: t.dequantize().numpy() for t in f}
+
+
+@pytest.mark.parametrize("name", TINY_NAMES)
+def test_convert_f32_exact(name, tiny, tmp_path):
+    d = tiny(name)
+    cfg = json.loads((d / "config.json").read_text())
+    out = convert_hf(d, tmp_path / "m.gguf", "f32", progress=False)
+    got = read_gguf(out.path)
+    arch = ARCH[name]
+    assert out.arch == arch
+    allowed = allowed_names(arch)
+    assert all(template(n) in allowed for n in got), sorted(n for n in got if template(n) not in allowed)
+    assert {n: v.shape for n, v in got.items()} == dict(expected_tensors(cfg["model_type"], cfg))
+
+    want = expected_from_hf(name, cfg, hf_tensors(d))
+    for key, w in want.items():
+        if key.endswith("attn_kv_b(k_b,v_b).weight"):
+            blk = key.split(".attn_kv_b")[0]
+            k_b, v_b = got[f"{blk}.attn_k_b.weight"], got[f"{blk}.attn_v_b.weight"]
+            kv = np.concatenate([k_b.transpose(0, 2, 1), v_b], axis=1).reshape(w.shape)
+            np.testing.assert_array_equal(kv, w, err_msg=key)
+            continue
+        np.testing.assert_array_equal(got[key], w, err_msg=key)
+    landed = {k.replace("attn_kv_b(k_b,v_b)", x) for k in want for x in ("attn_k_b", "attn_v_b")}
+    assert set(got) - landed <= {"rope_freqs.weight"}, sorted(set(got) - landed)
+
+
+def _meta(path: Path) -> dict:
+    """All metadata, arrays materialized (the reader's string arrays view the mapped file)."""
+    with kgguf.open(path) as f:
+        return {k: v if isinstance(v, (str, int, float)) else list(v) for k, v in f.metadata.items()}
+
+
+def test_metadata_deepseek(tiny, tmp_path):
+    for name in ("deepseek-v2", "deepseek-v3", "deepseek-v2-qlora"):
+        d = tiny(name)
+        cfg = json.loads((d / "config.json").read_text())
+        md = _meta(convert_hf(d, tmp_path / f"{name}.gguf", "f32", progress=False).path)
+        a = "deepseek2."
+        assert md["general.architecture"] == "deepseek2" and md["general.file_type"] == 0
+        for key, value in {
+            "block_count": cfg["num_hidden_layers"],
+            "embedding_length": cfg["hidden_size"],
+            "feed_forward_length": cfg["intermediate_size"],
+            "attention.head_count": cfg["num_attention_heads"],
+            "attention.head_count_kv": 1,
+            "leading_dense_block_count": cfg["first_k_dense_replace"],
+            "expert_count": cfg["n_routed_experts"],
+            "expert_used_count": cfg["num_experts_per_tok"],
+            "expert_shared_count": cfg["n_shared_experts"],
+            "expert_feed_forward_length": cfg["moe_intermediate_size"],
+            "attention.kv_lora_rank": cfg["kv_lora_rank"],
+            "attention.key_length": cfg["kv_lora_rank"] + cfg["qk_rope_head_dim"],
+            "attention.value_length": cfg["kv_lora_rank"],
+            "attention.key_length_mla": cfg["qk_nope_head_dim"] + cfg["qk_rope_head_dim"],
+            "attention.value_length_mla": cfg["v_head_dim"],
+            "rope.dimension_count": cfg["qk_rope_head_dim"],
+            "vocab_size": cfg["vocab_size"],
+        }.items():
+            assert md[a + key] == value, key
+        assert md[a + "expert_weights_scale"] == pytest.approx(cfg["routed_scaling_factor"])
+        assert (a + "attention.q_lora_rank" in md) == (cfg["q_lora_rank"] is not None)
+        assert md[a + "expert_gating_func"] == (2 if name == "deepseek-v3" else 1)
+        if name == "deepseek-v3":
+            assert md[a + "expert_group_count"] == 4 and md[a + "expert_group_used_count"] == 2
+            assert md[a + "expert_weights_norm"] is True
+        if name == "deepseek-v2":
+            assert md[a + "rope.scaling.type"] == "yarn"
+            assert md[a + "rope.scaling.factor"] == 4.0
+            assert md[a + "rope.scaling.original_context_length"] == 1024
+            assert md[a + "rope.scaling.yarn_log_multiplier"] == pytest.approx(0.0707)
+
+
+@pytest.mark.parametrize("name", ["qwen2moe", "qwen3moe", "mixtral", "llama", "qwen2", "qwen3", "gemma3"])
+def test_metadata_values(name, tiny, tmp_path):
+    d = tiny(name)
+    cfg = json.loads((d / "config.json").read_text())
+    md = _meta(convert_hf(d, tmp_path / "m.gguf", "f32", progress=False).path)
+    a = ARCH[name] + "."
+    rope = cfg["rope_parameters"].get("full_attention", cfg["rope_parameters"])
+    common = {
+        "block_count": cfg["num_hidden_layers"],
+        "context_length": cfg["max_position_embeddings"],
+        "embedding_length": cfg["hidden_size"],
+        "feed_forward_length": cfg["intermediate_size"],
+        "attention.head_count": cfg["num_attention_heads"],
+        "attention.head_count_kv": cfg["num_key_value_heads"],
+    }
+    for key, value in common.items():
+        assert md[a + key] == value, key
+    assert md[a + "rope.freq_base"] == pytest.approx(rope["rope_theta"])
+    assert md[a + "attention.layer_norm_rms_epsilon"] == pytest.approx(cfg["rms_norm_eps"])
+    if "moe" in name or name == "mixtral":
+        n_exp = cfg.get("num_experts") or cfg.get("num_local_experts")
+        assert md[a + "expert_count"] == n_exp and md[a + "expert_used_count"] == cfg["num_experts_per_tok"]
+    if name in ("qwen2moe", "qwen3moe"):
+        assert md[a + "expert_feed_forward_length"] == cfg["moe_intermediate_size"]
+    if name == "qwen2moe":
+        assert md[a + "expert_shared_feed_forward_length"] == cfg["shared_expert_intermediate_size"]
+    if name in ("llama", "mixtral"):
+        assert md["llama.vocab_size"] == cfg["vocab_size"]
+        assert md["llama.rope.dimension_count"] == cfg["hidden_size"] // cfg["num_attention_heads"]
+    if name in ("qwen3", "qwen3moe", "gemma3"):
+        assert md[a + "attention.key_length"] == md[a + "attention.value_length"] == cfg["head_dim"]
+    if name in ("qwen3", "gemma3"):
+        assert md[a + "rope.scaling.type"] == "linear" and md[a + "rope.scaling.factor"] == rope["factor"]
+    if name == "gemma3":
+        assert md["gemma3.attention.sliding_window"] == cfg["sliding_window"]
+
+
+def test_tokenizer_byte_level(tiny, tmp_path):
+    d = tiny("qwen3moe")
+    md = _meta(convert_hf(d, tmp_path / "m.gguf", "f32", progress=False).path)
+    tj = json.loads((d / "tokenizer.json").read_text())
+    assert md["tokenizer.ggml.model"] == "gpt2" and md["tokenizer.ggml.pre"] == "qwen2"
+    tokens, types = list(md["tokenizer.ggml.tokens"]), list(md["tokenizer.ggml.token_type"])
+    assert len(tokens) == 512
+    for tok, i in tj["model"]["vocab"].items():
+        assert tokens[i] == tok
+    by_name = {a["content"]: a["id"] for a in tj["added_tokens"]}
+    assert types[by_name["<|bos|>"]] == 3 and types[by_name["<think>"]] == 4
+    assert tokens[511] == "[PAD511]" and types[511] == 5
+    merges = [" ".join(m) if isinstance(m, list) else m for m in tj["model"]["merges"]]
+    assert list(md["tokenizer.ggml.merges"]) == merges
+    assert md["tokenizer.ggml.bos_token_id"] == by_name["<|bos|>"]
+    assert md["tokenizer.ggml.eos_token_id"] == by_name["<|eos|>"]
+    assert md["tokenizer.ggml.padding_token_id"] == by_name["<|pad|>"]
+    assert "messages" in md["tokenizer.chat_template"]
+
+
+def test_tokenizer_sentencepiece(tiny, tmp_path):
+    d = tiny("gemma3")
+    md = _meta(convert_hf(d, tmp_path / "m.gguf", "f32", progress=False).path)
+    tj = json.loads((d / "tokenizer.json").read_text())
+    assert md["tokenizer.ggml.model"] == "llama" and md["tokenizer.ggml.add_space_prefix"] is False
+    tokens, types = list(md["tokenizer.ggml.tokens"]), list(md["tokenizer.ggml.token_type"])
+    scores = np.asarray(md["tokenizer.ggml.scores"])
+    vocab = tj["model"]["vocab"]
+    assert types[vocab["<0x41>"]] == 6 and types[vocab["<unk>"]] == 2 and types[vocab["<bos>"]] == 3
+    first, second = tj["model"]["merges"][:2]
+    first, second = ("".join(m) if isinstance(m, list) else m.replace(" ", "") for m in (first, second))
+    assert scores[tokens.index(first)] == 0.0 > scores[tokens.index(second)] == -1.0
+    assert md["tokenizer.ggml.bos_token_id"] == vocab["<bos>"]
+
+
+def test_fused_experts_match_per_expert(tiny, tmp_path):
+    """transformers 5 holds experts fused (gate_up_proj [E, 2I, H]); both forms convert alike."""
+    import torch
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM
+
+    src = tiny("qwen3moe")
+    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
+    state = model.state_dict()
+    assert any(k.endswith("mlp.experts.gate_up_proj") for k in state)
+    fused = tmp_path / "fused"
+    fused.mkdir()
+    save_file({k: v.contiguous() for k, v in state.items()}, fused / "model.safetensors")
+    for f in src.iterdir():
+        if f.suffix != ".safetensors":
+            (fused / f.name).write_bytes(f.read_bytes())
+    a = read_gguf(convert_hf(src, tmp_path / "a.gguf", "f32", progress=False).path)
+    b = read_gguf(convert_hf(fused, tmp_path / "b.gguf", "f32", progress=False).path)
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_legacy_mla(tiny, tmp_path):
+    d = tiny("deepseek-v2")
+    cfg = json.loads((d / "config.json").read_text())
+    out = convert_hf(d, tmp_path / "m.gguf", "f32", progress=False, legacy_mla=True)
+    got, md = read_gguf(out.path), _meta(out.path)
+    hf = hf_tensors(d)
+    np.testing.assert_array_equal(
+        got["blk.1.attn_kv_b.weight"], hf["model.layers.1.self_attn.kv_b_proj.weight"]
+    )
+    assert not any("attn_k_b" in k for k in got)
+    assert md["deepseek2.attention.head_count_kv"] == cfg["num_attention_heads"]
+    assert md["deepseek2.attention.key_length"] == cfg["qk_nope_head_dim"] + cfg["qk_rope_head_dim"]
+    assert "deepseek2.attention.key_length_mla" not in md
+    assert {k: v.shape for k, v in got.items()} == dict(expected_tensors("deepseek_v2", cfg, legacy_mla=True))
+
+
+# Relative RMS error the quantizers stay under on N(0, 0.05) weights.
+TOLERANCE = {"F32": 0, "F16": 1e-3, "BF16": 8e-3, "Q8_0": 0.01, "Q6_K": 0.03, "Q5_K": 0.05, "Q5_1": 0.05}
+TOLERANCE |= {"Q5_0": 0.06, "Q4_K": 0.12}
+
+
+@pytest.mark.parametrize(
+    ("name", "qtype"), [("deepseek-v3", "q4_k_m"), ("mixtral", "q4_k_m"), ("qwen2moe", "q8_0")]
+)
+def test_quantized_types_and_error(name, qtype, tiny, tmp_path):
+    d = tiny(name)
+    ref = read_gguf(convert_hf(d, tmp_path / "f32.gguf", "f32", progress=False).path)
+    out = convert_hf(d, tmp_path / "q.gguf", qtype, progress=False)
+    with kgguf.open(out.path) as f:
+        types = {t.name: t.type.name for t in f}
+        got = {t.name: t.dequantize().numpy() for t in f}
+    for k, t in types.items():
+        if k.endswith(("norm.weight", ".bias")) or "ffn_gate_inp" in k:
+            assert t == "F32", k
+        err = np.sqrt(np.mean((got[k] - ref[k]) ** 2) / np.mean(ref[k] ** 2))
+        assert err <= TOLERANCE[t], (k, t, err)
+    if qtype == "q8_0":
+        assert {t for k, t in types.items() if k.endswith(".weight") and ref[k].ndim > 1} - {"F32"} == {
+            "Q8_0"
+        }
+    else:
+        assert types["output.weight"] == "Q6_K"
+        # use_more_bits(i, n): i < n/8, i >= 7n/8 or (i - n/8) % 3 == 2 get Q6_K; 64/128-wide rows fall
+        # back (Q4_K -> Q5_0, Q6_K -> Q8_0) as llama-quantize does.
+        if name == "deepseek-v3":  # 3 layers: layer 2 gets more bits
+            assert types["blk.0.ffn_down.weight"] == "Q4_K"
+            assert types["blk.1.ffn_down_exps.weight"] == types["blk.1.ffn_down_shexp.weight"] == "Q5_0"
+            assert types["blk.2.ffn_down_exps.weight"] == types["blk.2.ffn_down_shexp.weight"] == "Q8_0"
+            assert types["blk.1.attn_q_b.weight"] == "Q5_0" and types["blk.1.attn_kv_a_mqa.weight"] == "Q4_K"
+            assert types["blk.1.attn_k_b.weight"] == "Q5_0" and types["token_embd.weight"] == "Q4_K"
+        else:  # 2 layers: layer 1 gets more bits
+            assert (
+                types["blk.0.ffn_down_exps.weight"] == "Q5_0"
+                and types["blk.1.ffn_down_exps.weight"] == "Q8_0"
+            )
+            assert types["blk.0.attn_q.weight"] == "Q4_K"
+    if name == "mixtral":  # llama.cpp's 8-expert rules
+        assert types["blk.0.attn_v.weight"] == types["blk.0.attn_k.weight"] == "Q8_0"
+        assert types["blk.0.attn_output.weight"] == "Q5_K"
+    assert sum(out.types.values()) == len(types)
+
+
+def test_gguf_py_reads_the_file(tiny, tmp_path):
+    import gguf
+
+    out = convert_hf(tiny("deepseek-v3"), tmp_path / "q.gguf", "q4_k_m", progress=False)
+    mine = read_gguf(out.path)
+    reader = gguf.GGUFReader(out.path)
+    assert len(reader.tensors) == len(mine)
+    for t in reader.tensors:
+        x = gguf.quants.dequantize(t.data, t.tensor_type)
+        np.testing.assert_allclose(
+            x.reshape(mine[t.name].shape), mine[t.name], rtol=1e-3, atol=1e-6, err_msg=t.name
+        )
+
+
+def test_unknown_architecture(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt_neox"}))
+    with pytest.raises(ValueError, match=r"gpt_neox.*deepseek_v2.*qwen3_moe"):
+        convert_hf(tmp_path, tmp_path / "m.gguf")
+
+
+def test_cli(tiny, tmp_path, capsys):
+    from ktx.core.cli import convert as cli
+
+    parser = argparse.ArgumentParser()
+    cli.add_parser(parser.add_subparsers())
+    args = parser.parse_args(
+        ["convert", str(tiny("qwen2")), "-o", str(tmp_path / "q.gguf"), "--type", "q8_0"]
+    )
+    assert args.run(args) == 0
+    assert "qwen2" in capsys.readouterr().out
+    with kgguf.open(tmp_path / "q.gguf") as f:
+        assert f.metadata["general.file_type"] == 7
+        assert "output.weight" not in f.tensors  # qwen2 tiny ties its embeddings
+
+
+def test_bf16_shards(tiny, tmp_path):
+    """A sharded BF16 checkpoint (as on the Hub) converts to BF16 bit for bit."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny("mixtral"), dtype=torch.bfloat16)
+    model.save_pretrained(tmp_path / "hf", max_shard_size="1MB")
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        (tmp_path / "hf" / f).write_bytes((tiny("mixtral") / f).read_bytes())
+    assert (tmp_path / "hf" / "model.safetensors.index.json").is_file()
+    got = read_gguf(convert_hf(tmp_path / "hf", tmp_path / "m.gguf", "bf16", progress=False).path)
+    up = model.state_dict()["model.layers.1.mlp.experts.gate_up_proj"].float().numpy()
+    np.testing.assert_array_equal(got["blk.1.ffn_up_exps.weight"], up[:, up.shape[1] // 2 :])
+    embd = model.state_dict()["model.embed_tokens.weight"].float().numpy()
+    np.testing.assert_array_equal(got["token_embd.weight"], embd)

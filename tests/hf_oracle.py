@@ -1,0 +1,71 @@
+"""The transformers side of the model tests: a float32 HF model holding exactly the weights a GGUF holds.
+
+`hf_state_from_gguf` undoes llama.cpp's layout changes (q/k row permutation for llama rope,
+Gemma's folded 1 + w, split experts, split MLA kv_b) so transformers runs the *dequantized*
+GGUF weights: the oracle for quantized files.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import torch
+
+from ktx.core import gguf
+from ktx.core.models.names import gguf_prefix
+
+
+def _unpermute(w: torch.Tensor, n_head: int) -> torch.Tensor:
+    # inverse of llama.cpp's permute: rows (head, pair, half) <- (head, half, pair)
+    return w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def hf_state_from_gguf(gguf_path, model: torch.nn.Module, arch: str) -> dict[str, torch.Tensor]:
+    gf = gguf.open(gguf_path)
+    cfg = model.config
+
+    def t(name: str) -> torch.Tensor:
+        return gf.tensors[name].dequantize(torch.float32)
+
+    state = {}
+    for name, ref in model.state_dict().items():
+        path, _, param = name.rpartition(".")
+        layer = re.search(r"layers\.(\d+)\.", name)
+        blk = f"blk.{layer.group(1)}" if layer else None
+        if name.endswith("mlp.experts.gate_up_proj"):
+            value = torch.cat((t(f"{blk}.ffn_gate_exps.weight"), t(f"{blk}.ffn_up_exps.weight")), dim=1)
+        elif name.endswith("mlp.experts.down_proj"):
+            value = t(f"{blk}.ffn_down_exps.weight")
+        elif name.endswith("e_score_correction_bias"):
+            value = t(f"{blk}.exp_probs_b.bias")
+        elif name.endswith("kv_b_proj.weight") and f"{blk}.attn_kv_b.weight" not in gf.tensors:
+            h, nope, v, rank = cfg.num_attention_heads, cfg.qk_nope_head_dim, cfg.v_head_dim, cfg.kv_lora_rank
+            k_b = t(f"{blk}.attn_k_b.weight").view(h, rank, nope).transpose(1, 2)
+            v_b = t(f"{blk}.attn_v_b.weight").view(h, v, rank)
+            value = torch.cat((k_b, v_b), dim=1).reshape(h * (nope + v), rank)
+        else:
+            key = f"{gguf_prefix(arch, path)}.{param}"
+            if key == "output.weight" and key not in gf.tensors:
+                key = "token_embd.weight"
+            value = t(key)
+            if arch == "llama" and re.search(r"self_attn\.(q|k)_proj\.weight$", name):
+                heads = cfg.num_attention_heads if ".q_proj" in name else cfg.num_key_value_heads
+                value = _unpermute(value, heads)
+            if arch == "gemma3" and "norm" in path:
+                value = value - 1.0
+        state[name] = value.reshape(ref.shape)
+    gf.close()
+    return state
+
+
+def hf_model_on_gguf(hf_dir, gguf_path, arch: str):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32)
+    model.load_state_dict(hf_state_from_gguf(gguf_path, model, arch))
+    return model.eval()
+
+
+def random_ids(vocab: int, n: int, seed: int = 0) -> list[int]:
+    return np.random.default_rng(seed).integers(3, vocab, n).tolist()

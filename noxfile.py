@@ -40,3 +40,4 @@ def bench(session: nox.Session) -> None:
     install_ktx(session, "test,bench")
     session.run("python", "bench/gguf_open.py", *session.posargs)
     session.run("python", "bench/quants.py", *session.posargs)
+    session.run("python", "bench/generate.py", *session.posargs)

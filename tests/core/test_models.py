@@ -1,0 +1,109 @@
+"""Every architecture against transformers in float32, through `ktx convert` and `ktx.core.load`.
+
+A tiny random model is made from the real config class, saved by transformers, converted to
+GGUF, and loaded by ktx. Oracle: transformers running the very weights the GGUF holds
+(dequantized; `hf_oracle.py` undoes llama.cpp's layout changes).
+
+Tolerance: ktx computes activations in float32 like the oracle, so the only differences are
+summation order (SDPA vs eager attention, fused vs per-expert matmuls): ~1e-6 relative on
+logits of magnitude ~1. 1e-4 absolute holds for every type, since both sides use the same
+dequantized weights; quantization error itself is not part of the comparison.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hf_oracle import hf_model_on_gguf, random_ids
+from tiny_models import TINY_NAMES, make_tiny
+
+from ktx.core.convert.hf_to_gguf import convert_hf
+from ktx.core.loader import load
+from ktx.core.runtime.generate import prefill_and_generate
+
+GGUF_ARCH = {
+    "deepseek-v2": "deepseek2",
+    "deepseek-v2-qlora": "deepseek2",
+    "deepseek-v3": "deepseek2",
+    "qwen2moe": "qwen2moe",
+    "qwen3moe": "qwen3moe",
+    "mixtral": "llama",
+    "llama": "llama",
+    "qwen2": "qwen2",
+    "qwen3": "qwen3",
+    "gemma3": "gemma3",
+}
+TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def hf_dirs(tmp_path_factory):
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            cache[name] = make_tiny(name, tmp_path_factory.mktemp(name))
+        return cache[name]
+
+    return get
+
+
+def _compare(hf_dir, gguf_path, arch, n_tokens=24):
+    ours = load(gguf_path)
+    ref = hf_model_on_gguf(hf_dir, gguf_path, arch)
+    ids = torch.tensor([random_ids(ref.config.vocab_size, n_tokens)])
+    with torch.inference_mode():
+        expected = ref(ids).logits
+        got = ours(ids).logits
+    assert got.shape == expected.shape
+    err = (got - expected).abs().max().item()
+    assert err <= TOL, f"max |logits - transformers| = {err:.3g}"
+    return ours, ref, ids
+
+
+@pytest.mark.parametrize("name", TINY_NAMES)
+def test_f32_logits_and_greedy_tokens_match_transformers(name, hf_dirs, tmp_path):
+    gguf_path = tmp_path / "m.gguf"
+    convert_hf(hf_dirs(name), gguf_path, "f32", progress=False)
+    ours, ref, ids = _compare(hf_dirs(name), gguf_path, GGUF_ARCH[name])
+    # 32 greedy tokens through the block KV cache (prefill in chunks of 5, then decode)
+    gen = prefill_and_generate(ours, ours.tokenizer, ids, 32, chunk_size=5, ignore_eos=True)
+    with torch.inference_mode():
+        expected = ref.generate(
+            ids, max_new_tokens=32, min_new_tokens=32, do_sample=False, eos_token_id=None, pad_token_id=0
+        )
+    assert gen.tokens == expected[0, ids.shape[1] :].tolist()
+
+
+@pytest.mark.parametrize("qtype", ["q8_0", "q4_k_m"])
+@pytest.mark.parametrize("name", ["deepseek-v2", "deepseek-v3", "qwen3moe", "mixtral", "llama", "gemma3"])
+def test_quantized_logits_match_transformers_on_dequantized_weights(name, qtype, hf_dirs, tmp_path):
+    gguf_path = tmp_path / "m.gguf"
+    convert_hf(hf_dirs(name), gguf_path, qtype, progress=False)
+    _compare(hf_dirs(name), gguf_path, GGUF_ARCH[name])
+
+
+def test_mla_absorbed_decode_equals_naive(hf_dirs, tmp_path):
+    gguf_path = tmp_path / "m.gguf"
+    convert_hf(hf_dirs("deepseek-v2"), gguf_path, "f32", progress=False)
+    model = load(gguf_path)
+    ids = torch.tensor([random_ids(model.config.vocab_size, 12)])
+    outs = {}
+    for mode in ("never", "always"):
+        for m in model.modules():
+            if hasattr(m, "absorb"):
+                m.absorb = mode
+        with torch.inference_mode():
+            outs[mode] = model(ids).logits
+    assert (outs["never"] - outs["always"]).abs().max().item() <= TOL
+
+
+def test_legacy_kv_b_and_split_k_b_v_b_agree(hf_dirs, tmp_path):
+    logits = []
+    for legacy in (False, True):
+        path = tmp_path / f"m{legacy}.gguf"
+        convert_hf(hf_dirs("deepseek-v3"), path, "f32", progress=False, legacy_mla=legacy)
+        model = load(path)
+        with torch.inference_mode():
+            logits.append(model(torch.tensor([random_ids(model.config.vocab_size, 10)])).logits)
+    assert (logits[0] - logits[1]).abs().max().item() <= TOL

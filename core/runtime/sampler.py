@@ -30,6 +30,8 @@ Tokens = Sequence[int] | Sequence[Sequence[int]] | Tensor
 
 # Top-p without top-k bins tokens by distance below the likeliest one (see _nucleus_candidates).
 _BINS_PER_NAT, _NATS = 4, 32
+# The draw's inverse CDF works on blocks of this many tokens (see Sampler._draw).
+_DRAW_BLOCK = 1024
 
 
 @dataclass
@@ -162,14 +164,24 @@ class Sampler:
         return w, idx
 
     def _draw(self, w: Tensor) -> Tensor:
-        """One index [n, 1] per row by inverse CDF: ~10x cheaper than torch.multinomial on a 262k vocab,
-        and in float64 so that the summation over the vocab does not skew small probabilities."""
-        cdf = w.cumsum(-1, dtype=torch.float64)
-        total = cdf[:, -1:]  # >= 1: the best token survives every filter with weight 1
-        u = torch.rand(total.shape, dtype=torch.float64, device=cdf.device, generator=self._generator(cdf))
-        # u < total strictly, so the first cdf entry above u always belongs to a token of nonzero mass.
-        u = torch.minimum(u * total, total.nextafter(torch.zeros_like(total)))
-        return torch.searchsorted(cdf, u, right=True)
+        """One index [n, 1] per row by inverse CDF, ~10x cheaper than torch.multinomial on a 262k vocab.
+
+        Two levels, block sums then one block's cumsum, all in float64: a float32 cumsum over the vocab
+        would skew small probabilities, and a float64 one needs a fresh vocab-sized buffer per call."""
+        n, m = w.shape
+        size = min(_DRAW_BLOCK, m)
+        blocks = torch.nn.functional.pad(w, (0, -m % size)).view(n, -1, size)
+        cdf = blocks.sum(-1, dtype=torch.float64).cumsum(-1)  # [n, blocks]
+        u = torch.rand((n, 1), dtype=torch.float64, device=w.device, generator=self._generator(w))
+        u = u * cdf[:, -1:]
+        block = _search(cdf, u)
+        before = torch.nn.functional.pad(cdf, (1, 0))[:, :-1].gather(-1, block)  # mass of earlier blocks
+        inner = (
+            blocks.gather(1, block[..., None].expand(n, 1, size))
+            .view(n, size)
+            .cumsum(-1, dtype=torch.float64)
+        )
+        return block * size + _search(inner, u - before)
 
     def _generator(self, like: Tensor) -> torch.Generator:
         gen = self._generators.get(like.device)
@@ -177,6 +189,13 @@ class Sampler:
             gen = torch.Generator(like.device).manual_seed(self.seed % 2**64)  # any int, as OpenAI's
             self._generators[like.device] = gen
         return gen
+
+
+def _search(cdf: Tensor, u: Tensor) -> Tensor:
+    """First index whose cdf exceeds u. u is kept strictly below the total, so the entry found always
+    adds nonzero mass: a token (or block) of weight 0 is never drawn, even at the extremes of u."""
+    u = torch.minimum(u, cdf[:, -1:].nextafter(torch.zeros_like(u)))
+    return torch.searchsorted(cdf, u, right=True)
 
 
 def _rows(logits: Tensor) -> Tensor:

@@ -51,3 +51,16 @@ def test_demo_logits_match_transformers_gguf_path(models):
         got, expected = ours(ids).logits, hf(ids).logits
     # Same dequantized weights, float32 activations on both sides: only summation order differs.
     assert (got - expected).abs().max().item() < 1e-3 * expected.abs().max().item()
+
+
+@pytest.mark.slow
+def test_generate_json_on_the_demo_model(demo_gguf, capsys):
+    import json
+
+    from ktx.core.cli.main import main
+
+    assert main(["generate", "--prompt", "The capital of France is", "--max-new-tokens", "6", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    for key in ("text", "prompt_tokens", "completion_tokens", "ttft_s", "prefill_tok_s", "decode_tok_s"):
+        assert key in out
+    assert out["completion_tokens"] == 6 and out["prompt_tokens"] == 6 and out["text"].strip()

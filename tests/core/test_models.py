@@ -76,7 +76,7 @@ def test_f32_logits_and_greedy_tokens_match_transformers(name, hf_dirs, tmp_path
 
 
 @pytest.mark.parametrize("qtype", ["q8_0", "q4_k_m"])
-@pytest.mark.parametrize("name", ["deepseek-v2", "deepseek-v3", "qwen3moe", "mixtral", "llama", "gemma3"])
+@pytest.mark.parametrize("name", TINY_NAMES)
 def test_quantized_logits_match_transformers_on_dequantized_weights(name, qtype, hf_dirs, tmp_path):
     gguf_path = tmp_path / "m.gguf"
     convert_hf(hf_dirs(name), gguf_path, qtype, progress=False)
@@ -107,3 +107,29 @@ def test_legacy_kv_b_and_split_k_b_v_b_agree(hf_dirs, tmp_path):
         with torch.inference_mode():
             logits.append(model(torch.tensor([random_ids(model.config.vocab_size, 10)])).logits)
     assert (logits[0] - logits[1]).abs().max().item() <= TOL
+
+
+def test_model_path_config_overrides_gguf_metadata(hf_dirs, tmp_path):
+    gguf_path = tmp_path / "m.gguf"
+    convert_hf(hf_dirs("qwen3moe"), gguf_path, "f32", progress=False)
+    ours = load(gguf_path, model_path=hf_dirs("qwen3moe"))
+    assert ours.config.to_dict()["moe_intermediate_size"] == ours.config.moe_intermediate_size
+    _compare(hf_dirs("qwen3moe"), gguf_path, "qwen3moe")
+
+
+@pytest.mark.parametrize("name", ["qwen3moe", "deepseek-v3", "mixtral"])
+def test_fewer_experts_per_token_matches_transformers_with_that_top_k(name, hf_dirs, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    gguf_path = tmp_path / "m.gguf"
+    convert_hf(hf_dirs(name), gguf_path, "f32", progress=False)
+    ours = load(gguf_path, num_experts_per_tok=1)
+    ref = AutoModelForCausalLM.from_pretrained(
+        hf_dirs(name), dtype=torch.float32, num_experts_per_tok=1
+    ).eval()
+    full = AutoModelForCausalLM.from_pretrained(hf_dirs(name), dtype=torch.float32).eval()
+    ids = torch.tensor([random_ids(ref.config.vocab_size, 16)])
+    with torch.inference_mode():
+        got, expected, trained = ours(ids).logits, ref(ids).logits, full(ids).logits
+    assert (got - expected).abs().max().item() <= TOL
+    assert (got - trained).abs().max().item() > 100 * TOL  # the override really changed the routing

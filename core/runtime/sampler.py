@@ -242,7 +242,7 @@ def _nucleus(z: Tensor, top_p: float) -> tuple[Tensor, Tensor]:
         edge, inside = ids[at_edge], ids[~at_edge]
         we, order = w[edge].sort(descending=True, stable=True)  # ties: the lower id first
         before = (mass[j - 1] if j else 0.0) + we.cumsum(0) - we
-        ids = torch.cat([inside, edge])
+        ids = torch.cat([inside, edge[order][before < goal]])
         rows.append(ids)
         weights.append(w[ids].float())
     n, k = z.shape[0], max(len(r) for r in rows)

@@ -94,16 +94,23 @@ def run(args: argparse.Namespace) -> int:
         if not message.strip():
             continue
         ids = prompt_ids(tok, message, chat=True, force_think=args.force_think, history=system + history)
-        gen = prefill_and_generate(
-            model,
-            tok,
-            ids,
-            args.max_new_tokens,
-            sampling=params,
-            stop=args.stop,
-            chunk_size=args.chunk_size,
-            on_text=write,
-        )
+        try:
+            gen = prefill_and_generate(
+                model,
+                tok,
+                ids,
+                args.max_new_tokens,
+                sampling=params,
+                stop=args.stop,
+                chunk_size=args.chunk_size,
+                on_text=write,
+            )
+        except ValueError as e:  # e.g. the conversation outgrew the context: say so, keep the session
+            print(f"ktx: {e} (/reset starts over)", file=sys.stderr)
+            continue
+        except KeyboardInterrupt:  # Ctrl-C stops this answer, not the chat
+            write("\n")
+            continue
         write("\n")
         print(f"[{stats_line(gen)}]", file=sys.stderr)
         history += [{"role": "user", "content": message}, {"role": "assistant", "content": gen.text}]

@@ -98,9 +98,17 @@ def prefill_and_generate(
     from ..tokenizer.stream import StreamDecoder
 
     tokens = input_ids.reshape(-1).tolist() if isinstance(input_ids, torch.Tensor) else list(input_ids)
+    context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if not tokens:
+        raise ValueError("the prompt is empty: give at least one token")
+    if context is not None:
+        if len(tokens) >= context:
+            raise ValueError(
+                f"the prompt has {len(tokens)} tokens, more than the model's context of {context}; shorten it"
+            )
+        max_new_tokens = min(max_new_tokens, context - len(tokens))
     sampling = sampling or SamplingParams(temperature=0.0)
     sampler = Sampler(sampling)
-    own_pool = pool is None
     pool = pool or make_pool(model, len(tokens) + max_new_tokens + 1)
     seq = SequenceKV()
     gen = Generation(prompt_tokens=len(tokens))
@@ -140,7 +148,6 @@ def prefill_and_generate(
             emit(text if stopped_by_string else text + stops.flush())
         gen.decode_s = time.perf_counter() - t0 - gen.ttft_s
     finally:
-        if own_pool:
-            pool.free(seq)
+        pool.free(seq)  # the blocks go back even when generation fails midway
     gen.text = "".join(pieces)
     return gen

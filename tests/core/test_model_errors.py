@@ -78,3 +78,24 @@ def test_rules_check_dry_run_lists_matches(tiny_llama, capsys):
     matched = {m for row in report["matched"] for m in row["modules"]}
     assert "model.layers.0.self_attn" in matched and "lm_head" in matched
     assert report["unmatched_with_weights"] == []
+
+
+def test_chat_session_reads_multiline_resets_and_exits(tiny_llama, monkeypatch, capsys):
+    import io
+
+    script = 'hello there\n/reset\nfirst line \\\nsecond line\n"""\nblock one\nblock two\n"""\n/exit\n'
+    monkeypatch.setattr("sys.stdin", io.StringIO(script))
+    code = main(["chat", "--gguf", str(tiny_llama), "--max-new-tokens", "3", "--temperature", "0"])
+    err = capsys.readouterr().err
+    assert code == 0
+    assert err.count("prompt tokens") == 3  # three answers, each followed by its figures
+    assert "conversation cleared" in err and "decode" in err and "TTFT" in err
+
+
+def test_chat_reports_a_too_long_conversation_and_goes_on(tiny_llama, monkeypatch, capsys):
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("word " * 5000 + "\nhi\n"))
+    assert main(["chat", "--gguf", str(tiny_llama), "--max-new-tokens", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "more than the model's context" in err and err.count("prompt tokens") == 1

@@ -133,3 +133,22 @@ def test_fewer_experts_per_token_matches_transformers_with_that_top_k(name, hf_d
         got, expected, trained = ours(ids).logits, ref(ids).logits, full(ids).logits
     assert (got - expected).abs().max().item() <= TOL
     assert (got - trained).abs().max().item() > 100 * TOL  # the override really changed the routing
+
+
+def test_linear_weights_kept_in_gguf_form_give_the_same_logits(hf_dirs, tmp_path):
+    from ktx.core.models.registry import RULES_DIR
+
+    gguf_path = tmp_path / "m.gguf"
+    convert_hf(hf_dirs("qwen3moe"), gguf_path, "q4_k_m", progress=False)
+    rules = tmp_path / "gguf-linear.yaml"
+    text = (RULES_DIR / "moe.yaml").read_text()
+    old = "replace: {class: ktx.core.ops.linear.QuantLinear}"
+    assert old in text
+    rules.write_text(
+        text.replace(old, "replace: {class: ktx.core.ops.linear.QuantLinear, kwargs: {weights: gguf}}")
+    )
+    ids = torch.tensor([random_ids(500, 12)])
+    with torch.inference_mode():
+        a = load(gguf_path)(ids).logits
+        b = load(gguf_path, rules=rules)(ids).logits
+    assert (a - b).abs().max().item() <= TOL

@@ -81,3 +81,17 @@ def test_generation_stops_at_eos_and_stop_strings(model):
         stop = text[3:6]
         cut = prefill_and_generate(model, tok, ids, 12, stop=[stop], ignore_eos=True)
         assert cut.finish_reason == "stop" and cut.text == text[: text.index(stop)]
+
+
+def test_prompt_longer_than_context_is_a_clear_error(model):
+    too_long = [5] * model.config.max_position_embeddings
+    with pytest.raises(ValueError, match="more than the model's context"):
+        prefill_and_generate(model, model.tokenizer, too_long, 4)
+    with pytest.raises(ValueError, match="empty"):
+        prefill_and_generate(model, model.tokenizer, [], 4)
+
+
+def test_shared_pool_gets_its_blocks_back(model):
+    pool = make_pool(model, 256, block_size=8)
+    prefill_and_generate(model, model.tokenizer, random_ids(model.config.vocab_size, 20), 5, pool=pool)
+    assert pool.used_blocks == 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +37,19 @@ def load(
     cpu_threads: int | None = None,
     num_experts_per_tok: int | None = None,
     tokenizer: bool = True,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> Any:
     """Builds the transformers model on the meta device, injects ktx operators by rules, loads weights.
 
     Returns the model with `.tokenizer` (from the GGUF), `.config`, `.gguf`, `.arch` and
     `.load_seconds`. No `gguf_path` loads the embedded demo model (ktx[demo]).
+    `progress(stage, done, total)` is called as loading goes (stages: build, weights, tokenizer).
     """
+
+    def report(stage: str, done: int = 0, total: int = 0) -> None:
+        if progress is not None:
+            progress(stage, done, total)
+
     from .inject import optimize_and_load_gguf
 
     start = time.perf_counter()
@@ -62,14 +70,23 @@ def load(
         if not hasattr(config, "num_experts_per_tok"):
             raise ModelError(f"--experts-per-tok: {arch.variant} is not a mixture-of-experts model")
         config.num_experts_per_tok = int(num_experts_per_tok)
+    report("build")
     with torch.device("meta"):
         model = arch.load_class("model")(config)
     rule_path = Path(rules) if rules is not None else arch.rules_path
-    model.injection = optimize_and_load_gguf(model, rule_path, gf, config, default_device=_device(device))
+    model.injection = optimize_and_load_gguf(
+        model,
+        rule_path,
+        gf,
+        config,
+        default_device=_device(device),
+        progress=lambda done, total: report("weights", done, total),
+    )
     model.gguf, model.arch = gf, arch
     if tokenizer:
         from .tokenizer import Tokenizer
 
+        report("tokenizer")
         model.tokenizer = Tokenizer.from_gguf(gf)
     model.load_seconds = time.perf_counter() - start
     return model

@@ -67,11 +67,27 @@ def sampling_params(args: argparse.Namespace, default_temperature: float) -> Any
 def load_model(args: argparse.Namespace, quiet: bool = False) -> Any:
     """Loads with a spinner on stderr (stdout stays clean for --json)."""
     from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ..loader import load
 
     err = Console(stderr=True, highlight=False)
-    with err.status(f"Loading {args.gguf or 'the demo model'} ...", spinner="dots") if not quiet else _null():
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=quiet,
+    )
+    task = bar.add_task(f"loading {args.gguf or 'the demo model'}", total=None)
+    names = {"build": "building the model", "weights": "loading weights (modules)", "tokenizer": "tokenizer"}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        bar.update(task, description=names.get(stage, stage), completed=done, total=total or None)
+
+    with bar:
         model = load(
             args.gguf,
             model_path=args.model_path,
@@ -79,6 +95,7 @@ def load_model(args: argparse.Namespace, quiet: bool = False) -> Any:
             device=args.device,
             cpu_threads=args.cpu_threads,
             num_experts_per_tok=args.experts_per_tok,
+            progress=progress,
         )
     if not quiet:
         import torch
@@ -90,14 +107,6 @@ def load_model(args: argparse.Namespace, quiet: bool = False) -> Any:
             f"{torch.get_num_threads()} threads · loaded in {model.load_seconds:.1f} s[/dim]"
         )
     return model
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def prompt_ids(

@@ -12,6 +12,7 @@ other module gets its parameters dequantized from the GGUF under the llama.cpp t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,8 +84,18 @@ def _gemma_norm(module: nn.Module) -> bool:
     return type(module).__name__.startswith("Gemma") and type(module).__name__.endswith("RMSNorm")
 
 
-def load_weights(model: nn.Module, gf: Any, arch: str, devices: dict[str, str]) -> None:
-    for path, module in model.named_modules():
+def load_weights(
+    model: nn.Module,
+    gf: Any,
+    arch: str,
+    devices: dict[str, str],
+    progress: Callable[[int, int], None] | None = None,
+) -> None:
+    """Loads every operator and every plain module; `progress(done, total)` after each module."""
+    modules = list(model.named_modules())
+    for done, (path, module) in enumerate(modules, 1):
+        if progress is not None:
+            progress(done, len(modules))
         if isinstance(module, Operator):
             module.load()
             continue
@@ -123,6 +134,7 @@ def optimize_and_load_gguf(
     gguf_path: Any,
     config: Any,
     default_device: str = "cpu",
+    progress: Callable[[int, int], None] | None = None,
 ) -> InjectionReport:
     """Injects operators into `model` (built under torch.device("meta")) by rules, then loads the GGUF."""
     gf = gguf_path if hasattr(gguf_path, "tensors") else gguf_mod.open(gguf_path)
@@ -134,6 +146,6 @@ def optimize_and_load_gguf(
     if not hasattr(config, "ktx_rope_interleaved"):
         config.ktx_rope_interleaved = variant.rope_interleaved if variant else False
     report = inject(model, rules, gf, config, arch, default_device)
-    load_weights(model, gf, arch, report.devices)
+    load_weights(model, gf, arch, report.devices, progress)
     model.eval()
     return report

@@ -79,7 +79,7 @@ def load_model(args: argparse.Namespace, quiet: bool = False) -> Any:
         TimeElapsedColumn(),
         console=err,
         transient=True,
-        disable=quiet,
+        disable=quiet or not err.is_terminal,
     )
     task = bar.add_task(f"loading {args.gguf or 'the demo model'}", total=None)
     names = {"build": "building the model", "weights": "loading weights (modules)", "tokenizer": "tokenizer"}

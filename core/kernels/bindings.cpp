@@ -72,6 +72,16 @@ PYBIND11_MODULE(_kernels, m) {
       py::arg("type"), py::arg("src"), py::arg("n"), py::arg("dst"), py::arg("dst_nbytes"), py::arg("threads"));
 
   m.def(
+      "gemv_i8",
+      [](uintptr_t q, uintptr_t s, int64_t rows, int64_t cols, uintptr_t x, int64_t n_tok, uintptr_t y, int threads) {
+        py::gil_scoped_release release;
+        gemv_i8(reinterpret_cast<const int8_t*>(q), reinterpret_cast<const float*>(s), rows, cols,
+                reinterpret_cast<const float*>(x), n_tok, reinterpret_cast<float*>(y), threads);
+      },
+      py::arg("q"), py::arg("s"), py::arg("rows"), py::arg("cols"), py::arg("x"), py::arg("n_tok"), py::arg("y"),
+      py::arg("threads"),
+      "y[n_tok, rows] = x[n_tok, cols] @ W.T, W = s (float32 [rows, cols/32]) * q (int8 [rows, cols]).");
+  m.def(
       "memory_read",
       [](uintptr_t p, int64_t nbytes, int threads) {
         py::gil_scoped_release release;

@@ -121,6 +121,19 @@ void dequantize(int type, const uint8_t* src, int64_t src_nbytes, void* dst, int
   });
 }
 
+void gemv_i8(const int8_t* q, const float* s, int64_t rows, int64_t cols, const float* x, int64_t n_tok, float* y,
+             int n_threads) {
+  const KernelTable& t = active_table();
+  if (rows < 0 || cols <= 0 || cols % 32 != 0 || n_tok < 0)
+    throw std::invalid_argument("gemv_i8: cols must be a positive multiple of 32 (got " + std::to_string(cols) +
+                                ")");
+  // Each thread gets at least ~8 MiB of weights, so the small matrices of decode run on the
+  // caller alone: a thread start per call (~0.1 ms here) costs more than they take. The
+  // persistent pool of the MoE kernels will lift this.
+  const int64_t grain = ((int64_t)8 << 20) / cols + 1;
+  parallel_for(rows, n_threads, grain, [&](int64_t b, int64_t e) { t.gemv_i8(q, s, b, e, cols, x, n_tok, y, rows); });
+}
+
 void quantize(int type, const float* src, int64_t n, uint8_t* dst, int64_t dst_nbytes, int n_threads) {
   const TypeSize ts = type_size(type);
   const KernelTable& t = active_table();

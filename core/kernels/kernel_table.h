@@ -13,12 +13,16 @@ using DequantFn = void (*)(const uint8_t* src, float* dst, int64_t n_blocks);
 using QuantFn = void (*)(const float* src, uint8_t* dst, int64_t n_blocks);
 // float -> bfloat16 (round to nearest even) over n elements.
 using ToBF16Fn = void (*)(const float* src, uint16_t* dst, int64_t n);
+// Rows [r0, r1) of y = x W^T for W = per-32 float scales s * int8 q, and n_tok float rows x.
+using GemvFn = void (*)(const int8_t* q, const float* s, int64_t r0, int64_t r1, int64_t cols, const float* x,
+                        int64_t n_tok, float* y, int64_t y_stride);
 
 struct KernelTable {
   const char* name;
   DequantFn dequant[GGML_TYPE_SLOTS];
   QuantFn quant[GGML_TYPE_SLOTS];
   ToBF16Fn to_bf16;
+  GemvFn gemv_i8;
 };
 
 // Each lives in its own translation unit, compiled with that ISA's flags.

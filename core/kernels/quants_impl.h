@@ -6,6 +6,7 @@
 #endif
 
 #include "dequant_impl.h"
+#include "gemv_impl.h"
 #include "kernel_table.h"
 #include "quant_impl.h"
 
@@ -37,6 +38,7 @@ static KernelTable make_table() {
   t.quant[GGML_Q5_K] = q_q5_k;
   t.quant[GGML_Q6_K] = q_q6_k;
   t.to_bf16 = f32_to_bf16;
+  t.gemv_i8 = gemv_i8;
   return t;
 }
 

@@ -1,0 +1,76 @@
+// Int8-weight matrix-vector products for decode: W = scale (one float per 32 values) * int8,
+// times float32 activations. The weights are read once in 8-bit form (36 bytes per 32 values,
+// against 128 for float32) and widened in registers; activations stay float32, so results
+// match a float32 matmul on the dequantized weights up to summation order. Q8_0, Q5_0 and Q4_0
+// GGUF blocks convert to this layout exactly at load (ktx.core.gguf.repack).
+//
+// Written with GCC vector types: each ISA build widens them to its registers (16 lanes in one
+// AVX-512 register, two AVX2 registers, or scalar code) and, with -ffp-contract=off, every
+// build produces identical sums.
+#pragma once
+#include <cstdint>
+#include <cstring>
+
+#if defined(__AVX2__) || defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+namespace ktx {
+namespace KTX_ISA_NS {
+
+typedef float v16f __attribute__((vector_size(64)));
+typedef int8_t v16i8 __attribute__((vector_size(16)));
+typedef int32_t v16i32 __attribute__((vector_size(64)));
+
+// 16 int8 at p -> 16 floats (exact). GCC 12 widens int8 vectors lane by lane, so the x86
+// builds use the one sign-extending instruction their ISA has; the rest stays portable.
+static inline v16f widen(const int8_t* p) {
+#if defined(__AVX512F__)
+  const __m512i v = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  return (v16f)_mm512_cvtepi32_ps(v);
+#elif defined(__AVX2__)
+  const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  const __m256 lo = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b));
+  const __m256 hi = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(b, 8)));
+  v16f out;
+  std::memcpy(&out, &lo, 32);
+  std::memcpy(reinterpret_cast<char*>(&out) + 32, &hi, 32);
+  return out;
+#else
+  v16i8 q;
+  std::memcpy(&q, p, 16);
+  return __builtin_convertvector(__builtin_convertvector(q, v16i32), v16f);
+#endif
+}
+
+static inline float lane_sum16(v16f v) {
+  float s = 0;
+  for (int k = 0; k < 16; ++k) s += v[k];
+  return s;
+}
+
+// Rows [r0, r1) of y[t][r] = sum_c W[r][c] * x[t][c]. q: [rows][cols] int8; s: [rows][cols / 32]
+// float scales; x: n_tok rows of `cols` floats; y rows are `y_stride` floats apart.
+static void gemv_i8(const int8_t* q, const float* s, int64_t r0, int64_t r1, int64_t cols, const float* x,
+                    int64_t n_tok, float* y, int64_t y_stride) {
+  const int64_t nb = cols / 32;
+  for (int64_t r = r0; r < r1; ++r) {
+    const int8_t* qr = q + r * cols;
+    const float* sr = s + r * nb;
+    for (int64_t t = 0; t < n_tok; ++t) {
+      const float* xt = x + t * cols;
+      v16f acc = {};
+      for (int64_t b = 0; b < nb; ++b) {
+        v16f x0, x1;
+        std::memcpy(&x0, xt + b * 32, 64);
+        std::memcpy(&x1, xt + b * 32 + 16, 64);
+        const v16f p = widen(qr + b * 32) * x0 + widen(qr + b * 32 + 16) * x1;
+        acc += p * sr[b];
+      }
+      y[t * y_stride + r] = lane_sum16(acc);
+    }
+  }
+}
+
+}  // namespace KTX_ISA_NS
+}  // namespace ktx

@@ -30,7 +30,12 @@ def weight_bytes_per_token(model) -> int:
     total = 0
     for m in model.modules():
         if isinstance(m, QuantLinear):
-            total += m.weight.numel() * m.weight.element_size() if m.weight is not None else m.source.nbytes
+            if m.q8 is not None:  # int8 + per-32 float scales, read by the GEMV
+                total += m.q8.nbytes + m.scales.nbytes
+            elif m.weight is not None:
+                total += m.weight.numel() * m.weight.element_size()
+            else:
+                total += m.source.data.nbytes
     return total
 
 
@@ -93,7 +98,7 @@ def main() -> None:
         "decode_ceiling_tok_s": round(ceiling, 1),
         "decode_fraction_of_ceiling": round(gen.decode_tok_s / ceiling, 3),
     }
-    if args.hf:
+    if args.hf:  # same prompt, transformers' own GGUF loader (float32 weights)
         row["hf_gguf_decode_tok_s"] = round(hf_decode_tok_s(str(model.gguf.paths[0]), ids, args.gen), 2)
     if args.json:
         print(json.dumps(row, indent=2))

@@ -73,14 +73,17 @@ PYBIND11_MODULE(_kernels, m) {
 
   m.def(
       "gemv_i8",
-      [](uintptr_t q, uintptr_t s, int64_t rows, int64_t cols, uintptr_t x, int64_t n_tok, uintptr_t y, int threads) {
+      [](uintptr_t q, uintptr_t s, uintptr_t o, int group, int64_t rows, int64_t cols, uintptr_t x, int64_t n_tok,
+         uintptr_t y, int threads) {
         py::gil_scoped_release release;
-        gemv_i8(reinterpret_cast<const int8_t*>(q), reinterpret_cast<const float*>(s), rows, cols,
-                reinterpret_cast<const float*>(x), n_tok, reinterpret_cast<float*>(y), threads);
+        gemv_i8(reinterpret_cast<const int8_t*>(q), reinterpret_cast<const float*>(s),
+                reinterpret_cast<const float*>(o), group, rows, cols, reinterpret_cast<const float*>(x), n_tok,
+                reinterpret_cast<float*>(y), threads);
       },
-      py::arg("q"), py::arg("s"), py::arg("rows"), py::arg("cols"), py::arg("x"), py::arg("n_tok"), py::arg("y"),
-      py::arg("threads"),
-      "y[n_tok, rows] = x[n_tok, cols] @ W.T, W = s (float32 [rows, cols/32]) * q (int8 [rows, cols]).");
+      py::arg("q"), py::arg("s"), py::arg("o"), py::arg("group"), py::arg("rows"), py::arg("cols"), py::arg("x"),
+      py::arg("n_tok"), py::arg("y"), py::arg("threads"),
+      "y[n_tok, rows] = x[n_tok, cols] @ W.T, W = s * q - o per group (q int8 [rows, cols]; s, o float32 "
+      "[rows, cols/group], o = 0 for none).");
   m.def(
       "memory_read",
       [](uintptr_t p, int64_t nbytes, int threads) {

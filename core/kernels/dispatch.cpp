@@ -121,9 +121,10 @@ void dequantize(int type, const uint8_t* src, int64_t src_nbytes, void* dst, int
   });
 }
 
-void gemv_i8(const int8_t* q, const float* s, int64_t rows, int64_t cols, const float* x, int64_t n_tok, float* y,
-             int n_threads) {
+void gemv_i8(const int8_t* q, const float* s, const float* o, int group, int64_t rows, int64_t cols, const float* x,
+             int64_t n_tok, float* y, int n_threads) {
   const KernelTable& t = active_table();
+  if (group != 16 && group != 32) throw std::invalid_argument("gemv_i8: group must be 16 or 32");
   if (rows < 0 || cols <= 0 || cols % 32 != 0 || n_tok < 0)
     throw std::invalid_argument("gemv_i8: cols must be a positive multiple of 32 (got " + std::to_string(cols) +
                                 ")");
@@ -131,7 +132,7 @@ void gemv_i8(const int8_t* q, const float* s, int64_t rows, int64_t cols, const 
   // caller alone: a thread start per call (~0.1 ms here) costs more than they take. The
   // persistent pool of the MoE kernels will lift this.
   const int64_t grain = ((int64_t)8 << 20) / cols + 1;
-  parallel_for(rows, n_threads, grain, [&](int64_t b, int64_t e) { t.gemv_i8(q, s, b, e, cols, x, n_tok, y, rows); });
+  parallel_for(rows, n_threads, grain, [&](int64_t b, int64_t e) { t.gemv_i8(q, s, o, group, b, e, cols, x, n_tok, y, rows); });
 }
 
 void quantize(int type, const float* src, int64_t n, uint8_t* dst, int64_t dst_nbytes, int n_threads) {

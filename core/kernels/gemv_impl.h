@@ -1,8 +1,8 @@
-// Int8-weight matrix-vector products for decode: W = scale (one float per 32 values) * int8,
+// Int8-weight matrix-vector products for decode: W = scale * int8 - offset per group of 16 or 32,
 // times float32 activations. The weights are read once in 8-bit form (36 bytes per 32 values,
 // against 128 for float32) and widened in registers; activations stay float32, so results
-// match a float32 matmul on the dequantized weights up to summation order. Q8_0, Q5_0 and Q4_0
-// GGUF blocks convert to this layout exactly at load (ktx.core.gguf.repack).
+// match a float32 matmul on the dequantized weights up to summation order. Q8_0, Q5_0, Q4_0,
+// Q6_K and Q4_K GGUF blocks convert to this layout exactly at load (ktx.core.gguf.repack).
 //
 // Written with GCC vector types: each ISA build widens them to its registers (16 lanes in one
 // AVX-512 register, two AVX2 registers, or scalar code) and, with -ffp-contract=off, every
@@ -49,23 +49,35 @@ static inline float lane_sum16(v16f v) {
   return s;
 }
 
-// Rows [r0, r1) of y[t][r] = sum_c W[r][c] * x[t][c]. q: [rows][cols] int8; s: [rows][cols / 32]
-// float scales; x: n_tok rows of `cols` floats; y rows are `y_stride` floats apart.
-static void gemv_i8(const int8_t* q, const float* s, int64_t r0, int64_t r1, int64_t cols, const float* x,
-                    int64_t n_tok, float* y, int64_t y_stride) {
-  const int64_t nb = cols / 32;
+// Rows [r0, r1) of y[t][r] = sum_c W[r][c] * x[t][c] with W = s * q - o per group of `group`
+// (16 or 32) values. q: [rows][cols] int8; s, o: [rows][cols / group] floats (o may be null);
+// x: n_tok rows of `cols` floats; y rows are `y_stride` floats apart.
+static void gemv_i8(const int8_t* q, const float* s, const float* o, int group, int64_t r0, int64_t r1,
+                    int64_t cols, const float* x, int64_t n_tok, float* y, int64_t y_stride) {
+  const int64_t ng = cols / group;
   for (int64_t r = r0; r < r1; ++r) {
     const int8_t* qr = q + r * cols;
-    const float* sr = s + r * nb;
+    const float* sr = s + r * ng;
+    const float* orow = o ? o + r * ng : nullptr;
     for (int64_t t = 0; t < n_tok; ++t) {
       const float* xt = x + t * cols;
       v16f acc = {};
-      for (int64_t b = 0; b < nb; ++b) {
-        v16f x0, x1;
-        std::memcpy(&x0, xt + b * 32, 64);
-        std::memcpy(&x1, xt + b * 32 + 16, 64);
-        const v16f p = widen(qr + b * 32) * x0 + widen(qr + b * 32 + 16) * x1;
-        acc += p * sr[b];
+      if (group == 32) {
+        for (int64_t b = 0; b < ng; ++b) {
+          v16f x0, x1;
+          std::memcpy(&x0, xt + b * 32, 64);
+          std::memcpy(&x1, xt + b * 32 + 16, 64);
+          const v16f p = widen(qr + b * 32) * x0 + widen(qr + b * 32 + 16) * x1;
+          acc += p * sr[b];
+          if (orow) acc -= (x0 + x1) * orow[b];
+        }
+      } else {  // 16
+        for (int64_t g = 0; g < ng; ++g) {
+          v16f xg;
+          std::memcpy(&xg, xt + g * 16, 64);
+          acc += (widen(qr + g * 16) * xg) * sr[g];
+          if (orow) acc -= xg * orow[g];
+        }
       }
       y[t * y_stride + r] = lane_sum16(acc);
     }

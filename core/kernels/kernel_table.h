@@ -13,9 +13,10 @@ using DequantFn = void (*)(const uint8_t* src, float* dst, int64_t n_blocks);
 using QuantFn = void (*)(const float* src, uint8_t* dst, int64_t n_blocks);
 // float -> bfloat16 (round to nearest even) over n elements.
 using ToBF16Fn = void (*)(const float* src, uint16_t* dst, int64_t n);
-// Rows [r0, r1) of y = x W^T for W = per-32 float scales s * int8 q, and n_tok float rows x.
-using GemvFn = void (*)(const int8_t* q, const float* s, int64_t r0, int64_t r1, int64_t cols, const float* x,
-                        int64_t n_tok, float* y, int64_t y_stride);
+// Rows [r0, r1) of y = x W^T for W = s * q - o (int8 q; float s, o per group of 16 or 32; o
+// may be null), and n_tok float rows x.
+using GemvFn = void (*)(const int8_t* q, const float* s, const float* o, int group, int64_t r0, int64_t r1,
+                        int64_t cols, const float* x, int64_t n_tok, float* y, int64_t y_stride);
 
 struct KernelTable {
   const char* name;

@@ -1,10 +1,10 @@
 """Linear layer over GGUF weights.
 
 `weights` (a rule kwarg) picks how the weights are held:
-- `auto` (default): Q8_0, Q5_0 and Q4_0 weights stay 8-bit (int8 with a float32 scale per 32
-  values, an exact re-encoding) and decode-sized inputs go through the C++ GEMV
-  (ktx.core._kernels.gemv_i8), which reads ~28% of float32's bytes; other types are
-  dequantized once, as with `dequant`.
+- `auto` (default): Q8_0, Q5_0, Q4_0, Q6_K and Q4_K weights stay 8-bit (int8 with float32
+  scales per 16 or 32 values, plus offsets for Q4_K: an exact re-encoding) and decode-sized
+  inputs go through the C++ GEMV (ktx.core._kernels.gemv_i8), which reads ~30% of float32's
+  bytes; other types are dequantized once, as with `dequant`.
 - `dequant`: dequantized once at load to `dtype` (float32): the reference path.
 - `gguf`: the GGUF blocks stay in the mmap (no copy) and are dequantized per call, for layers
   too large to hold dequantized.
@@ -17,11 +17,32 @@ import torch
 import torch.nn.functional as F
 
 from .. import _kernels, cpu
-from ..gguf.repack import REPACKABLE, to_int8
+from ..gguf.repack import REPACKABLE, Int8Weights, to_int8
 from .base import Operator
 
 GEMV_MAX_TOKENS = 16  # above this, a float32 GEMM on the dequantized weights is faster
 MODES = ("auto", "dequant", "gguf")
+
+
+def int8_gemv(w: Int8Weights, x: torch.Tensor, threads: int | None = None) -> torch.Tensor:
+    """x: [n, in] -> x @ W.T [n, out] float32, through the C++ kernel (W = s * q - o)."""
+    x = x.float().contiguous()
+    rows = w.q.shape[0]
+    y = torch.empty(x.shape[0], rows, dtype=torch.float32)
+    offsets = w.offsets.ctypes.data if w.offsets is not None else 0
+    _kernels.gemv_i8(
+        w.q.ctypes.data,
+        w.scales.ctypes.data,
+        offsets,
+        w.group,
+        rows,
+        x.shape[1],
+        x.data_ptr(),
+        x.shape[0],
+        y.data_ptr(),
+        threads or cpu.default_threads(),
+    )
+    return y
 
 
 class QuantLinear(Operator):
@@ -42,7 +63,7 @@ class QuantLinear(Operator):
         self.mode, self.dtype = weights, getattr(torch, dtype)
         self.in_features = getattr(orig, "in_features", None)
         self.out_features = getattr(orig, "out_features", None)
-        self.weight = self.weight_t = self.bias = self.source = self.q8 = self.scales = None
+        self.weight = self.weight_t = self.bias = self.source = self.int8 = None
 
     def _weight_name(self) -> str:
         name = f"{self.key}.weight"
@@ -56,9 +77,7 @@ class QuantLinear(Operator):
         rows, cols = t.shape[0], t.shape[-1]
         eight_bit = t.type in REPACKABLE and cols % 32 == 0 and self.device.type == "cpu"
         if self.mode == "auto" and eight_bit:
-            self.q8, self.scales = to_int8(
-                t.data, t.type, rows, cols
-            )  # int8 [rows, cols], f32 [rows, cols/32]
+            self.int8 = to_int8(t.data, t.type, rows, cols)
         elif self.mode in ("auto", "dequant"):
             # Held as [in, out]: `x @ w_t` streams it at ~70% of DRAM bandwidth on the CPU,
             # where F.linear's GEMV over [out, in] reaches ~40% (measured with torch 2.13).
@@ -68,36 +87,16 @@ class QuantLinear(Operator):
             self.bias = self.dequant(f"{self.key}.bias", self.dtype)
 
     def unload(self) -> None:
-        self.weight = self.weight_t = self.bias = self.source = self.q8 = self.scales = None
-
-    def _gemv(self, x: torch.Tensor) -> torch.Tensor:
-        # x: [n, in] float32 -> [n, out]
-        x = x.float().contiguous()
-        rows = self.q8.shape[0]
-        y = torch.empty(x.shape[0], rows, dtype=torch.float32)
-        _kernels.gemv_i8(
-            self.q8.ctypes.data,
-            self.scales.ctypes.data,
-            rows,
-            x.shape[1],
-            x.data_ptr(),
-            x.shape[0],
-            y.data_ptr(),
-            cpu.default_threads(),
-        )
-        return y
+        self.weight = self.weight_t = self.bias = self.source = self.int8 = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: [..., in] -> [..., out]
-        if self.q8 is not None:
+        if self.int8 is not None:
             flat = x.reshape(-1, x.shape[-1])
             if flat.shape[0] <= GEMV_MAX_TOKENS:
-                y = self._gemv(flat)
-            else:
-                # prefill chunks: widen once (exact: int8 * float32 scale) and use the GEMM
-                q, sc = torch.from_numpy(self.q8), torch.from_numpy(self.scales)
-                w = (q.view(q.shape[0], -1, 32).float() * sc[:, :, None]).view(q.shape)
-                y = F.linear(flat.float(), w)
+                y = int8_gemv(self.int8, flat)
+            else:  # prefill chunks: widen once (exact) and use the float32 GEMM
+                y = F.linear(flat.float(), torch.from_numpy(self.int8.dequantize()))
             y = y + self.bias if self.bias is not None else y
             return y.reshape(*x.shape[:-1], y.shape[-1])
         if self.weight_t is None:
@@ -107,5 +106,5 @@ class QuantLinear(Operator):
         return y + self.bias if self.bias is not None else y
 
     def extra_repr(self) -> str:
-        held = "q8_0" if self.q8 is not None else self.mode
+        held = f"int8/{self.int8.group}" if self.int8 is not None else self.mode
         return f"key={self.key}, weights={held}"

@@ -3,11 +3,15 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
+#include <chrono>
 #include <stdexcept>
+#include <vector>
 
 #include "bandwidth.h"
 #include "cpu_features.h"
 #include "dispatch.h"
+#include "thread_pool.h"
 
 namespace py = pybind11;
 using namespace ktx;
@@ -84,6 +88,33 @@ PYBIND11_MODULE(_kernels, m) {
       py::arg("n_tok"), py::arg("y"), py::arg("threads"),
       "y[n_tok, rows] = x[n_tok, cols] @ W.T, W = s * q - o per group (q int8 [rows, cols]; s, o float32 "
       "[rows, cols/group], o = 0 for none).");
+  m.def(
+      "pool_run_sum",
+      [](int threads, int64_t n_tasks) {
+        py::gil_scoped_release release;
+        std::vector<int64_t> hits(n_tasks, 0);
+        thread_pool(threads).run(n_tasks, [&](int64_t t) { hits[t] += t + 1; });
+        int64_t total = 0;
+        for (int64_t h : hits) total += h;
+        return total;
+      },
+      py::arg("threads"), py::arg("n_tasks"), "Runs n_tasks on the pool; returns the sum of (task + 1) (a test).");
+  m.def(
+      "pool_wake_seconds",
+      [](int threads, int repeats) {
+        py::gil_scoped_release release;
+        ThreadPool& pool = thread_pool(threads);
+        std::vector<double> times;
+        for (int i = 0; i < repeats; ++i) {
+          const auto t0 = std::chrono::steady_clock::now();
+          pool.run(pool.size(), [](int64_t) {});
+          times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+        }
+        std::sort(times.begin(), times.end());
+        return times.empty() ? 0.0 : times[times.size() / 2];
+      },
+      py::arg("threads"), py::arg("repeats") = 1000,
+      "Median seconds for one empty job on all threads of the pool: wake-all plus join.");
   m.def(
       "memory_read",
       [](uintptr_t p, int64_t nbytes, int threads) {

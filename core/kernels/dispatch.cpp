@@ -6,6 +6,7 @@
 
 #include "cpu_features.h"
 #include "parallel.h"
+#include "thread_pool.h"
 
 namespace ktx {
 namespace {
@@ -128,11 +129,14 @@ void gemv_i8(const int8_t* q, const float* s, const float* o, int group, int64_t
   if (rows < 0 || cols <= 0 || cols % 32 != 0 || n_tok < 0)
     throw std::invalid_argument("gemv_i8: cols must be a positive multiple of 32 (got " + std::to_string(cols) +
                                 ")");
-  // Each thread gets at least ~8 MiB of weights, so the small matrices of decode run on the
-  // caller alone: a thread start per call (~0.1 ms here) costs more than they take. The
-  // persistent pool of the MoE kernels will lift this.
-  const int64_t grain = ((int64_t)8 << 20) / cols + 1;
-  parallel_for(rows, n_threads, grain, [&](int64_t b, int64_t e) { t.gemv_i8(q, s, o, group, b, e, cols, x, n_tok, y, rows); });
+  // Tasks of ~64 KiB of weights on the persistent pool: small enough to balance, large enough
+  // that taking one (an atomic increment) is noise.
+  const int64_t rows_per_task = ((int64_t)64 << 10) / cols + 1;
+  const int64_t n_tasks = (rows + rows_per_task - 1) / rows_per_task;
+  thread_pool(n_threads).run(n_tasks, [&](int64_t task) {
+    const int64_t b = task * rows_per_task, e = b + rows_per_task < rows ? b + rows_per_task : rows;
+    t.gemv_i8(q, s, o, group, b, e, cols, x, n_tok, y, rows);
+  });
 }
 
 void quantize(int type, const float* src, int64_t n, uint8_t* dst, int64_t dst_nbytes, int n_threads) {

@@ -25,6 +25,13 @@ class Int8Weights:
     offsets: np.ndarray | None  # float32 [rows, cols / group], subtracted (Q4_K); None: none
     group: int  # 16 or 32 values per scale
 
+    def pointers(self) -> tuple[int, int, int]:
+        """(q, scales, offsets or 0) addresses for the kernel, computed once (numpy's .ctypes is slow)."""
+        if not hasattr(self, "_ptrs"):
+            o = self.offsets.ctypes.data if self.offsets is not None else 0
+            self._ptrs = (self.q.ctypes.data, self.scales.ctypes.data, o)
+        return self._ptrs
+
     @property
     def nbytes(self) -> int:
         return self.q.nbytes + self.scales.nbytes + (self.offsets.nbytes if self.offsets is not None else 0)

@@ -118,8 +118,9 @@ class Attention(Operator):
         for rs, seg, start in rows:
             qs, ks, vs = q[rs], k[rs], v[rs]
             if seg is not None:
-                pool.write(self.layer_idx, seg.seq, seg.start, ks, vs)
-                ks, vs = pool.read(self.layer_idx, seg.seq, seg.start + seg.length)
+                put, get = seg.slots(pool)
+                pool.write(self.layer_idx, seg.seq, seg.start, ks, vs, slots=put)
+                ks, vs = pool.read(self.layer_idx, seg.seq, seg.start + seg.length, slots=get)
             outs.append(attend(qs, ks, vs, start, self.scale, self.window, self.softcap))
         o = torch.cat(outs).reshape(*hidden_states.shape[:-1], self.heads * self.head_dim)
         return self.o_proj(o.to(hidden_states.dtype)), None

@@ -29,10 +29,10 @@ def int8_gemv(w: Int8Weights, x: torch.Tensor, threads: int | None = None) -> to
     x = x.float().contiguous()
     rows = w.q.shape[0]
     y = torch.empty(x.shape[0], rows, dtype=torch.float32)
-    offsets = w.offsets.ctypes.data if w.offsets is not None else 0
+    q, scales, offsets = w.pointers()
     _kernels.gemv_i8(
-        w.q.ctypes.data,
-        w.scales.ctypes.data,
+        q,
+        scales,
         offsets,
         w.group,
         rows,
@@ -78,6 +78,7 @@ class QuantLinear(Operator):
         eight_bit = t.type in REPACKABLE and cols % 32 == 0 and self.device.type == "cpu"
         if self.mode == "auto" and eight_bit:
             self.int8 = to_int8(t.data, t.type, rows, cols)
+            self.threads = cpu.default_threads()  # read once (sysfs): KTX_THREADS or physical cores
         elif self.mode in ("auto", "dequant"):
             # Held as [in, out]: `x @ w_t` streams it at ~70% of DRAM bandwidth on the CPU,
             # where F.linear's GEMV over [out, in] reaches ~40% (measured with torch 2.13).
@@ -94,7 +95,7 @@ class QuantLinear(Operator):
         if self.int8 is not None:
             flat = x.reshape(-1, x.shape[-1])
             if flat.shape[0] <= GEMV_MAX_TOKENS:
-                y = int8_gemv(self.int8, flat)
+                y = int8_gemv(self.int8, flat, self.threads)
             else:  # prefill chunks: widen once (exact) and use the float32 GEMM
                 y = F.linear(flat.float(), torch.from_numpy(self.int8.dequantize()))
             y = y + self.bias if self.bias is not None else y

@@ -97,8 +97,9 @@ class MLAAttention(Operator):
         for rs, seg, start in rows:
             lat = latent[rs]
             if seg is not None:
-                pool.write(self.layer_idx, seg.seq, seg.start, lat)
-                (lat,) = pool.read(self.layer_idx, seg.seq, seg.start + seg.length)
+                put, get = seg.slots(pool)
+                pool.write(self.layer_idx, seg.seq, seg.start, lat, slots=put)
+                (lat,) = pool.read(self.layer_idx, seg.seq, seg.start + seg.length, slots=get)
             n = rs.stop - rs.start
             absorbed = self.absorb == "always" or (self.absorb == "decode" and n == 1)
             outs.append(self._attend(q_nope[rs], q_pe[rs], lat, start, absorbed))

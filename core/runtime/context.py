@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .kv_cache import BlockPool, SequenceKV
 
@@ -19,6 +19,14 @@ class Segment:
     seq: SequenceKV
     start: int  # position of the first new token
     length: int  # new tokens in this step
+    _slots: tuple | None = field(default=None, repr=False)
+
+    def slots(self, pool: BlockPool) -> tuple:
+        """(write slots, read slots) in the pool, the same for every layer of this step."""
+        if self._slots is None:
+            end = self.start + self.length
+            self._slots = (pool.slots(self.seq, self.start, end), pool.slots(self.seq, 0, end))
+        return self._slots
 
 
 @dataclass

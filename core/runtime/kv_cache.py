@@ -66,20 +66,32 @@ class BlockPool:
         seq.blocks.clear()
         seq.length = 0
 
-    def _slots(self, seq: SequenceKV, start: int, end: int) -> torch.Tensor:
+    def slots(self, seq: SequenceKV, start: int, end: int) -> torch.Tensor:
+        """Pool-wide row index of tokens start .. end of `seq` (reserve() them first)."""
         pos = torch.arange(start, end)
         blocks = torch.tensor(seq.blocks, dtype=torch.long)[pos // self.block_size]
         return blocks * self.block_size + pos % self.block_size
 
-    def write(self, layer: int, seq: SequenceKV, start: int, *values: torch.Tensor) -> None:
+    def write(
+        self,
+        layer: int,
+        seq: SequenceKV,
+        start: int,
+        *values: torch.Tensor,
+        slots: torch.Tensor | None = None,
+    ) -> None:
         # values: [n, *shape] for tokens start .. start+n
-        slots = self._slots(seq, start, start + values[0].shape[0])
+        if slots is None:
+            slots = self.slots(seq, start, start + values[0].shape[0])
         for store, value in zip(self.layers[layer], values, strict=True):
             store.view(-1, *store.shape[2:]).index_copy_(0, slots.to(store.device), value.to(store.dtype))
 
-    def read(self, layer: int, seq: SequenceKV, end: int) -> tuple[torch.Tensor, ...]:
+    def read(
+        self, layer: int, seq: SequenceKV, end: int, slots: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, ...]:
         """Tokens 0 .. end of `seq`, each tensor [end, *shape]."""
-        slots = self._slots(seq, 0, end)
+        if slots is None:
+            slots = self.slots(seq, 0, end)
         return tuple(
             store.view(-1, *store.shape[2:]).index_select(0, slots.to(store.device))
             for store in self.layers[layer]

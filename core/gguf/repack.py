@@ -36,6 +36,19 @@ class Int8Weights:
     def nbytes(self) -> int:
         return self.q.nbytes + self.scales.nbytes + (self.offsets.nbytes if self.offsets is not None else 0)
 
+    def widen(self):
+        """The float32 weights as a torch tensor, widened with PyTorch's threads (prefill)."""
+        import torch
+
+        rows, cols = self.q.shape
+        w = (
+            torch.from_numpy(self.q).view(rows, -1, self.group).float()
+            * torch.from_numpy(self.scales)[:, :, None]
+        )
+        if self.offsets is not None:
+            w -= torch.from_numpy(self.offsets)[:, :, None]
+        return w.view(rows, cols)
+
     def dequantize(self) -> np.ndarray:
         rows, cols = self.q.shape
         w = self.q.reshape(rows, -1, self.group).astype(np.float32) * self.scales[:, :, None]

@@ -97,7 +97,7 @@ class QuantLinear(Operator):
             if flat.shape[0] <= GEMV_MAX_TOKENS:
                 y = int8_gemv(self.int8, flat, self.threads)
             else:  # prefill chunks: widen once (exact) and use the float32 GEMM
-                y = F.linear(flat.float(), torch.from_numpy(self.int8.dequantize()))
+                y = F.linear(flat.float(), self.int8.widen())
             y = y + self.bias if self.bias is not None else y
             return y.reshape(*x.shape[:-1], y.shape[-1])
         if self.weight_t is None:

@@ -36,7 +36,9 @@ def test_int8_reencoding_is_exact(kind):
     rows, cols = 7, 512
     raw = _blocks(kind, rows, cols)
     expected = gguf_py.quants.dequantize(raw, gguf_py.GGMLQuantizationType(int(kind))).reshape(rows, cols)
-    np.testing.assert_array_equal(to_int8(raw, kind, rows, cols).dequantize(), expected)
+    w = to_int8(raw, kind, rows, cols)
+    np.testing.assert_array_equal(w.dequantize(), expected)
+    np.testing.assert_array_equal(w.widen().numpy(), expected)  # the prefill path, in torch
 
 
 def test_other_types_are_refused():

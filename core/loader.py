@@ -53,6 +53,7 @@ def load(
     from .inject import optimize_and_load_gguf
 
     start = time.perf_counter()
+    default_device = _device(device)  # refuse an unusable device before any heavy work
     if gguf_path is None:
         from .demo import demo_gguf
 
@@ -79,7 +80,7 @@ def load(
         rule_path,
         gf,
         config,
-        default_device=_device(device),
+        default_device=default_device,
         progress=lambda done, total: report("weights", done, total),
     )
     model.gguf, model.arch = gf, arch

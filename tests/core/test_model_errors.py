@@ -99,3 +99,22 @@ def test_chat_reports_a_too_long_conversation_and_goes_on(tiny_llama, monkeypatc
     assert main(["chat", "--gguf", str(tiny_llama), "--max-new-tokens", "2"]) == 0
     err = capsys.readouterr().err
     assert "more than the model's context" in err and err.count("prompt tokens") == 1
+
+
+def test_ktx_core_load_returns_a_callable_model(tiny_llama):
+    import torch
+
+    import ktx.core
+
+    model = ktx.core.load(tiny_llama)
+    logits = model(torch.tensor([[1, 2, 3]])).logits
+    assert logits.shape == (1, 3, model.config.vocab_size)
+    assert (
+        model.tokenizer.decode(model.tokenizer.encode("hello world", add_special_tokens=False))
+        == "hello world"
+    )
+
+
+def test_unusable_device_is_refused_before_loading(tiny_llama):
+    with pytest.raises(ModelError, match="CPU only"):
+        load(tiny_llama, device="cuda")

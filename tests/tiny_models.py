@@ -29,6 +29,19 @@ TINY_NAMES = (
     "qwen3",
     "gemma3",
 )
+# The GGUF architecture llama.cpp writes for each (an expectation, independent of ktx's tables).
+GGUF_ARCH = {
+    "deepseek-v2": "deepseek2",
+    "deepseek-v2-qlora": "deepseek2",
+    "deepseek-v3": "deepseek2",
+    "qwen2moe": "qwen2moe",
+    "qwen3moe": "qwen3moe",
+    "mixtral": "llama",
+    "llama": "llama",
+    "qwen2": "qwen2",
+    "qwen3": "qwen3",
+    "gemma3": "gemma3",
+}
 VOCAB = 512
 _COMMON: dict[str, Any] = {
     "hidden_size": 256,
@@ -137,19 +150,11 @@ CORPUS = [
 
 
 def _byte_level_tokenizer() -> tuple[Any, dict[str, str]]:
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tiny_tokenizers import train_byte_level
+    from tokenizers import AddedToken
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
     specials = {"bos_token": "<|bos|>", "eos_token": "<|eos|>", "pad_token": "<|pad|>"}
-    trainer = trainers.BpeTrainer(
-        vocab_size=400,
-        special_tokens=list(specials.values()),
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(CORPUS, trainer)
+    tok = train_byte_level(CORPUS, 400, list(specials.values()))
     tok.add_tokens([AddedToken("<think>", special=False, normalized=False)])
     return tok, specials
 

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from pathlib import Path
 
 import jinja2
-import numpy as np
 import pytest
+from tiny_tokenizers import byte_level_metadata, train_byte_level, write_tokenizer_gguf
 from tokenizers import Tokenizer as HFTokenizer
-from tokenizers import decoders, models, pre_tokenizers, trainers
 
-from ktx.core.gguf import ValueType, write_gguf
-from ktx.core.gguf.writer import Typed
 from ktx.core.tokenizer import CHATML_TEMPLATE, Tokenizer
 
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"]
@@ -56,33 +52,15 @@ CONVERSATIONS = [
 
 
 def _backend() -> HFTokenizer:
-    tk = HFTokenizer(models.BPE())
-    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tk.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=320, special_tokens=SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    tk.train_from_iterator(["hello world, the assistant says hi"] * 4, trainer)
-    return tk
+    return train_byte_level(["hello world, the assistant says hi"] * 4, 320, SPECIALS)
 
 
 def _gguf(path: Path, tk: HFTokenizer, arch: str, templates: dict[str, str]) -> Path:
-    model = json.loads(tk.to_str())["model"]
-    tokens = [t for t, _ in sorted(model["vocab"].items(), key=lambda kv: kv[1])]
-    types = [3 if t in SPECIALS else 1 for t in tokens]
-    meta = {
-        "tokenizer.ggml.model": "gpt2",
-        "tokenizer.ggml.pre": "qwen2",
-        "tokenizer.ggml.tokens": tokens,
-        "tokenizer.ggml.token_type": Typed(types, ValueType.ARRAY, ValueType.INT32),
-        "tokenizer.ggml.merges": [m if isinstance(m, str) else " ".join(m) for m in model["merges"]],
-        "tokenizer.ggml.bos_token_id": 0,
-        "tokenizer.ggml.eos_token_id": 2,
-    }
+    meta = byte_level_metadata(tk, SPECIALS)
+    meta["tokenizer.ggml.bos_token_id"], meta["tokenizer.ggml.eos_token_id"] = 0, 2
     for name, source in templates.items():
         meta["tokenizer.chat_template" + ("" if name == "default" else f".{name}")] = source
-    write_gguf(path, arch, meta, {"token_embd.weight": np.zeros((4, 8), np.float32)})
-    return path
+    return write_tokenizer_gguf(path, arch, meta)
 
 
 @pytest.fixture(scope="module")

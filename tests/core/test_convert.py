@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny_models import TINY_NAMES, make_tiny  # tests/ is on sys.path through tests/conftest.py
+from tiny_models import GGUF_ARCH, TINY_NAMES, make_tiny  # tests/ is on sys.path through tests/conftest.py
 
 import ktx.core.gguf as kgguf
 from ktx.core.convert import convert_hf
@@ -25,18 +25,6 @@ from ktx.core.convert.tensor_names import allowed_names, template
 for _module in ("safetensors", "tokenizers", "transformers"):
     pytest.importorskip(_module)
 
-ARCH = {
-    "deepseek-v2": "deepseek2",
-    "deepseek-v2-qlora": "deepseek2",
-    "deepseek-v3": "deepseek2",
-    "qwen2moe": "qwen2moe",
-    "qwen3moe": "qwen3moe",
-    "mixtral": "llama",
-    "llama": "llama",
-    "qwen2": "qwen2",
-    "qwen3": "qwen3",
-    "gemma3": "gemma3",
-}
 # HF module path (after model.layers.N.) -> GGUF tensor (after blk.N.)
 LAYER_NAMES = {
     "input_layernorm": "attn_norm",
@@ -112,7 +100,7 @@ def rope_interleave(w: np.ndarray, heads: int) -> np.ndarray:
 
 def expected_from_hf(name: str, cfg: dict, hf: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The GGUF tensors (f32) the converter must write, derived from the HF tensors by hand."""
-    arch, out = ARCH[name], {}
+    arch, out = GGUF_ARCH[name], {}
     experts: dict[tuple[int, str], dict[int, np.ndarray]] = {}
     for key, w in hf.items():
         if key == "lm_head.weight":
@@ -161,7 +149,7 @@ def test_convert_f32_exact(name, tiny, tmp_path):
     cfg = json.loads((d / "config.json").read_text())
     out = convert_hf(d, tmp_path / "m.gguf", "f32", progress=False)
     got = read_gguf(out.path)
-    arch = ARCH[name]
+    arch = GGUF_ARCH[name]
     assert out.arch == arch
     allowed = allowed_names(arch)
     assert all(template(n) in allowed for n in got), sorted(n for n in got if template(n) not in allowed)
@@ -231,7 +219,7 @@ def test_metadata_values(name, tiny, tmp_path):
     d = tiny(name)
     cfg = json.loads((d / "config.json").read_text())
     md = _meta(convert_hf(d, tmp_path / "m.gguf", "f32", progress=False).path)
-    a = ARCH[name] + "."
+    a = GGUF_ARCH[name] + "."
     rope = cfg["rope_parameters"].get("full_attention", cfg["rope_parameters"])
     common = {
         "block_count": cfg["num_hidden_layers"],

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 
 import numpy as np
 import pytest
-from tokenizers import Tokenizer as HFTokenizer
-from tokenizers import decoders, models, pre_tokenizers, trainers
+from tiny_tokenizers import byte_level_metadata, train_byte_level, write_tokenizer_gguf
 
 from ktx.core.gguf import ValueType, write_gguf
 from ktx.core.gguf.writer import Typed
@@ -103,27 +101,10 @@ def test_demo_invalid_bytes_do_not_break_the_stream(demo_tok):
 
 def _byte_level_gguf(path: Path) -> Path:
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    tk = HFTokenizer(models.BPE())
-    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tk.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    tk.train_from_iterator(["the stream decoder holds partial characters until complete"] * 5, trainer)
-    model = json.loads(tk.to_str())["model"]
-    tokens = [t for t, _ in sorted(model["vocab"].items(), key=lambda kv: kv[1])]
-    meta = {
-        "tokenizer.ggml.model": "gpt2",
-        "tokenizer.ggml.pre": "qwen2",
-        "tokenizer.ggml.tokens": tokens,
-        "tokenizer.ggml.token_type": Typed(
-            [3 if t in specials else 1 for t in tokens], ValueType.ARRAY, ValueType.INT32
-        ),
-        "tokenizer.ggml.merges": [m if isinstance(m, str) else " ".join(m) for m in model["merges"]],
-        "tokenizer.ggml.eos_token_id": 0,
-    }
-    write_gguf(path, "qwen2", meta, {"token_embd.weight": np.zeros((4, 8), np.float32)})
-    return path
+    tk = train_byte_level(["the stream decoder holds partial characters until complete"] * 5, 400, specials)
+    meta = byte_level_metadata(tk, specials)
+    meta["tokenizer.ggml.eos_token_id"] = 0
+    return write_tokenizer_gguf(path, "qwen2", meta)
 
 
 @pytest.fixture(scope="module")

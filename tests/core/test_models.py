@@ -15,24 +15,12 @@ from __future__ import annotations
 import pytest
 import torch
 from hf_oracle import hf_model_on_gguf, random_ids
-from tiny_models import TINY_NAMES, make_tiny
+from tiny_models import GGUF_ARCH, TINY_NAMES, make_tiny
 
 from ktx.core.convert.hf_to_gguf import convert_hf
 from ktx.core.loader import load
 from ktx.core.runtime.generate import prefill_and_generate
 
-GGUF_ARCH = {
-    "deepseek-v2": "deepseek2",
-    "deepseek-v2-qlora": "deepseek2",
-    "deepseek-v3": "deepseek2",
-    "qwen2moe": "qwen2moe",
-    "qwen3moe": "qwen3moe",
-    "mixtral": "llama",
-    "llama": "llama",
-    "qwen2": "qwen2",
-    "qwen3": "qwen3",
-    "gemma3": "gemma3",
-}
 TOL = 1e-4
 
 

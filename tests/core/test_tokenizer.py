@@ -14,12 +14,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
+from tiny_tokenizers import byte_level_metadata, write_tokenizer_gguf
+from tiny_tokenizers import train_byte_level as train_byte_level_bpe
+from tokenizers import Regex, models, pre_tokenizers, trainers
 from tokenizers import Tokenizer as HFTokenizer
 
 import ktx.core.tokenizer.tokenizer as tokmod
 from ktx.core import gguf
-from ktx.core.gguf import ValueType, write_gguf
+from ktx.core.gguf import ValueType
 from ktx.core.gguf.writer import Typed
 from ktx.core.tokenizer import Tokenizer, cache
 from ktx.core.tokenizer.bpe import byte_alphabet, pre_tokenizer
@@ -62,43 +64,19 @@ They'll say it's fine; we've seen it, I'm sure you'd agree.
 """
 
 
-def write_tokenizer_gguf(path: Path, arch: str, meta: dict) -> Path:
-    write_gguf(path, arch, meta, {"token_embd.weight": np.zeros((4, 8), np.float32)})  # needs a tensor
-    return path
-
-
 # --- byte-level BPE --------------------------------------------------------------------------
 
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 
 def train_byte_level() -> HFTokenizer:
-    tk = HFTokenizer(models.BPE())
-    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tk.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=600, special_tokens=SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    tk.train_from_iterator(CORPUS.splitlines(keepends=True) * 3, trainer)
-    return tk
+    return train_byte_level_bpe(CORPUS.splitlines(keepends=True) * 3, 600, SPECIALS)
 
 
 def byte_level_gguf(tmp_path: Path, tk: HFTokenizer, pre: str) -> Path:
-    model = json.loads(tk.to_str())["model"]
-    vocab = model["vocab"]
-    tokens = [t for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])]
-    assert [vocab[t] for t in tokens] == list(range(len(tokens)))
-    types = [3 if t in SPECIALS else 1 for t in tokens]
-    merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
-    meta = {
-        "tokenizer.ggml.model": "gpt2",
-        "tokenizer.ggml.pre": pre,
-        "tokenizer.ggml.tokens": tokens,
-        "tokenizer.ggml.token_type": Typed(types, ValueType.ARRAY, ValueType.INT32),
-        "tokenizer.ggml.merges": merges,
-        "tokenizer.ggml.bos_token_id": vocab["<|endoftext|>"],
-        "tokenizer.ggml.eos_token_id": vocab["<|endoftext|>"],
-    }
+    meta = byte_level_metadata(tk, SPECIALS, pre)
+    vocab = tk.get_vocab()
+    meta["tokenizer.ggml.bos_token_id"] = meta["tokenizer.ggml.eos_token_id"] = vocab["<|endoftext|>"]
     return write_tokenizer_gguf(tmp_path / f"bpe-{pre}.gguf", "qwen2", meta)
 
 

@@ -16,6 +16,7 @@ import gguf
 import numpy as np
 
 from ..gguf.constants import BLOCK_SIZES, GGMLType
+from ..gguf.writer import add_metadata
 
 
 def tensor_nbytes(shape: tuple[int, ...], ggml_type: GGMLType) -> int:
@@ -37,22 +38,7 @@ class StreamWriter:
 
     def add_metadata(self, items: Mapping[str, Any]) -> None:
         """Adds key/values with llama.cpp's types: bool, uint32 counts, float32, string, arrays."""
-        for key, value in items.items():
-            if isinstance(value, (bool, np.bool_)):
-                self.gw.add_bool(key, bool(value))
-            elif isinstance(value, (int, np.integer)):
-                if 0 <= int(value) < 1 << 32:
-                    self.gw.add_uint32(key, int(value))
-                else:
-                    self.gw.add_int64(key, int(value))
-            elif isinstance(value, (float, np.floating)):
-                self.gw.add_float32(key, float(value))
-            elif isinstance(value, str):
-                self.gw.add_string(key, value)
-            elif isinstance(value, (list, tuple)):
-                self.gw.add_array(key, list(value))
-            else:
-                raise TypeError(f"cannot store {type(value).__name__} for GGUF key {key!r}")
+        add_metadata(self.gw, items)
 
     def add_tensor(self, name: str, shape: tuple[int, ...], ggml_type: GGMLType) -> int:
         """Declares a tensor (numpy-order shape); returns its byte size."""

@@ -69,6 +69,16 @@ def _blocks(name: str, spec: Any, threads: int | None) -> tuple[np.ndarray, GGML
         raise ValueError(f"tensor {name!r}: {e}") from None
 
 
+def add_metadata(writer: Any, metadata: Mapping[str, Any]) -> None:
+    """Adds key/values to a gguf-py GGUFWriter with llama.cpp's types (see `_infer`)."""
+    import gguf
+
+    for key, value in metadata.items():
+        t = _infer(value)
+        sub = gguf.GGUFValueType(t.element_type) if t.element_type is not None else None
+        writer.add_key_value(key, t.value, gguf.GGUFValueType(t.type), sub_type=sub)
+
+
 def write_gguf(
     path: str | os.PathLike[str],
     arch: str,
@@ -91,10 +101,7 @@ def write_gguf(
     writer = gguf.GGUFWriter(os.fspath(path), arch, split_max_tensors=split_max_tensors)
     if alignment is not None:
         writer.add_custom_alignment(alignment)
-    for key, value in (metadata or {}).items():
-        t = _infer(value)
-        sub = gguf.GGUFValueType(t.element_type) if t.element_type is not None else None
-        writer.add_key_value(key, t.value, gguf.GGUFValueType(t.type), sub_type=sub)
+    add_metadata(writer, metadata or {})
     for name, spec in (tensors or {}).items():
         data, gtype = _blocks(name, spec, threads)
         writer.add_tensor(name, data, raw_dtype=gguf.GGMLQuantizationType(int(gtype)))

@@ -62,12 +62,7 @@ def segments(hidden: torch.Tensor, position_ids: torch.Tensor | None):
     if ctx is not None:
         if b != 1:
             raise ValueError("with a KV-cache batch, hidden states are one flat row of tokens [1, T]")
-        rows, off, pos = [], 0, []
-        for seg in ctx.segments:
-            rows.append((slice(off, off + seg.length), seg, seg.start))
-            pos.append(torch.arange(seg.start, seg.start + seg.length))
-            off += seg.length
-        return ctx.pool, rows, torch.cat(pos)
+        return ctx.pool, ctx.rows, ctx.positions
     if position_ids is None:
         position_ids = torch.arange(t).expand(b, t)
     positions = position_ids.reshape(-1).cpu()

@@ -10,6 +10,9 @@ from __future__ import annotations
 import contextlib
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from functools import cached_property
+
+import torch
 
 from .kv_cache import BlockPool, SequenceKV
 
@@ -33,6 +36,21 @@ class Segment:
 class ForwardBatch:
     pool: BlockPool
     segments: list[Segment]
+
+    # Derived once per step, read by every attention layer.
+    @cached_property
+    def positions(self) -> torch.Tensor:
+        """Position of each token of the flat row: [T]."""
+        return torch.cat([torch.arange(s.start, s.start + s.length) for s in self.segments])
+
+    @cached_property
+    def rows(self) -> list[tuple[slice, Segment, int]]:
+        """(slice of the flat row, its segment, its first position) per segment."""
+        out, off = [], 0
+        for seg in self.segments:
+            out.append((slice(off, off + seg.length), seg, seg.start))
+            off += seg.length
+        return out
 
 
 _current: ContextVar[ForwardBatch | None] = ContextVar("ktx_forward_batch", default=None)

@@ -56,11 +56,14 @@ def forward_step(
     """input_ids: [T] for all segments back to back -> logits [len(segments), vocab] float32."""
     for seg in segments:
         pool.reserve(seg.seq, seg.start + seg.length)
-    positions = torch.cat([torch.arange(s.start, s.start + s.length) for s in segments])
-    last = torch.cumsum(torch.tensor([s.length for s in segments]), 0) - 1
-    with forward_batch(ForwardBatch(pool, segments)), _torch_threads_for(len(input_ids)):
+    batch = ForwardBatch(pool, segments)
+    last = torch.tensor([rows.stop - 1 for rows, _, _ in batch.rows])
+    with forward_batch(batch), _torch_threads_for(len(input_ids)):
         out = model(
-            input_ids=input_ids[None], position_ids=positions[None], use_cache=False, logits_to_keep=last
+            input_ids=input_ids[None],
+            position_ids=batch.positions[None],
+            use_cache=False,
+            logits_to_keep=last,
         )
     for seg in segments:
         seg.seq.length = seg.start + seg.length

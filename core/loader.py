@@ -28,6 +28,18 @@ def _device(device: str) -> str:
     )
 
 
+def build_meta_model(gf: Any, model_path: str | None = None, num_experts_per_tok: int | None = None):
+    """(arch, config, transformers model on the meta device) for an open GGUF: no memory used."""
+    arch, config = config_from_gguf(gf, model_path)
+    if num_experts_per_tok:
+        if not hasattr(config, "num_experts_per_tok"):
+            raise ModelError(f"--experts-per-tok: {arch.variant} is not a mixture-of-experts model")
+        config.num_experts_per_tok = int(num_experts_per_tok)
+    with torch.device("meta"):
+        model = arch.load_class("model")(config)
+    return arch, config, model
+
+
 def load(
     gguf_path: str | os.PathLike[str] | None = None,
     *,
@@ -66,14 +78,8 @@ def load(
         torch.set_num_threads(int(cpu_threads))
         os.environ["KTX_THREADS"] = str(int(cpu_threads))
     gf = gguf.open(gguf_path)
-    arch, config = config_from_gguf(gf, model_path)
-    if num_experts_per_tok:
-        if not hasattr(config, "num_experts_per_tok"):
-            raise ModelError(f"--experts-per-tok: {arch.variant} is not a mixture-of-experts model")
-        config.num_experts_per_tok = int(num_experts_per_tok)
     report("build")
-    with torch.device("meta"):
-        model = arch.load_class("model")(config)
+    arch, config, model = build_meta_model(gf, model_path, num_experts_per_tok)
     rule_path = Path(rules) if rules is not None else arch.rules_path
     model.injection = optimize_and_load_gguf(
         model,

@@ -24,19 +24,15 @@ def add_parser(subcommands) -> None:
 
 
 def check_report(rules_path, gguf_path=None, model_path=None) -> dict:
-    import torch
-
     from .. import gguf
     from ..demo import demo_gguf
     from ..inject import inject, load_rules
-    from ..models import config_from_gguf
+    from ..loader import build_meta_model
 
     gf = gguf.open(gguf_path or demo_gguf())
-    arch, config = config_from_gguf(gf, model_path)
+    arch, config, model = build_meta_model(gf, model_path)
     path = rules_path or arch.rules_path
     rules = load_rules(path)
-    with torch.device("meta"):
-        model = arch.load_class("model")(config)
     report = inject(model, rules, gf, config, arch.gguf_name, dry_run=True)
     return {
         "rules": str(path),

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ktx.core import gguf
-from ktx.core.models.names import gguf_prefix
+from ktx.core.models.names import gguf_prefix, tied
 
 
 def _unpermute(w: torch.Tensor, n_head: int) -> torch.Tensor:
@@ -45,9 +45,7 @@ def hf_state_from_gguf(gguf_path, model: torch.nn.Module, arch: str) -> dict[str
             v_b = t(f"{blk}.attn_v_b.weight").view(h, v, rank)
             value = torch.cat((k_b, v_b), dim=1).reshape(h * (nope + v), rank)
         else:
-            key = f"{gguf_prefix(arch, path)}.{param}"
-            if key == "output.weight" and key not in gf.tensors:
-                key = "token_embd.weight"
+            key = tied(f"{gguf_prefix(arch, path)}.{param}", gf.tensors)
             value = t(key)
             if arch == "llama" and re.search(r"self_attn\.(q|k)_proj\.weight$", name):
                 heads = cfg.num_attention_heads if ".q_proj" in name else cfg.num_key_value_heads

@@ -22,7 +22,7 @@ from torch import nn
 
 from .. import gguf as gguf_mod
 from ..models.errors import ModelError
-from ..models.names import gguf_prefix
+from ..models.names import gguf_prefix, tied
 from ..models.registry import check_architecture
 from ..ops.base import Operator
 from .rules import Rule, load_rules
@@ -56,6 +56,7 @@ def inject(
             path = f"{prefix}{name}"
             rule = next((r for r in rules if r.matches(path, child)), None)
             dev = rule.device if rule is not None and rule.device else device
+            report.devices[path] = dev
             if rule is not None:
                 report.matched.setdefault(rule.index, []).append(path)
                 if rule.replace_class is not None and not dry_run:
@@ -68,11 +69,9 @@ def inject(
                         ) from None
                     setattr(module, name, child)
                 if not rule.recursive:
-                    report.devices[path] = dev
                     continue
             elif any(True for _ in _own_tensors(child)) and not isinstance(module, Operator):
                 report.unmatched.append(path)
-            report.devices[path] = dev
             walk(child, path + ".", dev)
 
     walk(model, "", default_device)
@@ -103,9 +102,7 @@ def load_weights(
             if tensor.device.type != "meta":
                 continue
             prefix = gguf_prefix(arch, path)
-            name = f"{prefix}.{pname}" if prefix else None
-            if name == "output.weight" and name not in gf.tensors:
-                name = "token_embd.weight"
+            name = tied(f"{prefix}.{pname}", gf.tensors) if prefix else None
             if name is None or name not in gf.tensors:
                 raise ModelError(
                     f"{gf.paths[0]}: no tensor for {path}.{pname} (looked for {name!r}); "

@@ -71,3 +71,8 @@ def gguf_prefix(arch: str, module_path: str) -> str | None:
         if m:
             return template.format(*m.groups())
     return None
+
+
+def tied(name: str, tensors) -> str:
+    """`output.weight`, or `token_embd.weight` when the file ties the output to the embeddings."""
+    return "token_embd.weight" if name == "output.weight" and name not in tensors else name

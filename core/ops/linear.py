@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from .. import _kernels, cpu
 from ..gguf.repack import REPACKABLE, Int8Weights, to_int8
+from ..models.names import tied
 from .base import Operator
 
 GEMV_MAX_TOKENS = 16  # above this, a float32 GEMM on the dequantized weights is faster
@@ -65,14 +66,8 @@ class QuantLinear(Operator):
         self.out_features = getattr(orig, "out_features", None)
         self.weight = self.weight_t = self.bias = self.source = self.int8 = None
 
-    def _weight_name(self) -> str:
-        name = f"{self.key}.weight"
-        if self.key == "output" and not self.has(name):  # tied embeddings
-            return "token_embd.weight"
-        return name
-
     def load(self) -> None:
-        name = self._weight_name()
+        name = tied(f"{self.key}.weight", self.gguf.tensors)
         self.source = t = self.tensor(name)
         rows, cols = t.shape[0], t.shape[-1]
         eight_bit = t.type in REPACKABLE and cols % 32 == 0 and self.device.type == "cpu"

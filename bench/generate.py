@@ -30,8 +30,8 @@ def weight_bytes_per_token(model) -> int:
     total = 0
     for m in model.modules():
         if isinstance(m, QuantLinear):
-            if m.int8 is not None:  # int8 + float scales (+ offsets), read by the GEMV
-                total += m.int8.nbytes
+            if m.blocks is not None:  # GGUF-native blocks, read by the kernels
+                total += m.blocks.nbytes
             elif m.weight is not None:
                 total += m.weight.numel() * m.weight.element_size()
             else:

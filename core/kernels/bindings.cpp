@@ -11,6 +11,8 @@
 #include "bandwidth.h"
 #include "cpu_features.h"
 #include "dispatch.h"
+#include "moe.h"
+#include "qmatmul.h"
 #include "thread_pool.h"
 
 namespace py = pybind11;
@@ -76,18 +78,87 @@ PYBIND11_MODULE(_kernels, m) {
       py::arg("type"), py::arg("src"), py::arg("n"), py::arg("dst"), py::arg("dst_nbytes"), py::arg("threads"));
 
   m.def(
-      "gemv_i8",
-      [](uintptr_t q, uintptr_t s, uintptr_t o, int group, int64_t rows, int64_t cols, uintptr_t x, int64_t n_tok,
-         uintptr_t y, int threads) {
+      "qmatmul",
+      [](int type, uintptr_t w, int64_t rows, int64_t cols, uintptr_t x, int64_t n, uintptr_t y, bool exact,
+         int threads) {
         py::gil_scoped_release release;
-        gemv_i8(reinterpret_cast<const int8_t*>(q), reinterpret_cast<const float*>(s),
-                reinterpret_cast<const float*>(o), group, rows, cols, reinterpret_cast<const float*>(x), n_tok,
-                reinterpret_cast<float*>(y), threads);
+        qmatmul({type, reinterpret_cast<const uint8_t*>(w), rows, cols}, reinterpret_cast<const float*>(x), n,
+                reinterpret_cast<float*>(y), exact, threads);
       },
-      py::arg("q"), py::arg("s"), py::arg("o"), py::arg("group"), py::arg("rows"), py::arg("cols"), py::arg("x"),
-      py::arg("n_tok"), py::arg("y"), py::arg("threads"),
-      "y[n_tok, rows] = x[n_tok, cols] @ W.T, W = s * q - o per group (q int8 [rows, cols]; s, o float32 "
-      "[rows, cols/group], o = 0 for none).");
+      py::arg("type"), py::arg("w"), py::arg("rows"), py::arg("cols"), py::arg("x"), py::arg("n"), py::arg("y"),
+      py::arg("exact"), py::arg("threads"),
+      "y[n, rows] = x[n, cols] @ W.T for W in GGUF blocks of `type` (float32 x, y). exact: float32 "
+      "activations for every type; else int8 activations where the type has an int8 form.");
+  m.def(
+      "quantize_act",
+      [](uintptr_t x, int64_t n, int64_t cols, uintptr_t q, uintptr_t d, uintptr_t s) {
+        if (cols <= 0 || cols % 16) throw std::invalid_argument("quantize_act: cols must be a multiple of 16");
+        const KernelTable& t = active_table();
+        for (int64_t r = 0; r < n; ++r)
+          t.quant_act(reinterpret_cast<const float*>(x) + r * cols, cols, reinterpret_cast<int8_t*>(q) + r * cols,
+                      reinterpret_cast<float*>(d) + r * (cols / 16), reinterpret_cast<float*>(s) + r * (cols / 16));
+      },
+      py::arg("x"), py::arg("n"), py::arg("cols"), py::arg("q"), py::arg("d"), py::arg("s"),
+      "Activation rows -> int8 q, per 16 values scale d and d * sum(q) (as the int8 kernels see them).");
+  m.def(
+      "decode_i8",
+      [](int type, uintptr_t src, int64_t n_blocks, uintptr_t q, uintptr_t a, uintptr_t b) {
+        const KernelTable& t = active_table();
+        if (type < 0 || type >= GGML_TYPE_SLOTS || !t.decode_i8[type])
+          throw std::invalid_argument("no int8 form for ggml type " + std::to_string(type));
+        t.decode_i8[type](reinterpret_cast<const uint8_t*>(src), n_blocks, reinterpret_cast<int8_t*>(q),
+                          reinterpret_cast<float*>(a), reinterpret_cast<float*>(b));
+      },
+      py::arg("type"), py::arg("src"), py::arg("n_blocks"), py::arg("q"), py::arg("a"), py::arg("b"),
+      "GGUF blocks -> int8 q and per 16 values a, b with w = a * q + b.");
+  m.def("int8_types", [] {
+    std::vector<int> v;
+    const KernelTable& t = active_table();
+    for (int i = 0; i < GGML_TYPE_SLOTS; ++i)
+      if (t.decode_i8[i]) v.push_back(i);
+    return v;
+  });
+
+  auto call = [](int64_t n, int k, uintptr_t ids, uintptr_t weights, uintptr_t x, bool x_bf16, uintptr_t out,
+                 bool out_bf16) {
+    return MoeCall{n, k, reinterpret_cast<const int64_t*>(ids), reinterpret_cast<const float*>(weights),
+                   reinterpret_cast<const void*>(x), x_bf16, reinterpret_cast<void*>(out), out_bf16};
+  };
+  py::class_<MoeLayer>(m, "MoeLayer", "One layer's routed experts on the CPU kernels (see moe.h).")
+      .def(py::init([](int64_t n_experts, int64_t hidden, int64_t inter, int gate_type, uintptr_t gate, int up_type,
+                       uintptr_t up, int down_type, uintptr_t down, int threads, bool exact) {
+             auto p = [](uintptr_t v) { return reinterpret_cast<const uint8_t*>(v); };
+             return new MoeLayer(n_experts, hidden, inter, {gate_type, p(gate), inter, hidden},
+                                 {up_type, p(up), inter, hidden}, {down_type, p(down), hidden, inter}, threads, exact);
+           }),
+           py::arg("n_experts"), py::arg("hidden"), py::arg("inter"), py::arg("gate_type"), py::arg("gate"),
+           py::arg("up_type"), py::arg("up"), py::arg("down_type"), py::arg("down"), py::arg("threads"),
+           py::arg("exact") = false)
+      .def(
+          "forward",
+          [call](MoeLayer& self, int64_t n, int k, uintptr_t ids, uintptr_t weights, uintptr_t x, bool x_bf16,
+                 uintptr_t out, bool out_bf16) {
+            py::gil_scoped_release release;
+            self.forward(call(n, k, ids, weights, x, x_bf16, out, out_bf16));
+          },
+          py::arg("n"), py::arg("k"), py::arg("ids"), py::arg("weights"), py::arg("x"), py::arg("x_bf16"),
+          py::arg("out"), py::arg("out_bf16"))
+      .def(
+          "submit",
+          [call](MoeLayer& self, int64_t n, int k, uintptr_t ids, uintptr_t weights, uintptr_t x, bool x_bf16,
+                 uintptr_t out, bool out_bf16) { self.submit(call(n, k, ids, weights, x, x_bf16, out, out_bf16)); },
+          py::arg("n"), py::arg("k"), py::arg("ids"), py::arg("weights"), py::arg("x"), py::arg("x_bf16"),
+          py::arg("out"), py::arg("out_bf16"))
+      .def(
+          "sync",
+          [](MoeLayer& self) {
+            py::gil_scoped_release release;
+            self.sync();
+          })
+      .def_property_readonly("n_experts", &MoeLayer::n_experts)
+      .def_property_readonly("hidden", &MoeLayer::hidden)
+      .def_property_readonly("inter", &MoeLayer::inter);
+
   m.def(
       "pool_run_sum",
       [](int threads, int64_t n_tasks) {

@@ -14,7 +14,11 @@ struct CpuFeatures {
   bool os_avx = false, os_avx512 = false, os_amx = false;
 
   bool has_avx2() const { return avx2 && fma && f16c && bmi2 && os_avx; }
-  bool has_avx512() const { return has_avx2() && avx512f && avx512bw && avx512vl && avx512dq && os_avx512; }
+  // The int8 kernels need VNNI (Cascade Lake, Ice Lake, Zen 4 and later); an AVX-512 CPU
+  // without it (Skylake-X) runs the AVX2 kernels.
+  bool has_avx512() const {
+    return has_avx2() && avx512f && avx512bw && avx512vl && avx512dq && avx512_vnni && os_avx512;
+  }
   bool has_amx() const { return has_avx512() && amx_tile && amx_int8 && amx_bf16 && os_amx; }
 };
 

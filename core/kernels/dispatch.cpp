@@ -6,7 +6,6 @@
 
 #include "cpu_features.h"
 #include "parallel.h"
-#include "thread_pool.h"
 
 namespace ktx {
 namespace {
@@ -119,23 +118,6 @@ void dequantize(int type, const uint8_t* src, int64_t src_nbytes, void* dst, int
       fn(src + i * ts.type_size, buf, m);
       t.to_bf16(buf, y + i * ts.block_size, m * ts.block_size);
     }
-  });
-}
-
-void gemv_i8(const int8_t* q, const float* s, const float* o, int group, int64_t rows, int64_t cols, const float* x,
-             int64_t n_tok, float* y, int n_threads) {
-  const KernelTable& t = active_table();
-  if (group != 16 && group != 32) throw std::invalid_argument("gemv_i8: group must be 16 or 32");
-  if (rows < 0 || cols <= 0 || cols % 32 != 0 || n_tok < 0)
-    throw std::invalid_argument("gemv_i8: cols must be a positive multiple of 32 (got " + std::to_string(cols) +
-                                ")");
-  // Tasks of ~64 KiB of weights on the persistent pool: small enough to balance, large enough
-  // that taking one (an atomic increment) is noise.
-  const int64_t rows_per_task = ((int64_t)64 << 10) / cols + 1;
-  const int64_t n_tasks = (rows + rows_per_task - 1) / rows_per_task;
-  thread_pool(n_threads).run(n_tasks, [&](int64_t task) {
-    const int64_t b = task * rows_per_task, e = b + rows_per_task < rows ? b + rows_per_task : rows;
-    t.gemv_i8(q, s, o, group, b, e, cols, x, n_tok, y, rows);
   });
 }
 

@@ -13,17 +13,61 @@ using DequantFn = void (*)(const uint8_t* src, float* dst, int64_t n_blocks);
 using QuantFn = void (*)(const float* src, uint8_t* dst, int64_t n_blocks);
 // float -> bfloat16 (round to nearest even) over n elements.
 using ToBF16Fn = void (*)(const float* src, uint16_t* dst, int64_t n);
-// Rows [r0, r1) of y = x W^T for W = s * q - o (int8 q; float s, o per group of 16 or 32; o
-// may be null), and n_tok float rows x.
-using GemvFn = void (*)(const int8_t* q, const float* s, const float* o, int group, int64_t r0, int64_t r1,
-                        int64_t cols, const float* x, int64_t n_tok, float* y, int64_t y_stride);
+// Decoded weight rows (qdot_impl.h): row r holds cols int8 values q and, per group of 16, a
+// scale a and offset b (w = a * q + b).
+struct DecodedI8 {
+  const int8_t* q;
+  const float* a;
+  const float* b;
+  int64_t cols;
+  int rows;
+};
+struct DecodedF32 {
+  const float* w;
+  int64_t cols;
+  int rows;
+};
+// Activation rows quantized to int8 groups of 16: scale d and d * sum(q) per group.
+struct ActI8 {
+  const int8_t* q;
+  const float* d;
+  const float* s;
+  int64_t cols;
+};
+// Where a tile's products go: for r < rows, i < n,
+// y[yrow(i) * y_stride + r] (+)= yscale(i) * <weight row r, activation row xrow(i)>
+// (null xrow / yrow / yscale mean i, i and 1).
+struct TileOut {
+  const int32_t* xrow;
+  const int32_t* yrow;
+  const float* yscale;
+  int n;
+  float* y;
+  int64_t y_stride;
+  bool accumulate;
+};
+
+using QuantActFn = void (*)(const float* x, int64_t cols, int8_t* q, float* d, float* s);
+using DecodeI8Fn = void (*)(const uint8_t* src, int64_t n_blocks, int8_t* q, float* a, float* b);
+using DotTileI8Fn = void (*)(const DecodedI8& w, const ActI8& x, const TileOut& o);
+using DotTileF32Fn = void (*)(const DecodedF32& w, const float* x, const TileOut& o);
+// <one row of GGUF blocks, one int8 activation row>, decoding in registers.
+using FusedDotFn = float (*)(const uint8_t* w, int64_t n_blocks, const int8_t* xq, const float* xd, const float* xs);
+// The same for float32 activations (n_blocks blocks of the type; BF16 blocks are 1 value).
+using FusedDotF32Fn = float (*)(const uint8_t* w, int64_t n_blocks, const float* x);
 
 struct KernelTable {
   const char* name;
   DequantFn dequant[GGML_TYPE_SLOTS];
   QuantFn quant[GGML_TYPE_SLOTS];
   ToBF16Fn to_bf16;
-  GemvFn gemv_i8;
+  QuantActFn quant_act;
+  DecodeI8Fn decode_i8[GGML_TYPE_SLOTS];  // null: the type has no int8 form (float path)
+  DotTileI8Fn dot_i8;
+  DotTileF32Fn dot_f32;
+  FusedDotFn fused[GGML_TYPE_SLOTS];  // null: decode, then dot_i8
+  bool fused_kq_order[GGML_TYPE_SLOTS];  // takes activations in K-quant order (Activations::kq)
+  FusedDotF32Fn fused_f32[GGML_TYPE_SLOTS];
 };
 
 // Each lives in its own translation unit, compiled with that ISA's flags.

@@ -6,8 +6,8 @@
 #endif
 
 #include "dequant_impl.h"
-#include "gemv_impl.h"
 #include "kernel_table.h"
+#include "qdot_impl.h"
 #include "quant_impl.h"
 
 namespace ktx {
@@ -38,7 +38,30 @@ static KernelTable make_table() {
   t.quant[GGML_Q5_K] = q_q5_k;
   t.quant[GGML_Q6_K] = q_q6_k;
   t.to_bf16 = f32_to_bf16;
-  t.gemv_i8 = gemv_i8;
+  t.quant_act = quantize_act;
+  t.decode_i8[GGML_Q8_0] = dec_q8_0;
+  t.decode_i8[GGML_Q4_0] = dec_q4_0;
+  t.decode_i8[GGML_Q4_1] = dec_q4_1;
+  t.decode_i8[GGML_Q5_0] = dec_q5_0;
+  t.decode_i8[GGML_Q5_1] = dec_q5_1;
+  t.decode_i8[GGML_IQ4_NL] = dec_iq4_nl;
+  t.decode_i8[GGML_Q4_K] = dec_q4_k;
+  t.decode_i8[GGML_Q5_K] = dec_q5_k;
+  t.decode_i8[GGML_Q6_K] = dec_q6_k;
+  t.decode_i8[GGML_IQ4_XS] = dec_iq4_xs;
+  t.dot_i8 = dot_tile_i8;
+  t.dot_f32 = dot_tile_f32;
+#if defined(__AVX512F__)
+  t.fused[GGML_Q4_K] = fused_kq<false>;
+  t.fused[GGML_Q5_K] = fused_kq<true>;
+  t.fused[GGML_Q6_K] = fused_q6_k;
+  t.fused_kq_order[GGML_Q4_K] = t.fused_kq_order[GGML_Q5_K] = true;
+  t.fused[GGML_Q8_0] = fused_q8_0;
+  t.fused[GGML_Q5_0] = fused_q5_0;
+  t.fused[GGML_Q4_0] = fused_q4_0;
+  t.fused[GGML_IQ4_XS] = fused_iq4_xs;
+  t.fused_f32[GGML_BF16] = fused_bf16;
+#endif
   return t;
 }
 

@@ -1,6 +1,14 @@
 #include "thread_pool.h"
 
+#include <cstdlib>
+#include <map>
 #include <memory>
+#include <string>
+
+#if defined(__linux__)
+#include <pthread.h>
+#include <sched.h>
+#endif
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -10,7 +18,7 @@ namespace ktx {
 
 namespace {
 // How long a worker polls for the next job before it sleeps: long enough to catch the next
-// layer's GEMV during decode, short enough not to steal the core from PyTorch's own threads.
+// layer's products during decode, short enough not to steal the core from PyTorch's own threads.
 constexpr int kSpinIterations = 20000;
 
 inline void cpu_relax() {
@@ -20,8 +28,27 @@ inline void cpu_relax() {
 }
 }  // namespace
 
-ThreadPool::ThreadPool(int n_threads) {
-  for (int i = 1; i < n_threads; ++i) workers_.emplace_back([this] { work_loop(); });
+ThreadPool::ThreadPool(int n_threads, bool pin) {
+  std::vector<int> cpus;
+#if defined(__linux__)
+  cpu_set_t allowed;
+  if (pin && sched_getaffinity(0, sizeof allowed, &allowed) == 0)
+    for (int c = 0; c < CPU_SETSIZE; ++c)
+      if (CPU_ISSET(c, &allowed)) cpus.push_back(c);
+#endif
+  for (int i = 1; i < n_threads; ++i) {
+    workers_.emplace_back([this] { work_loop(); });
+#if defined(__linux__)
+    // Worker i on the i-th allowed CPU (the caller, whose thread is Python's, stays free to
+    // move; it usually ends up on CPU 0's core, which no worker takes).
+    if (!cpus.empty()) {
+      cpu_set_t one;
+      CPU_ZERO(&one);
+      CPU_SET(cpus[i % cpus.size()], &one);
+      pthread_setaffinity_np(workers_.back().native_handle(), sizeof one, &one);
+    }
+#endif
+  }
 }
 
 ThreadPool::~ThreadPool() {
@@ -80,14 +107,19 @@ void ThreadPool::run(int64_t n_tasks, TaskFn fn, void* ctx) {
 }
 
 ThreadPool& thread_pool(int n_threads) {
+  // One pool per size, kept for the life of the process: a caller holding a pool (the MoE
+  // layer's background thread, say) never sees it torn down because another caller asked
+  // for a different size. Idle pools' workers sleep.
   static std::mutex m;
-  static std::unique_ptr<ThreadPool> pool;
+  static std::map<int, std::unique_ptr<ThreadPool>> pools;
+  static const bool pin = [] {
+    const char* v = std::getenv("KTX_PIN");
+    return v && *v && std::string(v) != "0";
+  }();
   std::lock_guard<std::mutex> lock(m);
   if (n_threads < 1) n_threads = 1;
-  if (!pool || pool->size() != n_threads) {
-    pool.reset();  // joins the old workers first
-    pool = std::make_unique<ThreadPool>(n_threads);
-  }
+  auto& pool = pools[n_threads];
+  if (!pool) pool = std::make_unique<ThreadPool>(n_threads, pin);
   return *pool;
 }
 

@@ -1,4 +1,4 @@
-// A persistent pool of worker threads for short parallel kernels (decode-sized GEMV), where
+// A persistent pool of worker threads for short parallel kernels (decode-sized products), where
 // starting threads per call (~0.1 ms) costs more than the work. Workers spin briefly after a
 // job, then sleep on a condition variable; tasks are taken from an atomic counter, so uneven
 // tasks balance themselves. One job runs at a time (callers are serialised by a mutex).
@@ -16,7 +16,9 @@ class ThreadPool {
  public:
   using TaskFn = void (*)(void* ctx, int64_t task);
 
-  explicit ThreadPool(int n_threads);  // total threads, the caller included
+  // n_threads in total, the caller included; pin: worker i runs only on the i-th CPU this
+  // process may use (KTX_PIN=1 for the process-wide pools).
+  explicit ThreadPool(int n_threads, bool pin = false);
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
@@ -48,7 +50,8 @@ class ThreadPool {
   void* ctx_ = nullptr;
 };
 
-// The process-wide pool, (re)built with n_threads when that changes.
+// The process-wide pool of n_threads threads (one per size asked for, made on first use and
+// kept; pinned if KTX_PIN=1).
 ThreadPool& thread_pool(int n_threads);
 
 }  // namespace ktx

@@ -1,47 +1,51 @@
 """Linear layer over GGUF weights.
 
 `weights` (a rule kwarg) picks how the weights are held:
-- `auto` (default): Q8_0, Q5_0, Q4_0, Q6_K and Q4_K weights stay 8-bit (int8 with float32
-  scales per 16 or 32 values, plus offsets for Q4_K: an exact re-encoding) and decode-sized
-  inputs go through the C++ GEMV (ktx.core._kernels.gemv_i8), which reads ~30% of float32's
-  bytes; other types are dequantized once, as with `dequant`.
+- `auto` (default): on the CPU the GGUF blocks stay where they are (a view of the mmap, no
+  copy) and every product runs on the C++ kernels over the native blocks
+  (ktx.core._kernels.qmatmul): activations are quantized to int8 per 16 values for the types
+  with an int8 form, as llama.cpp does; KTX_EXACT=1 (or `exact: true`) keeps them float32.
+  Prefill chunks (more than GEMV_MAX_TOKENS rows) dequantize the blocks per call and use
+  PyTorch's float32 GEMM, which beats the int8 tile kernels there. On other devices, as
+  `dequant`.
 - `dequant`: dequantized once at load to `dtype` (float32): the reference path.
-- `gguf`: the GGUF blocks stay in the mmap (no copy) and are dequantized per call, for layers
-  too large to hold dequantized.
-Every path computes in float32 activations, so they agree up to summation order.
+- `gguf`: the GGUF blocks stay in the mmap and are dequantized per call (PyTorch).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .. import _kernels, cpu
-from ..gguf.repack import REPACKABLE, Int8Weights, to_int8
+from ..cpu_moe import exact_default
+from ..gguf import GGMLType
 from ..models.names import tied
 from .base import Operator
 
-GEMV_MAX_TOKENS = 16  # above this, a float32 GEMM on the dequantized weights is faster
+# Steps of at most this many tokens run PyTorch's own ops on one thread (runtime.generate):
+# the kernels' pool needs the cores.
+GEMV_MAX_TOKENS = 16
 MODES = ("auto", "dequant", "gguf")
 
 
-def int8_gemv(w: Int8Weights, x: torch.Tensor, threads: int | None = None) -> torch.Tensor:
-    """x: [n, in] -> x @ W.T [n, out] float32, through the C++ kernel (W = s * q - o)."""
+def native_matmul(
+    data: np.ndarray, ggml_type: int, rows: int, x: torch.Tensor, threads: int, exact: bool
+) -> torch.Tensor:
+    """x [n, cols] -> x @ W.T [n, rows] float32 for W given as GGUF blocks (`data`, uint8)."""
     x = x.float().contiguous()
-    rows = w.q.shape[0]
     y = torch.empty(x.shape[0], rows, dtype=torch.float32)
-    q, scales, offsets = w.pointers()
-    _kernels.gemv_i8(
-        q,
-        scales,
-        offsets,
-        w.group,
+    _kernels.qmatmul(
+        int(ggml_type),
+        data.ctypes.data,
         rows,
         x.shape[1],
         x.data_ptr(),
         x.shape[0],
         y.data_ptr(),
-        threads or cpu.default_threads(),
+        exact,
+        threads,
     )
     return y
 
@@ -56,24 +60,28 @@ class QuantLinear(Operator):
         device="cpu",
         weights: str = "auto",
         dtype: str = "float32",
+        exact: bool | None = None,
         **kwargs,
     ):
         super().__init__(key, gguf, config, orig, device, **kwargs)
         if weights not in MODES:
             raise ValueError(f"QuantLinear weights must be one of {', '.join(MODES)}, not {weights!r}")
         self.mode, self.dtype = weights, getattr(torch, dtype)
+        self.exact = exact
         self.in_features = getattr(orig, "in_features", None)
         self.out_features = getattr(orig, "out_features", None)
-        self.weight = self.weight_t = self.bias = self.source = self.int8 = None
+        self.weight = self.weight_t = self.bias = self.source = self.blocks = None
 
     def load(self) -> None:
         name = tied(f"{self.key}.weight", self.gguf.tensors)
         self.source = t = self.tensor(name)
         rows, cols = t.shape[0], t.shape[-1]
-        eight_bit = t.type in REPACKABLE and cols % 32 == 0 and self.device.type == "cpu"
-        if self.mode == "auto" and eight_bit:
-            self.int8 = to_int8(t.data, t.type, rows, cols)
+        native = self.device.type == "cpu" and cols % 32 == 0 and t.type != GGMLType.F32 and len(t.shape) == 2
+        if self.mode == "auto" and native:
+            self.blocks = np.ascontiguousarray(t.data).reshape(-1).view(np.uint8)  # the mmap view
+            self.rows = rows
             self.threads = cpu.default_threads()  # read once (sysfs): KTX_THREADS or physical cores
+            self.exact_kernels = exact_default() if self.exact is None else bool(self.exact)
         elif self.mode in ("auto", "dequant"):
             # Held as [in, out]: `x @ w_t` streams it at ~70% of DRAM bandwidth on the CPU,
             # where F.linear's GEMV over [out, in] reaches ~40% (measured with torch 2.13).
@@ -83,16 +91,18 @@ class QuantLinear(Operator):
             self.bias = self.dequant(f"{self.key}.bias", self.dtype)
 
     def unload(self) -> None:
-        self.weight = self.weight_t = self.bias = self.source = self.int8 = None
+        self.weight = self.weight_t = self.bias = self.source = self.blocks = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: [..., in] -> [..., out]
-        if self.int8 is not None:
+        if self.blocks is not None:
             flat = x.reshape(-1, x.shape[-1])
             if flat.shape[0] <= GEMV_MAX_TOKENS:
-                y = int8_gemv(self.int8, flat, self.threads)
-            else:  # prefill chunks: widen once (exact) and use the float32 GEMM
-                y = F.linear(flat.float(), self.int8.widen())
+                y = native_matmul(
+                    self.blocks, self.source.type, self.rows, flat, self.threads, self.exact_kernels
+                )
+            else:  # prefill chunks: dequantize (C++, ~10% of the step) and use PyTorch's GEMM
+                y = F.linear(flat.float(), self.source.dequantize(torch.float32, threads=self.threads))
             y = y + self.bias if self.bias is not None else y
             return y.reshape(*x.shape[:-1], y.shape[-1])
         if self.weight_t is None:
@@ -102,5 +112,5 @@ class QuantLinear(Operator):
         return y + self.bias if self.bias is not None else y
 
     def extra_repr(self) -> str:
-        held = f"int8/{self.int8.group}" if self.int8 is not None else self.mode
+        held = f"gguf-native/{self.source.type.name}" if self.blocks is not None else self.mode
         return f"key={self.key}, weights={held}"

@@ -5,8 +5,10 @@ or sigmoid with a score-correction bias (DeepSeek-V3, Kimi-K2), optional group-l
 renormalisation and a routed scaling factor. `num_experts_per_tok` (a rule kwarg or
 `ktx.core.load(..., num_experts_per_tok=6)`) runs fewer experts than trained, for speed.
 
-`Experts` here is the pure-PyTorch reference: GGUF blocks stay in the mmap and each active
-expert is dequantized when used. The C++ MoE kernels replace it on the CPU when they land.
+`Experts` runs the routed experts on the C++ MoE kernels (ktx.core.cpu_moe) when placed on
+the CPU, with the GGUF blocks left in the mmap; `TorchExperts` is the pure-PyTorch reference
+(each active expert dequantized when used), also what `Experts` falls back to elsewhere or
+with `backend: torch`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .. import cpu_moe
 from ..gguf import quants
 from ..models.errors import ModelError
 from .base import Operator, adopt
@@ -90,8 +93,9 @@ class Gate(Operator):
         )
 
 
-class Experts(Operator):
-    """Routed experts from `ffn_{gate,up,down}_exps` ([E, I, H], [E, I, H], [E, H, I])."""
+class TorchExperts(Operator):
+    """Routed experts from `ffn_{gate,up,down}_exps` ([E, I, H], [E, I, H], [E, H, I]): the
+    PyTorch reference."""
 
     def __init__(self, key, gguf, config, orig=None, device="cpu", **kwargs):
         super().__init__(key, gguf, config, orig, device, **kwargs)
@@ -123,6 +127,70 @@ class Experts(Operator):
         return out
 
 
+BACKENDS = ("auto", "kernel", "torch")
+
+
+class Experts(TorchExperts):
+    """Routed experts on the C++ kernels (CPU), the reference elsewhere.
+
+    Rule kwargs: `backend: auto|kernel|torch` (auto: kernel on the CPU), `threads` (default
+    KTX_THREADS or one per physical core), `exact` (float32 activations; default KTX_EXACT).
+    """
+
+    def __init__(
+        self,
+        key,
+        gguf,
+        config,
+        orig=None,
+        device="cpu",
+        backend: str = "auto",
+        threads: int | None = None,
+        exact: bool | None = None,
+        **kwargs,
+    ):
+        super().__init__(key, gguf, config, orig, device, **kwargs)
+        if backend not in BACKENDS:
+            raise ValueError(f"Experts backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+        if backend == "kernel" and self.device.type != "cpu":
+            raise ValueError(f"{key}: backend 'kernel' runs on the CPU; place the experts with device: cpu")
+        self.backend, self.threads, self.exact = backend, threads, exact
+        self.kernel = self._result = None
+
+    def load(self) -> None:
+        super().load()
+        if self.backend == "torch" or self.device.type != "cpu":
+            return
+        gate, up, down = (cpu_moe.expert_tensor(self.parts[p][0]) for p in ("gate", "up", "down"))
+        self.kernel = cpu_moe.CpuMoE(gate, up, down, threads=self.threads, exact=self.exact)
+
+    def unload(self) -> None:
+        super().unload()
+        self.kernel = None
+
+    def forward(self, x: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        if self.kernel is None:
+            return super().forward(x, ids, weights)
+        return self.kernel(x.float(), ids, weights)
+
+    def submit(self, x: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor) -> None:
+        """Starts the experts in the background (kernel backend); collect with sync()."""
+        if self.kernel is None:
+            self._result = self.forward(x, ids, weights)
+        else:
+            self.kernel.submit(x.float(), ids, weights)
+
+    def sync(self) -> torch.Tensor:
+        if self.kernel is None:
+            result, self._result = self._result, None
+            return result
+        return self.kernel.sync()
+
+    def extra_repr(self) -> str:
+        where = "cpu kernels" if self.kernel is not None else "torch reference"
+        return f"key={self.key}, {where}"
+
+
 class MoE(Operator):
     """Router + routed experts + shared experts (DeepSeek, or Qwen2-MoE's gated one)."""
 
@@ -142,11 +210,19 @@ class MoE(Operator):
         shape = hidden_states.shape
         x = hidden_states.reshape(-1, shape[-1])
         ids, weights = self.gate.route(x)
-        y = self.experts(x, ids, weights)
         shared = self.shared_experts if self.shared_experts is not None else self.shared_expert
+        # Experts on the CPU kernels while the shared experts run on an accelerator: overlap
+        # them. With everything on the CPU the two would only fight over the same cores.
+        overlap = shared is not None and x.device.type != "cpu" and hasattr(self.experts, "submit")
+        if overlap:
+            self.experts.submit(x, ids, weights)
+        else:
+            y = self.experts(x, ids, weights)
         if shared is not None:
             s = shared(x).float()
             if self.shared_expert_gate is not None:
                 s = torch.sigmoid(self.shared_expert_gate(x).float()) * s
+            if overlap:
+                y = self.experts.sync().to(s.device)
             y = y + s
         return y.to(hidden_states.dtype).reshape(shape)

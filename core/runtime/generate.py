@@ -25,7 +25,7 @@ def _torch_threads_for(n_tokens: int):
     """Decode-sized steps run PyTorch's own ops on one thread.
 
     Their work is small (norms, RoPE, attention over one query), and PyTorch's idle OpenMP
-    workers spin on the cores that ktx's GEMV pool needs: on the 2-core dev VM, decode went
+    workers spin on the cores that ktx's kernel pool needs: on the 2-core dev VM, decode went
     from 12 to 28 tokens/s. Prefill keeps every thread for its large matmuls.
     """
     from ..ops.linear import GEMV_MAX_TOKENS

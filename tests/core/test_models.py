@@ -4,7 +4,9 @@ A tiny random model is made from the real config class, saved by transformers, c
 GGUF, and loaded by ktx. Oracle: transformers running the very weights the GGUF holds
 (dequantized; `hf_oracle.py` undoes llama.cpp's layout changes).
 
-Tolerance: ktx computes activations in float32 like the oracle, so the only differences are
+Tolerance: ktx runs here with KTX_EXACT=1, so its CPU kernels keep activations in float32
+like the oracle (the default int8 activations are compared with this exact path in
+test_int8_activations.py). The only differences are
 summation order (SDPA vs eager attention, fused vs per-expert matmuls): ~1e-6 relative on
 logits of magnitude ~1. 1e-4 absolute holds for every type, since both sides use the same
 dequantized weights; quantization error itself is not part of the comparison.
@@ -22,6 +24,11 @@ from ktx.core.loader import load
 from ktx.core.runtime.generate import prefill_and_generate
 
 TOL = 1e-4
+
+
+@pytest.fixture(autouse=True)
+def exact_kernels(monkeypatch):
+    monkeypatch.setenv("KTX_EXACT", "1")
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""The persistent thread pool the GEMV runs on: every task runs exactly once, in any split."""
+"""The persistent thread pool the CPU kernels run on: every task runs exactly once, in any split."""
 
 from __future__ import annotations
 

@@ -1,0 +1,147 @@
+"""One MoE layer's routed experts on the C++ kernels (core/kernels/moe.h), for torch callers.
+
+The experts' gate, up and down tensors stay GGUF-native blocks (typically views into the
+mmap, not copied). Activations are quantized to int8 per 16 values inside the kernels for
+the types that have an int8 form (Q4_0/1, Q5_0/1, Q8_0, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS);
+other types (BF16, F16, F32, Q2_K, Q3_K), or `exact=True`, multiply float32 activations.
+
+    layer = CpuMoE(gate, up, down)          # each an ExpertTensor
+    y = layer(x, ids, weights)              # x [n, hidden] -> [n, hidden]
+    layer.submit(x, ids, weights); ...; y = layer.sync()   # overlap with other work
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from . import _kernels, cpu
+
+
+@dataclass(frozen=True)
+class ExpertTensor:
+    """All experts of one projection: `data` holds [n_experts, rows, cols] as GGUF blocks."""
+
+    data: np.ndarray  # uint8, C-contiguous, n_experts * rows * row_bytes bytes
+    ggml_type: int
+    n_experts: int
+    rows: int
+    cols: int
+
+
+def exact_default() -> bool:
+    """KTX_EXACT=1 makes the CPU kernels keep float32 activations (slower; matches a float32
+    reference up to summation order)."""
+    return os.environ.get("KTX_EXACT", "") not in ("", "0")
+
+
+class CpuMoE:
+    def __init__(
+        self,
+        gate: ExpertTensor,
+        up: ExpertTensor,
+        down: ExpertTensor,
+        threads: int | None = None,
+        exact: bool | None = None,
+    ) -> None:
+        e, inter, hidden = gate.n_experts, gate.rows, gate.cols
+        for name, t, shape in (
+            ("gate", gate, (e, inter, hidden)),
+            ("up", up, (e, inter, hidden)),
+            ("down", down, (e, hidden, inter)),
+        ):
+            if (t.n_experts, t.rows, t.cols) != shape:
+                raise ValueError(
+                    f"experts' {name} is {(t.n_experts, t.rows, t.cols)}, expected {shape} "
+                    "(gate/up [experts, inter, hidden], down [experts, hidden, inter])"
+                )
+            if t.data.dtype != np.uint8 or not t.data.flags.c_contiguous:
+                raise ValueError(f"experts' {name}: data must be C-contiguous uint8 GGUF blocks")
+        self.tensors = (gate, up, down)  # keeps the buffers alive as long as the layer
+        self.n_experts, self.hidden, self.inter = e, hidden, inter
+        self.threads = threads or cpu.default_threads()
+        self.exact = exact_default() if exact is None else exact
+        self._layer = _kernels.MoeLayer(
+            e,
+            hidden,
+            inter,
+            int(gate.ggml_type),
+            gate.data.ctypes.data,
+            int(up.ggml_type),
+            up.data.ctypes.data,
+            int(down.ggml_type),
+            down.data.ctypes.data,
+            self.threads,
+            self.exact,
+        )
+        self._inflight = None
+
+    def _args(self, x: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor, out: torch.Tensor | None):
+        if x.dim() != 2 or x.shape[1] != self.hidden:
+            raise ValueError(f"x must be [tokens, {self.hidden}], got {tuple(x.shape)}")
+        if x.dtype not in (torch.float32, torch.bfloat16):
+            x = x.float()
+        x = x.detach().cpu().contiguous()
+        ids = ids.detach().to("cpu", torch.int64).contiguous()
+        weights = weights.detach().to("cpu", torch.float32).contiguous()
+        if ids.shape != weights.shape or ids.dim() != 2 or ids.shape[0] != x.shape[0]:
+            raise ValueError(
+                f"ids {tuple(ids.shape)} and weights {tuple(weights.shape)} must both be [tokens, k] "
+                f"with tokens = {x.shape[0]}"
+            )
+        if out is None:
+            out = torch.empty(x.shape, dtype=x.dtype)
+        elif (
+            out.shape != x.shape
+            or out.dtype not in (torch.float32, torch.bfloat16)
+            or not out.is_contiguous()
+        ):
+            raise ValueError("out must be a contiguous float32/bfloat16 CPU tensor shaped like x")
+        args = (
+            x.shape[0],
+            ids.shape[1],
+            ids.data_ptr(),
+            weights.data_ptr(),
+            x.data_ptr(),
+            x.dtype == torch.bfloat16,
+            out.data_ptr(),
+            out.dtype == torch.bfloat16,
+        )
+        return args, (x, ids, weights, out)
+
+    def forward(
+        self, x: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor, out: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """x [n, hidden] (float32 or bfloat16), ids and weights [n, k] -> [n, hidden], x's dtype."""
+        args, keep = self._args(x, ids, weights, out)
+        self._layer.forward(*args)
+        return keep[3]
+
+    __call__ = forward
+
+    def submit(
+        self, x: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor, out: torch.Tensor | None = None
+    ) -> None:
+        """Starts forward in the background and returns at once; sync() returns the result."""
+        if self._inflight is not None:
+            raise RuntimeError("CpuMoE.submit: the previous call was not synced")
+        args, keep = self._args(x, ids, weights, out)
+        self._layer.submit(*args)
+        self._inflight = keep  # the tensors must outlive the background call
+
+    def sync(self) -> torch.Tensor:
+        if self._inflight is None:
+            raise RuntimeError("CpuMoE.sync: nothing was submitted")
+        keep, self._inflight = self._inflight, None
+        self._layer.sync()
+        return keep[3]
+
+
+def expert_tensor(t) -> ExpertTensor:
+    """A GGUF tensor of ktx.core.gguf ([n_experts, rows, cols]) as the kernels take it."""
+    n_experts, rows, cols = (int(s) for s in t.shape)
+    data = np.ascontiguousarray(t.data).reshape(-1).view(np.uint8)  # the mmap view: no copy
+    return ExpertTensor(data, int(t.type), n_experts, rows, cols)

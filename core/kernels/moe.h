@@ -1,0 +1,67 @@
+// One layer's routed experts on the CPU: gate and up products, SiLU(gate) * up, down product,
+// and each token's weighted sum over its experts. Weights stay where they are (typically
+// views into the GGUF mmap, GGUF-native blocks, no copy).
+//
+// Work is split into tasks on the persistent pool: (expert x tile of rows) for gate/up,
+// tiles of output rows across all experts for down, so no two tasks write the same values
+// and results do not depend on scheduling. Tokens are grouped by expert, so a prefill
+// reads each active expert's weights once per step.
+#pragma once
+#include <condition_variable>
+#include <cstdint>
+#include <exception>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "qmatmul.h"
+
+namespace ktx {
+
+struct MoeCall {
+  int64_t n;              // tokens
+  int k;                  // experts per token
+  const int64_t* ids;     // [n][k] expert ids
+  const float* weights;   // [n][k]
+  const void* x;          // [n][hidden] float32 or bfloat16
+  bool x_bf16;
+  void* out;              // [n][hidden] float32 or bfloat16
+  bool out_bf16;
+};
+
+class MoeLayer {
+ public:
+  // gate, up: [n_experts][inter][hidden]; down: [n_experts][hidden][inter] (GGUF blocks).
+  MoeLayer(int64_t n_experts, int64_t hidden, int64_t inter, QMatrix gate, QMatrix up, QMatrix down,
+           int n_threads, bool exact);
+  ~MoeLayer();
+  MoeLayer(const MoeLayer&) = delete;
+  MoeLayer& operator=(const MoeLayer&) = delete;
+
+  // Synchronous; throws std::invalid_argument on a bad expert id.
+  void forward(const MoeCall& c);
+  // Starts forward on a background thread and returns; the buffers must stay alive until
+  // sync(), which waits and rethrows what forward threw. One call in flight per layer.
+  void submit(const MoeCall& c);
+  void sync();
+
+  int64_t n_experts() const { return n_experts_; }
+  int64_t hidden() const { return hidden_; }
+  int64_t inter() const { return inter_; }
+
+ private:
+  int64_t n_experts_, hidden_, inter_;
+  QMatrix gate_, up_, down_;
+  int n_threads_;
+  bool exact_;
+  // Buffers reused between calls.
+  std::vector<float> xf_, act_, outf_;
+  Activations x_acts_, act_acts_;
+
+  std::mutex mutex_;
+  std::condition_variable done_cv_;
+  bool pending_ = false;
+  std::exception_ptr error_;
+};
+
+}  // namespace ktx

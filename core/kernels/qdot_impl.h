@@ -1,0 +1,725 @@
+// Matrix products over GGUF-native weights, per ISA (included by quants_impl.h).
+//
+// The int8 path, as llama.cpp's CPU backend does it (our own code): each activation row is
+// quantized to int8 in groups of 16 values with one float scale d per group; each weight row
+// is decoded block by block into int8 values q with a float scale a and offset b per group of
+// 16 (w = a * q + b; every GGUF block type of the table maps onto that exactly); a product is
+// then sum over groups of a*d * (integer dot of the group) + b * (d * sum of the group's
+// activations). The integer dots run on VNNI (AVX-512) or maddubs (AVX2).
+//
+// The float path (BF16, F16, F32, Q2_K, Q3_K, or any type when exact float32 activations
+// are asked for) decodes weight rows to float32 and multiplies float32 activations.
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include "fp16.h"
+#include "ggml_types.h"
+
+#if defined(__AVX2__) || defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+namespace ktx {
+namespace KTX_ISA_NS {
+
+// ---- activations -------------------------------------------------------------------------
+
+// One row of `cols` floats (cols % 16 == 0) -> q[cols] int8, and per group g of 16:
+// d[g] = max|x| / 127, q = round-half-even(x * (127 / max|x|)), s[g] = d[g] * sum(q).
+static void quantize_act(const float* x, int64_t cols, int8_t* q, float* d, float* s) {
+  for (int64_t g = 0; g < cols / 16; ++g) {
+    const float* xg = x + g * 16;
+#if defined(__AVX512F__)
+    const __m512 v = _mm512_loadu_ps(xg);
+    const float amax = _mm512_reduce_max_ps(_mm512_abs_ps(v));
+    const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
+    const __m512i qi = _mm512_cvtps_epi32(_mm512_roundscale_ps(_mm512_mul_ps(v, _mm512_set1_ps(id)),
+                                                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(q + g * 16), _mm512_cvtepi32_epi8(qi));
+    const int sum = _mm512_reduce_add_epi32(qi);
+#elif defined(__AVX2__)
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    const __m256 v0 = _mm256_loadu_ps(xg), v1 = _mm256_loadu_ps(xg + 8);
+    __m256 m = _mm256_max_ps(_mm256_andnot_ps(sign, v0), _mm256_andnot_ps(sign, v1));
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_movehdup_ps(h));
+    const float amax = _mm_cvtss_f32(h);
+    const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
+    const __m256 vid = _mm256_set1_ps(id);
+    const __m256i q0 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v0, vid), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    const __m256i q1 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v1, vid), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    // int32 -> int8 (values within [-127, 127]): pack to 16 bits, then to 8, fix the lane order
+    const __m256i p16 = _mm256_permute4x64_epi64(_mm256_packs_epi32(q0, q1), 0xD8);
+    const __m128i p8 = _mm_packs_epi16(_mm256_castsi256_si128(p16), _mm256_extracti128_si256(p16, 1));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(q + g * 16), p8);
+    __m256i t = _mm256_add_epi32(q0, q1);
+    __m128i u = _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
+    u = _mm_add_epi32(u, _mm_shuffle_epi32(u, 0x4E));
+    u = _mm_add_epi32(u, _mm_shuffle_epi32(u, 0xB1));
+    const int sum = _mm_cvtsi128_si32(u);
+#else
+    float amax = 0.0f;
+    for (int j = 0; j < 16; ++j) amax = std::fmax(amax, std::fabs(xg[j]));
+    const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
+    int sum = 0;
+    for (int j = 0; j < 16; ++j) {
+      const int v = (int)std::nearbyint(xg[j] * id);
+      q[g * 16 + j] = (int8_t)v;
+      sum += v;
+    }
+#endif
+    d[g] = amax / 127.0f;
+    s[g] = d[g] * (float)sum;
+  }
+}
+
+// ---- weight decoders: n_blocks blocks -> q (block_size int8), a and b (block_size / 16) ----
+
+// 16 bytes of nibbles -> 32 code-book values (low nibbles first), IQ4_NL / IQ4_XS order.
+static inline void iq4_bytes(const uint8_t* qs, int8_t* out) {
+#if defined(__AVX2__)
+  const __m128i book = _mm_loadu_si128(reinterpret_cast<const __m128i*>(kIQ4Values));
+  const __m128i nib = _mm_set1_epi8(0x0F);
+  const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(out), _mm_shuffle_epi8(book, _mm_and_si128(v, nib)));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 16),
+                   _mm_shuffle_epi8(book, _mm_and_si128(_mm_srli_epi16(v, 4), nib)));
+#else
+  for (int j = 0; j < 16; ++j) out[j] = kIQ4Values[qs[j] & 0xF];
+  for (int j = 0; j < 16; ++j) out[j + 16] = kIQ4Values[qs[j] >> 4];
+#endif
+}
+
+static inline void set2(float* p, float v) { p[0] = p[1] = v; }
+
+// IEEE half -> float: one instruction with F16C (every AVX2 build has it).
+static inline float half(const uint8_t* p) {
+#if defined(__F16C__)
+  return _cvtsh_ss(load_u16(p));
+#else
+  return fp16_to_fp32(p);
+#endif
+}
+
+#if defined(__AVX2__)
+static inline float hsum(__m256 v) {
+  __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+  h = _mm_add_ss(h, _mm_movehdup_ps(h));
+  return _mm_cvtss_f32(h);
+}
+
+static inline __m256i load256(const void* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+static inline void store256(void* p, __m256i v) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), v); }
+static inline __m128i load128(const void* p) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)); }
+
+// 32 bits -> 32 bytes, 0xFF where the bit is set (byte j <- bit j).
+static inline __m256i bits_to_bytes(uint32_t bits) {
+  const __m256i shuf = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3,
+                                        3, 3, 3, 3, 3, 3);
+  const __m256i bit = _mm256_set1_epi64x(0x8040201008040201LL);
+  const __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)bits), shuf);
+  return _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
+}
+
+// 16 nibble bytes -> 32 bytes (low nibbles, then high nibbles).
+static inline __m256i nibbles32(const uint8_t* qs) {
+  const __m128i v = load128(qs), m = _mm_set1_epi8(0x0F);
+  return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m), _mm_and_si128(v, m));
+}
+
+// 16 per-group values from 16 bytes (signed or unsigned) times f -> out[16] floats.
+static inline void bytes_times(__m128i b, bool is_signed, float f, float* out) {
+#if defined(__AVX512F__)
+  const __m512i v = is_signed ? _mm512_cvtepi8_epi32(b) : _mm512_cvtepu8_epi32(b);
+  _mm512_storeu_ps(out, _mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_set1_ps(f)));
+#else
+  const __m256 vf = _mm256_set1_ps(f);
+  const __m256i lo = is_signed ? _mm256_cvtepi8_epi32(b) : _mm256_cvtepu8_epi32(b);
+  const __m256i hi = is_signed ? _mm256_cvtepi8_epi32(_mm_srli_si128(b, 8)) : _mm256_cvtepu8_epi32(_mm_srli_si128(b, 8));
+  _mm256_storeu_ps(out, _mm256_mul_ps(_mm256_cvtepi32_ps(lo), vf));
+  _mm256_storeu_ps(out + 8, _mm256_mul_ps(_mm256_cvtepi32_ps(hi), vf));
+#endif
+}
+#endif
+
+// The 12-byte K-quant scale field -> 8 six-bit scales and 8 mins (bytes): sub-block j < 4
+// keeps the low 6 bits of bytes j (scale) and j + 4 (min); j >= 4 takes a nibble of byte j + 4
+// and the top two bits of bytes j - 4 (scale) and j (min).
+static inline uint64_t kq_unpack(const uint8_t* s, uint64_t& mins) {
+  const uint32_t w0 = load_u32(s), w1 = load_u32(s + 4), w2 = load_u32(s + 8);
+  const uint64_t sc = (uint64_t)(w0 & 0x3F3F3F3Fu) |
+                      (uint64_t)((w2 & 0x0F0F0F0Fu) | ((w0 >> 2) & 0x30303030u)) << 32;
+  mins = (uint64_t)(w1 & 0x3F3F3F3Fu) | (uint64_t)(((w2 >> 4) & 0x0F0F0F0Fu) | ((w1 >> 2) & 0x30303030u)) << 32;
+  return sc;
+}
+
+// a[g] = d * sc, b[g] = -(dmin * mn) for the 16 groups of 16 of a K-quant super-block (each
+// sub-block of 32 is two groups).
+static inline void kq_ab(const uint8_t* s, float d, float dmin, float* a, float* b) {
+  uint64_t mn;
+  const uint64_t sc = kq_unpack(s, mn);
+#if defined(__AVX2__)
+  const __m128i scv = _mm_cvtsi64_si128((long long)sc), mnv = _mm_cvtsi64_si128((long long)mn);
+  bytes_times(_mm_unpacklo_epi8(scv, scv), false, d, a);
+  bytes_times(_mm_unpacklo_epi8(mnv, mnv), false, -dmin, b);
+#else
+  for (int j = 0; j < 8; ++j) {
+    set2(a + 2 * j, d * (float)((sc >> (8 * j)) & 0xFF));
+    set2(b + 2 * j, -(dmin * (float)((mn >> (8 * j)) & 0xFF)));
+  }
+#endif
+}
+
+static void dec_q8_0(const uint8_t* w, int64_t nb, int8_t* q, float* a, float* b) {
+  for (int64_t i = 0; i < nb; ++i, w += 34, q += 32, a += 2, b += 2) {
+    std::memcpy(q, w + 2, 32);
+    set2(a, half(w));
+    set2(b, 0.0f);
+  }
+}
+
+// Q4_0 / Q4_1 / IQ4_NL share the nibble order: low nibbles are elements 0..15.
+static void dec_q4_0(const uint8_t* w, int64_t nb, int8_t* q, float* a, float* b) {
+  for (int64_t i = 0; i < nb; ++i, w += 18, q += 32, a += 2, b += 2) {
+#if defined(__AVX2__)
+    store256(q, _mm256_sub_epi8(nibbles32(w + 2), _mm256_set1_epi8(8)));
+#else
+    for (int j = 0; j < 16; ++j) q[j] = (int8_t)((w[2 + j] & 0xF) - 8);
+    for (int j = 0; j < 16; ++j) q[j + 16] = (int8_t)((w[2 + j] >> 4) - 8);
+#endif
+    set2(a, half(w));
+    set2(b, 0.0f);
+  }
+}
+
+static void dec_q4_1(const uint8_t* w, int64_t nb, int8_t* q, float* a, float* b) {
+  for (int64_t i = 0; i < nb; ++i, w += 20, q += 32, a += 2, b += 2) {
+    for (int j = 0; j < 16; ++j) q[j] = (int8_t)(w[4 + j] & 0xF);
+    for (int j = 0; j < 16; ++j) q[j + 16] = (int8_t)(w[4 + j] >> 4);
+    set2(a, fp16_to_fp32(w));
+    set2(b, fp16_to_fp32(w + 2));
+  }
+}
+
+static void dec_iq4_nl(const uint8_t* w, int64_t nb, int8_t* q, float* a, float* b) {
+  for (int64_t i = 0; i < nb; ++i, w += 18, q += 32, a += 2, b += 2) {
+    iq4_bytes(w + 2, q);
+    set2(a, fp16_to_fp32(w));
+    set2(b, 0.0f);
+  }
+}
+
+// Q5_0 / Q5_1: the fifth bit of element j is bit j of the little-endian u32 qh.
+static inline void q5_bytes(const uint8_t* qs, uint32_t qh, int offset, int8_t* q) {
+#if defined(__AVX2__)
+  const __m256i v = _mm256_or_si256(nibbles32(qs), _mm256_and_si256(bits_to_bytes(qh), _mm256_set1_epi8(0x10)));
+  store256(q, _mm256_sub_epi8(v, _mm256_set1_epi8((char)offset)));
+  return;
+#endif
+  for (int j = 0; j < 16; ++j) {
+    q[j] = (int8_t)(((qs[j] & 0xF) | (((qh >> j) & 1u) << 4)) - offset);
+    q[j + 16] = (int8_t)(((qs[j] >> 4) | (((qh >> (j + 16)) & 1u) << 4)) - offset);
+  }
+}
+
+static void dec_q5_0(const uint8_t* w, int64_t nb, int8_t* q, float* a, float* b) {
+  for (int64_t i = 0; i < nb; ++i, w += 22, q += 32, a += 2, b += 2) {
+    q5_bytes(w + 6, load_u32(w + 2), 16, q);
+    set2(a, half(w));
+    set2(b, 0.0f);
+  }
+}
+
+static void dec_q5_1(const uint8_t* w, int64_t nb, int8_t* q, float* a, float* b) {
+  for (int64_t i = 0; i < nb; ++i, w += 24, q += 32, a += 2, b += 2) {
+    q5_bytes(w + 8, load_u32(w + 4), 0, q);
+    set2(a, fp16_to_fp32(w));
+    set2(b, fp16_to_fp32(w + 2));
+  }
+}
+
+// Q4_K / Q5_K: w = (d*sc) * q - dmin*mn per sub-block of 32 (q unsigned, 4 or 5 bits).
+static void dec_q4_k(const uint8_t* w, int64_t nb, int8_t* q, float* a, float* b) {
+  using namespace layout;
+  for (int64_t i = 0; i < nb; ++i, w += 144, q += QK_K, a += 16, b += 16) {
+    kq_ab(w + q4k_scales, half(w + q4k_d), half(w + q4k_dmin), a, b);
+    const uint8_t* qs = w + q4k_qs;
+#if defined(__AVX2__)
+    const __m256i m = _mm256_set1_epi8(0x0F);
+    for (int g = 0; g < 4; ++g) {
+      const __m256i v = load256(qs + 32 * g);
+      store256(q + 64 * g, _mm256_and_si256(v, m));
+      store256(q + 64 * g + 32, _mm256_and_si256(_mm256_srli_epi16(v, 4), m));
+    }
+#else
+    for (int g = 0; g < 4; ++g)
+      for (int j = 0; j < 32; ++j) {
+        q[g * 64 + j] = (int8_t)(qs[g * 32 + j] & 0xF);
+        q[g * 64 + 32 + j] = (int8_t)(qs[g * 32 + j] >> 4);
+      }
+#endif
+  }
+}
+
+static void dec_q5_k(const uint8_t* w, int64_t nb, int8_t* q, float* a, float* b) {
+  using namespace layout;
+  for (int64_t i = 0; i < nb; ++i, w += 176, q += QK_K, a += 16, b += 16) {
+    kq_ab(w + q5k_scales, half(w + q5k_d), half(w + q5k_dmin), a, b);
+    const uint8_t* qh = w + q5k_qh;
+    const uint8_t* qs = w + q5k_qs;
+#if defined(__AVX2__)
+    const __m256i m = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
+    const __m256i h = load256(qh);
+    for (int g = 0; g < 4; ++g) {
+      const __m256i v = load256(qs + 32 * g);
+      // bit 2g (low nibbles) and 2g + 1 (high nibbles) of qh[j], moved to bit 4
+      const __m256i h0 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 2 * g), one), 4);
+      const __m256i h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 2 * g + 1), one), 4);
+      store256(q + 64 * g, _mm256_or_si256(_mm256_and_si256(v, m), h0));
+      store256(q + 64 * g + 32, _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), m), h1));
+    }
+#else
+    for (int g = 0; g < 4; ++g)
+      for (int j = 0; j < 32; ++j) {
+        q[g * 64 + j] = (int8_t)((qs[g * 32 + j] & 0xF) | (((qh[j] >> (2 * g)) & 1) << 4));
+        q[g * 64 + 32 + j] = (int8_t)((qs[g * 32 + j] >> 4) | (((qh[j] >> (2 * g + 1)) & 1) << 4));
+      }
+#endif
+  }
+}
+
+// Q6_K: w = (d*sc[g]) * (q - 32) per group g of 16: the group index is the scale index.
+static void dec_q6_k(const uint8_t* w, int64_t nb, int8_t* q, float* a, float* b) {
+  using namespace layout;
+  for (int64_t i = 0; i < nb; ++i, w += 210, q += QK_K, a += 16, b += 16) {
+    const float d = half(w + q6k_d);
+    const int8_t* sc = reinterpret_cast<const int8_t*>(w + q6k_scales);
+#if defined(__AVX2__)
+    bytes_times(load128(sc), true, d, a);
+    std::memset(b, 0, 16 * sizeof(float));
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(3), k32 = _mm256_set1_epi8(32);
+    for (int h = 0; h < 2; ++h) {
+      const __m256i l0 = load256(w + q6k_ql + 64 * h), l1 = load256(w + q6k_ql + 64 * h + 32);
+      const __m256i hb = load256(w + q6k_qh + 32 * h);
+      auto hi2 = [&](int shift) {  // bits shift..shift+1 of qh, moved to bits 4..5
+        return _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, shift), m2), 4);
+      };
+      int8_t* o = q + 128 * h;
+      store256(o, _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(l0, m4), hi2(0)), k32));
+      store256(o + 32, _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(l1, m4), hi2(2)), k32));
+      store256(o + 64, _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), hi2(4)), k32));
+      store256(o + 96, _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), hi2(6)), k32));
+    }
+#else
+    for (int g = 0; g < 16; ++g) {
+      a[g] = d * (float)sc[g];
+      b[g] = 0.0f;
+    }
+    for (int h = 0; h < 2; ++h) {  // halves of 128 elements
+      const uint8_t* ql = w + q6k_ql + 64 * h;
+      const uint8_t* qh = w + q6k_qh + 32 * h;
+      int8_t* o = q + 128 * h;
+      for (int j = 0; j < 32; ++j) {
+        o[j] = (int8_t)(((ql[j] & 0xF) | ((qh[j] & 3) << 4)) - 32);
+        o[j + 32] = (int8_t)(((ql[j + 32] & 0xF) | (((qh[j] >> 2) & 3) << 4)) - 32);
+        o[j + 64] = (int8_t)(((ql[j] >> 4) | (((qh[j] >> 4) & 3) << 4)) - 32);
+        o[j + 96] = (int8_t)(((ql[j + 32] >> 4) | (((qh[j] >> 6) & 3) << 4)) - 32);
+      }
+    }
+#endif
+  }
+}
+
+static void dec_iq4_xs(const uint8_t* w, int64_t nb, int8_t* q, float* a, float* b) {
+  using namespace layout;
+  for (int64_t i = 0; i < nb; ++i, w += 136, q += QK_K, a += 16, b += 16) {
+    const float d = half(w + iq4xs_d);
+    const uint16_t sh = load_u16(w + iq4xs_scales_h);
+    const uint8_t* sl = w + iq4xs_scales_l;
+    for (int sb = 0; sb < 8; ++sb) {
+      const int lo = (sl[sb / 2] >> (4 * (sb % 2))) & 0xF, hi = (sh >> (2 * sb)) & 3;
+      set2(a + 2 * sb, d * (float)((lo | (hi << 4)) - 32));
+      set2(b + 2 * sb, 0.0f);
+      iq4_bytes(w + iq4xs_qs + sb * 16, q + sb * 32);
+    }
+  }
+}
+
+// ---- dot products ------------------------------------------------------------------------
+
+// <w, x> for one decoded weight row and one quantized activation row; cols % 32 == 0.
+static inline float dot_i8(const int8_t* wq, const float* wa, const float* wb, const int8_t* xq, const float* xd,
+                           const float* xs, int64_t cols) {
+  const int64_t ng = cols / 16;
+#if defined(__AVX512F__)
+  // VNNI multiplies unsigned by signed bytes: feed q + 128 (an xor), and take 128 * a * s
+  // back out with the offsets, where s = d * sum(x) per group.
+  const __m512i flip = _mm512_set1_epi8((char)0x80);
+  // lane l of a 64-byte product covers bytes 4l..4l+3: group 4k + l / 4 of the run of 256
+  const __m512i lanes0 = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+  const __m512i four = _mm512_set1_epi32(4);
+  __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+  auto chunk = [&](int64_t at, __m512 c, __m512i lanes, __m512& sum) {
+    const __m512i u = _mm512_xor_si512(_mm512_loadu_si512(wq + at), flip);
+    const __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, _mm512_loadu_si512(xq + at));
+    sum = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_permutexvar_ps(lanes, c), sum);
+  };
+  int64_t i = 0;
+  for (; i + 256 <= cols; i += 256) {
+    const __m512 c = _mm512_mul_ps(_mm512_loadu_ps(wa + i / 16), _mm512_loadu_ps(xd + i / 16));
+    __m512i lanes = lanes0;
+    for (int k = 0; k < 4; ++k, lanes = _mm512_add_epi32(lanes, four)) chunk(i + 64 * k, c, lanes, acc[k]);
+  }
+  if (i < cols) {  // under 256 left, in runs of 32
+    const int64_t left_groups = (cols - i) / 16;
+    const __mmask16 m = (__mmask16)((1u << left_groups) - 1);
+    const __m512 c = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, wa + i / 16), _mm512_maskz_loadu_ps(m, xd + i / 16));
+    __m512i lanes = lanes0;
+    int k = 0;
+    for (; i + 64 <= cols; i += 64, ++k, lanes = _mm512_add_epi32(lanes, four)) chunk(i, c, lanes, acc[k]);
+    if (i < cols) {  // 32 left: zero the upper half of the bytes
+      const __m512i u = _mm512_xor_si512(
+          _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(wq + i))), flip);
+      const __m512i x = _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + i)));
+      const __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, x);
+      acc[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_permutexvar_ps(lanes, c), acc[k]);
+    }
+  }
+  const __m512 k128 = _mm512_set1_ps(128.0f);
+  __m512 off = _mm512_setzero_ps();
+  for (int64_t g = 0; g < ng; g += 16) {
+    const __mmask16 m = ng - g >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (ng - g)) - 1);
+    const __m512 a = _mm512_maskz_loadu_ps(m, wa + g), b = _mm512_maskz_loadu_ps(m, wb + g);
+    off = _mm512_fmadd_ps(_mm512_fnmadd_ps(a, k128, b), _mm512_maskz_loadu_ps(m, xs + g), off);
+  }
+  return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(_mm512_add_ps(acc[2], acc[3]), off)));
+#elif defined(__AVX2__)
+  // maddubs multiplies unsigned by signed bytes with 16-bit saturation: |q| (<= 128) times x
+  // with q's sign (|x| <= 127) keeps each pair below 2^15.
+  const __m256i ones = _mm256_set1_epi16(1);
+  const __m256i lo_lanes = _mm256_set_epi32(1, 1, 1, 1, 0, 0, 0, 0);
+  const __m256i hi_lanes = _mm256_set_epi32(3, 3, 3, 3, 2, 2, 2, 2);
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  int64_t i = 0;
+  auto prod = [&](int64_t k) {
+    const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wq + k));
+    const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + k));
+    return _mm256_cvtepi32_ps(
+        _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w)), ones));
+  };
+  for (; i + 64 <= cols; i += 64) {
+    const __m256 c = _mm256_castps128_ps256(_mm_mul_ps(_mm_loadu_ps(wa + i / 16), _mm_loadu_ps(xd + i / 16)));
+    acc0 = _mm256_fmadd_ps(prod(i), _mm256_permutevar8x32_ps(c, lo_lanes), acc0);
+    acc1 = _mm256_fmadd_ps(prod(i + 32), _mm256_permutevar8x32_ps(c, hi_lanes), acc1);
+  }
+  if (i < cols) {
+    const float c0 = wa[i / 16] * xd[i / 16], c1 = wa[i / 16 + 1] * xd[i / 16 + 1];
+    acc0 = _mm256_fmadd_ps(prod(i), _mm256_set_ps(c1, c1, c1, c1, c0, c0, c0, c0), acc0);
+  }
+  __m256 off = _mm256_setzero_ps();
+  int64_t g = 0;
+  for (; g + 8 <= ng; g += 8)
+    off = _mm256_fmadd_ps(_mm256_loadu_ps(wb + g), _mm256_loadu_ps(xs + g), off);
+  float r = hsum(_mm256_add_ps(_mm256_add_ps(acc0, acc1), off));
+  for (; g < ng; ++g) r += wb[g] * xs[g];
+  return r;
+#else
+  float acc = 0.0f;
+  for (int64_t g = 0; g < ng; ++g) {
+    int32_t sum = 0;
+    for (int j = 0; j < 16; ++j) sum += (int32_t)wq[g * 16 + j] * (int32_t)xq[g * 16 + j];
+    acc += wa[g] * xd[g] * (float)sum + wb[g] * xs[g];
+  }
+  return acc;
+#endif
+}
+
+static inline float dot_f32(const float* w, const float* x, int64_t cols) {
+#if defined(__AVX512F__)
+  __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 32 <= cols; i += 32) {
+    a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w + i), _mm512_loadu_ps(x + i), a0);
+    a1 = _mm512_fmadd_ps(_mm512_loadu_ps(w + i + 16), _mm512_loadu_ps(x + i + 16), a1);
+  }
+  for (; i < cols; i += 16) {
+    const __mmask16 m = cols - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (cols - i)) - 1);
+    a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w + i), _mm512_maskz_loadu_ps(m, x + i), a0);
+  }
+  return _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+#elif defined(__AVX2__)
+  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= cols; i += 16) {
+    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(x + i), a0);
+    a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 8), _mm256_loadu_ps(x + i + 8), a1);
+  }
+  float r = hsum(_mm256_add_ps(a0, a1));
+  for (; i < cols; ++i) r += w[i] * x[i];
+  return r;
+#else
+  float acc[8] = {};
+  int64_t i = 0;
+  for (; i + 8 <= cols; i += 8)
+    for (int k = 0; k < 8; ++k) acc[k] += w[i + k] * x[i + k];
+  float r = 0.0f;
+  for (int k = 0; k < 8; ++k) r += acc[k];
+  for (; i < cols; ++i) r += w[i] * x[i];
+  return r;
+#endif
+}
+
+#if defined(__AVX512F__)
+// ---- fused decode-and-dot for decode-sized steps (AVX-512 VNNI) ---------------------------
+// Decoding into a buffer and reading it back costs more than the product itself when a row
+// meets only a few activation rows; these read the GGUF blocks and multiply in registers.
+// The 4- and 5-bit K-quants keep their values unsigned (the mins are offsets), so they feed
+// VNNI directly; their nibble layout pairs elements 0-31 with 64-95 (and 32-63 with 96-127)
+// in each run of 128, so they take activations stored in that order (kq_order below).
+
+static inline __m512i lane_groups(int k) {  // lane l of product k -> group 4k + l / 4
+  return _mm512_add_epi32(_mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0), _mm512_set1_epi32(4 * k));
+}
+
+static inline __m512 fma_groups(__m512i w, const int8_t* x, __m512 c, __m512i lanes, __m512 acc) {
+  const __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, _mm512_loadu_si512(x));
+  return _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_permutexvar_ps(lanes, c), acc);
+}
+
+// 8 sub-block bytes (K order, one per group of 16) times f.
+static inline __m512 kq_groups(uint64_t bytes, float f) {
+  const __m128i order = _mm_setr_epi8(0, 0, 2, 2, 1, 1, 3, 3, 4, 4, 6, 6, 5, 5, 7, 7);
+  const __m128i v = _mm_shuffle_epi8(_mm_cvtsi64_si128((long long)bytes), order);
+  return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(v)), _mm512_set1_ps(f));
+}
+
+template <bool kFive>
+static float fused_kq(const uint8_t* w, int64_t nb, const int8_t* xq, const float* xd, const float* xs) {
+  const __m512i m4 = _mm512_set1_epi8(0x0F), one = _mm512_set1_epi8(1);
+  const __m512i l0 = lane_groups(0), l1 = lane_groups(1), l2 = lane_groups(2), l3 = lane_groups(3);
+  // the bit of qh holding the fifth bit, for the two halves of each product: sub-blocks (0, 2),
+  // (1, 3), (4, 6), (5, 7); srlv_epi16 takes a count per 16-bit word
+  auto counts = [](int lo, int hi) {
+    const long long l = 0x0001000100010001LL * lo, h = 0x0001000100010001LL * hi;
+    return _mm512_set_epi64(h, h, h, h, l, l, l, l);
+  };
+  const __m512i s0 = counts(0, 2), s1 = counts(1, 3), s2 = counts(4, 6), s3 = counts(5, 7);
+  const int bytes = kFive ? 176 : 144, qs_at = kFive ? layout::q5k_qs : layout::q4k_qs;
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), off = _mm512_setzero_ps();
+  for (int64_t i = 0; i < nb; ++i, w += bytes, xq += QK_K, xd += 16, xs += 16) {
+    uint64_t mn;
+    const uint64_t sc = kq_unpack(w + 4, mn);
+    const __m512 c = _mm512_mul_ps(kq_groups(sc, half(w)), _mm512_loadu_ps(xd));
+    off = _mm512_fmadd_ps(kq_groups(mn, -half(w + 2)), _mm512_loadu_ps(xs), off);
+    const __m512i z0 = _mm512_loadu_si512(w + qs_at), z1 = _mm512_loadu_si512(w + qs_at + 64);
+    __m512i q0 = _mm512_and_si512(z0, m4), q1 = _mm512_and_si512(_mm512_srli_epi16(z0, 4), m4);
+    __m512i q2 = _mm512_and_si512(z1, m4), q3 = _mm512_and_si512(_mm512_srli_epi16(z1, 4), m4);
+    if (kFive) {
+      const __m512i h = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + layout::q5k_qh)));
+      auto fifth = [&](__m512i shift) {
+        return _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(h, shift), one), 4);
+      };
+      q0 = _mm512_or_si512(q0, fifth(s0));
+      q1 = _mm512_or_si512(q1, fifth(s1));
+      q2 = _mm512_or_si512(q2, fifth(s2));
+      q3 = _mm512_or_si512(q3, fifth(s3));
+    }
+    acc0 = fma_groups(q0, xq, c, l0, acc0);
+    acc1 = fma_groups(q1, xq + 64, c, l1, acc1);
+    acc0 = fma_groups(q2, xq + 128, c, l2, acc0);
+    acc1 = fma_groups(q3, xq + 192, c, l3, acc1);
+  }
+  return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc0, acc1), off));
+}
+
+// Q6_K in natural order: w = (d * sc[g]) * (q - 32), q unsigned 6-bit; the -32 is an offset.
+static float fused_q6_k(const uint8_t* w, int64_t nb, const int8_t* xq, const float* xd, const float* xs) {
+  using namespace layout;
+  const __m512i m4 = _mm512_set1_epi8(0x0F), m2 = _mm512_set1_epi8(3);
+  const __m512i l0 = lane_groups(0), l1 = lane_groups(1), l2 = lane_groups(2), l3 = lane_groups(3);
+  // high two bits: bits 0-1 / 2-3 of qh for the low nibbles' two halves, 4-5 / 6-7 for the high
+  const __m512i sh_lo = _mm512_set_epi64(0x0002000200020002LL, 0x0002000200020002LL, 0x0002000200020002LL,
+                                         0x0002000200020002LL, 0, 0, 0, 0);
+  const __m512i sh_hi = _mm512_add_epi16(sh_lo, _mm512_set1_epi16(4));
+  const __m512 k32 = _mm512_set1_ps(-32.0f);
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), off = _mm512_setzero_ps();
+  for (int64_t i = 0; i < nb; ++i, w += 210, xq += QK_K, xd += 16, xs += 16) {
+    const __m128i sc = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + q6k_scales));
+    const __m512 a = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(sc)), _mm512_set1_ps(half(w + q6k_d)));
+    const __m512 c = _mm512_mul_ps(a, _mm512_loadu_ps(xd));
+    off = _mm512_fmadd_ps(_mm512_mul_ps(a, k32), _mm512_loadu_ps(xs), off);
+    for (int h = 0; h < 2; ++h) {
+      const __m512i l = _mm512_loadu_si512(w + q6k_ql + 64 * h);
+      const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + q6k_qh + 32 * h)));
+      const __m512i lo = _mm512_or_si512(_mm512_and_si512(l, m4),
+                                         _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, sh_lo), m2), 4));
+      const __m512i hi = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), m4),
+                                         _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, sh_hi), m2), 4));
+      acc0 = fma_groups(lo, xq + 128 * h, c, h ? l2 : l0, acc0);
+      acc1 = fma_groups(hi, xq + 128 * h + 64, c, h ? l3 : l1, acc1);
+    }
+  }
+  return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc0, acc1), off));
+}
+
+// Eight f16 scales `stride` bytes apart -> floats, each doubled (one per group of 16).
+static inline __m512 block_scales(const uint8_t* p, int stride) {
+  __m128i h = _mm_setzero_si128();
+  h = _mm_insert_epi16(h, load_u16(p), 0);
+  h = _mm_insert_epi16(h, load_u16(p + stride), 1);
+  h = _mm_insert_epi16(h, load_u16(p + 2 * stride), 2);
+  h = _mm_insert_epi16(h, load_u16(p + 3 * stride), 3);
+  h = _mm_insert_epi16(h, load_u16(p + 4 * stride), 4);
+  h = _mm_insert_epi16(h, load_u16(p + 5 * stride), 5);
+  h = _mm_insert_epi16(h, load_u16(p + 6 * stride), 6);
+  h = _mm_insert_epi16(h, load_u16(p + 7 * stride), 7);
+  const __m512 v = _mm512_castps256_ps512(_mm256_cvtph_ps(h));
+  return _mm512_permutexvar_ps(_mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0), v);
+}
+
+static inline __m512i join(__m256i lo, __m256i hi) { return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1); }
+
+// The 32-value block types, in runs of 8 blocks (256 values) and then pairs. `unsigned_bytes
+// (block)` gives the block's 32 values as unsigned bytes u with w = d * (u - kZero).
+template <int kBytes, int kZero, typename Bytes>
+static inline float fused_blocks32(const uint8_t* w, int64_t nb, const int8_t* xq, const float* xd, const float* xs,
+                                   Bytes unsigned_bytes) {
+  const __m512i l0 = lane_groups(0), l1 = lane_groups(1), l2 = lane_groups(2), l3 = lane_groups(3);
+  const __m512 zero = _mm512_set1_ps(-(float)kZero);
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), off = _mm512_setzero_ps();
+  for (int64_t i = 0; i + 8 <= nb; i += 8, w += 8 * kBytes, xq += 256, xd += 16, xs += 16) {
+    const __m512 a = block_scales(w, kBytes);
+    const __m512 c = _mm512_mul_ps(a, _mm512_loadu_ps(xd));
+    off = _mm512_fmadd_ps(_mm512_mul_ps(a, zero), _mm512_loadu_ps(xs), off);
+    acc0 = fma_groups(join(unsigned_bytes(w), unsigned_bytes(w + kBytes)), xq, c, l0, acc0);
+    acc1 = fma_groups(join(unsigned_bytes(w + 2 * kBytes), unsigned_bytes(w + 3 * kBytes)), xq + 64, c, l1, acc1);
+    acc0 = fma_groups(join(unsigned_bytes(w + 4 * kBytes), unsigned_bytes(w + 5 * kBytes)), xq + 128, c, l2, acc0);
+    acc1 = fma_groups(join(unsigned_bytes(w + 6 * kBytes), unsigned_bytes(w + 7 * kBytes)), xq + 192, c, l3, acc1);
+  }
+  for (int64_t left = nb % 8; left > 0; left -= 2, w += 2 * kBytes, xq += 64, xd += 4, xs += 4) {
+    const bool pair = left >= 2;  // else one block: the upper half stays zero
+    const float d0 = half(w), d1 = pair ? half(w + kBytes) : 0.0f;
+    const __m512 a = _mm512_castps128_ps512(_mm_setr_ps(d0, d0, d1, d1));
+    const __mmask16 m = pair ? 0xF : 0x3;
+    const __m512 c = _mm512_mul_ps(a, _mm512_maskz_loadu_ps(m, xd));
+    off = _mm512_fmadd_ps(_mm512_mul_ps(a, zero), _mm512_maskz_loadu_ps(m, xs), off);
+    const __m256i hi = pair ? unsigned_bytes(w + kBytes) : _mm256_setzero_si256();
+    const __m512i x = _mm512_maskz_loadu_epi8(pair ? ~0ULL : 0xFFFFFFFFULL, xq);
+    const __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), join(unsigned_bytes(w), hi), x);
+    acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_permutexvar_ps(l0, c), acc0);
+  }
+  return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc0, acc1), off));
+}
+
+// Q8_0: signed values; q ^ 0x80 = q + 128 as unsigned.
+static float fused_q8_0(const uint8_t* w, int64_t nb, const int8_t* xq, const float* xd, const float* xs) {
+  return fused_blocks32<34, 128>(w, nb, xq, xd, xs, [](const uint8_t* b) {
+    return _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 2)), _mm256_set1_epi8((char)0x80));
+  });
+}
+
+// Q5_0: 4 low bits from nibbles, the fifth from qh; w = d * (q - 16).
+static float fused_q5_0(const uint8_t* w, int64_t nb, const int8_t* xq, const float* xd, const float* xs) {
+  return fused_blocks32<22, 16>(w, nb, xq, xd, xs, [](const uint8_t* b) {
+    return _mm256_or_si256(nibbles32(b + 6), _mm256_maskz_mov_epi8(load_u32(b + 2), _mm256_set1_epi8(0x10)));
+  });
+}
+
+// Q4_0: w = d * (q - 8).
+static float fused_q4_0(const uint8_t* w, int64_t nb, const int8_t* xq, const float* xd, const float* xs) {
+  return fused_blocks32<18, 8>(w, nb, xq, xd, xs, [](const uint8_t* b) { return nibbles32(b + 2); });
+}
+
+// IQ4_XS: the code book shifted by 128 is unsigned; w = dl * (u - 128) per sub-block of 32.
+static float fused_iq4_xs(const uint8_t* w, int64_t nb, const int8_t* xq, const float* xd, const float* xs) {
+  using namespace layout;
+  alignas(16) int8_t book_u[16];
+  for (int j = 0; j < 16; ++j) book_u[j] = (int8_t)(kIQ4Values[j] + 128);
+  const __m256i book = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(book_u)));
+  const __m512i l0 = lane_groups(0), l1 = lane_groups(1), l2 = lane_groups(2), l3 = lane_groups(3);
+  const __m512 k128 = _mm512_set1_ps(-128.0f);
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), off = _mm512_setzero_ps();
+  auto sub = [&](const uint8_t* qs) { return _mm256_shuffle_epi8(book, nibbles32(qs)); };
+  for (int64_t i = 0; i < nb; ++i, w += 136, xq += QK_K, xd += 16, xs += 16) {
+    const float d = half(w + iq4xs_d);
+    const uint16_t sh = load_u16(w + iq4xs_scales_h);
+    alignas(64) float dl[16];
+    for (int sb = 0; sb < 8; ++sb) {
+      const int lo = (w[iq4xs_scales_l + sb / 2] >> (4 * (sb % 2))) & 0xF, hi = (sh >> (2 * sb)) & 3;
+      dl[2 * sb] = dl[2 * sb + 1] = d * (float)((lo | (hi << 4)) - 32);
+    }
+    const __m512 a = _mm512_load_ps(dl);
+    const __m512 c = _mm512_mul_ps(a, _mm512_loadu_ps(xd));
+    off = _mm512_fmadd_ps(_mm512_mul_ps(a, k128), _mm512_loadu_ps(xs), off);
+    const uint8_t* qs = w + iq4xs_qs;
+    acc0 = fma_groups(join(sub(qs), sub(qs + 16)), xq, c, l0, acc0);
+    acc1 = fma_groups(join(sub(qs + 32), sub(qs + 48)), xq + 64, c, l1, acc1);
+    acc0 = fma_groups(join(sub(qs + 64), sub(qs + 80)), xq + 128, c, l2, acc0);
+    acc1 = fma_groups(join(sub(qs + 96), sub(qs + 112)), xq + 192, c, l3, acc1);
+  }
+  return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc0, acc1), off));
+}
+
+// BF16 row . float32 activations: widen 16 values at a time (a shift) and multiply-add.
+static float fused_bf16(const uint8_t* w, int64_t n, const float* x) {
+  const uint16_t* p = reinterpret_cast<const uint16_t*>(w);
+  __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+  auto widen = [](const uint16_t* q) {
+    return _mm512_castsi512_ps(
+        _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q))), 16));
+  };
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    a0 = _mm512_fmadd_ps(widen(p + i), _mm512_loadu_ps(x + i), a0);
+    a1 = _mm512_fmadd_ps(widen(p + i + 16), _mm512_loadu_ps(x + i + 16), a1);
+  }
+  float r = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+  for (; i < n; ++i) r += bf16_to_fp32(p[i]) * x[i];
+  return r;
+}
+#endif
+
+// Activation rows a tile is multiplied with, taken in blocks of this many so they stay in L2
+// while every row of the weight tile passes over them.
+constexpr int kTokenBlock = 16;
+
+// For r < w.rows and i < n: y[yrow(i) * y_stride + r] (+)= yscale(i) * <w row r, x row xrow(i)>
+// (xrow, yrow, yscale null: i, i, 1).
+static void dot_tile_i8(const DecodedI8& w, const ActI8& x, const TileOut& o) {
+  const int64_t ng = w.cols / 16;
+  for (int i0 = 0; i0 < o.n; i0 += kTokenBlock) {
+    const int i1 = i0 + kTokenBlock < o.n ? i0 + kTokenBlock : o.n;
+    for (int r = 0; r < w.rows; ++r) {
+      const int8_t* wq = w.q + r * w.cols;
+      const float *wa = w.a + r * ng, *wb = w.b + r * ng;
+      for (int i = i0; i < i1; ++i) {
+        const int64_t t = o.xrow ? o.xrow[i] : i;
+        const float v = dot_i8(wq, wa, wb, x.q + t * x.cols, x.d + t * ng, x.s + t * ng, w.cols);
+        float* dst = o.y + (o.yrow ? o.yrow[i] : i) * o.y_stride + r;
+        const float sv = o.yscale ? o.yscale[i] * v : v;
+        *dst = o.accumulate ? *dst + sv : sv;
+      }
+    }
+  }
+}
+
+static void dot_tile_f32(const DecodedF32& w, const float* x, const TileOut& o) {
+  for (int i0 = 0; i0 < o.n; i0 += kTokenBlock) {
+    const int i1 = i0 + kTokenBlock < o.n ? i0 + kTokenBlock : o.n;
+    for (int r = 0; r < w.rows; ++r)
+      for (int i = i0; i < i1; ++i) {
+        const int64_t t = o.xrow ? o.xrow[i] : i;
+        const float v = dot_f32(w.w + r * w.cols, x + t * w.cols, w.cols);
+        float* dst = o.y + (o.yrow ? o.yrow[i] : i) * o.y_stride + r;
+        const float sv = o.yscale ? o.yscale[i] * v : v;
+        *dst = o.accumulate ? *dst + sv : sv;
+      }
+  }
+}
+
+}  // namespace KTX_ISA_NS
+}  // namespace ktx

@@ -1,0 +1,121 @@
+"""Products over GGUF-native weights (ktx.core._kernels.qmatmul, decode_i8, quantize_act).
+
+Oracle: int8_oracle (gguf-py dequantization; the activation scheme in numpy). The kernels sum
+float32 products in another order than float64: outputs are held to 1e-5 of sum(|w| |x|) per
+output (rows here have <= 608 terms; measured <= 2e-6, the AVX-512 path's +128 offset trick
+being the largest contributor).
+"""
+
+from __future__ import annotations
+
+import gguf as gguf_py
+import numpy as np
+import pytest
+from int8_oracle import T, dequantize, fake_quant, int8_types, quantize_act, random_weights
+
+from ktx.core import _kernels
+
+INT8 = [T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.IQ4_NL, T.Q4_K, T.Q5_K, T.Q6_K, T.IQ4_XS]
+FLOAT = [T.BF16, T.F16, T.F32, T.Q2_K, T.Q3_K]
+TOKENS = (1, 3, 16, 100, 512)
+REL = 1e-5
+
+
+def _cols(ggml_type) -> int:
+    block = gguf_py.GGML_QUANT_SIZES[ggml_type][0]
+    # 608 = 19 blocks of 32: the fused kernels' runs of 8 blocks plus a pair and a single
+    return 512 if block == 256 else 608
+
+
+def _qmatmul(ggml_type, raw, rows, cols, x, exact, threads=2):
+    y = np.full((x.shape[0], rows), np.nan, np.float32)
+    _kernels.qmatmul(
+        int(ggml_type), raw.ctypes.data, rows, cols, x.ctypes.data, x.shape[0], y.ctypes.data, exact, threads
+    )
+    return y
+
+
+def test_int8_types_are_the_expected_set():
+    assert int8_types() == {int(t) for t in INT8}
+
+
+@pytest.mark.parametrize("ggml_type", INT8 + FLOAT, ids=lambda t: t.name)
+@pytest.mark.parametrize("n", TOKENS)
+def test_qmatmul_matches_float64_on_dequantized_weights(ggml_type, n, isa):
+    rng = np.random.default_rng(int(ggml_type) * 1000 + n)
+    rows, cols = 37, _cols(ggml_type)
+    raw = random_weights(ggml_type, rows, cols, rng)
+    w = dequantize(raw, ggml_type, rows, cols)
+    x = rng.standard_normal((n, cols), dtype=np.float32)
+    for exact in (False, True):
+        xr = x.astype(np.float64) if exact or ggml_type not in INT8 else fake_quant(x)
+        y = _qmatmul(ggml_type, raw, rows, cols, x, exact)
+        err = np.abs(y - xr @ w.T) / (np.abs(xr) @ np.abs(w).T)
+        assert err.max() <= REL, f"exact={exact}: relative error {err.max():.3g}"
+
+
+def test_int8_path_differs_from_float_activations():
+    # the comparison above can tell the int8 path from the float one (else it proves nothing)
+    rng = np.random.default_rng(1)
+    raw = random_weights(T.Q4_K, 8, 512, rng)
+    w = dequantize(raw, T.Q4_K, 8, 512)
+    x = rng.standard_normal((2, 512), dtype=np.float32)
+    y = _qmatmul(T.Q4_K, raw, 8, 512, x, exact=False)
+    err = np.abs(y - x.astype(np.float64) @ w.T) / (np.abs(x) @ np.abs(w).T)
+    assert err.max() > 100 * REL
+
+
+@pytest.mark.parametrize("ggml_type", INT8, ids=lambda t: t.name)
+def test_decoded_int8_form_is_exactly_the_dequantized_weights(ggml_type, isa):
+    rng = np.random.default_rng(int(ggml_type))
+    block = gguf_py.GGML_QUANT_SIZES[ggml_type][0]
+    n_blocks = 24
+    raw = random_weights(ggml_type, 1, n_blocks * block, rng)
+    q = np.zeros(n_blocks * block, np.int8)
+    a = np.zeros(n_blocks * block // 16, np.float32)
+    b = np.zeros_like(a)
+    _kernels.decode_i8(int(ggml_type), raw.ctypes.data, n_blocks, q.ctypes.data, a.ctypes.data, b.ctypes.data)
+    got = np.repeat(a, 16) * q.astype(np.float32) + np.repeat(b, 16)  # float32, as w = a * q + b
+    expected = gguf_py.quants.dequantize(raw, ggml_type).reshape(-1)
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_quantize_act_matches_its_definition(isa):
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((5, 256), dtype=np.float32) * np.float32(3)
+    x[1, :16] = 0.0  # an all-zero group: d = 0, q = 0
+    # max 127 makes the scale 1, so these are exact ties: round half to even (0, 2, 2, -0, ...)
+    x[2, 16:32] = [127, 0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 3.5, 4.5, 5.5, 6.5, -7.5, 8.5, 9.5, 10.5, 11.5]
+    q = np.zeros(x.shape, np.int8)
+    d = np.zeros((5, 16), np.float32)
+    s = np.zeros_like(d)
+    _kernels.quantize_act(x.ctypes.data, 5, 256, q.ctypes.data, d.ctypes.data, s.ctypes.data)
+    eq, ed, es = quantize_act(x)
+    np.testing.assert_array_equal(q, eq)
+    np.testing.assert_array_equal(d, ed)
+    np.testing.assert_array_equal(s, es)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_results_do_not_depend_on_the_thread_count(threads):
+    rng = np.random.default_rng(3)
+    raw = random_weights(T.Q6_K, 300, 512, rng)
+    x = rng.standard_normal((2, 512), dtype=np.float32)
+    base = _qmatmul(T.Q6_K, raw, 300, 512, x, False, threads=1)
+    np.testing.assert_array_equal(_qmatmul(T.Q6_K, raw, 300, 512, x, False, threads=threads), base)
+
+
+@pytest.mark.parametrize(
+    ("ggml_type", "cols", "message"),
+    [
+        (T.Q4_K, 384, "multiple of 32 and of the type's block size"),
+        (T.Q8_0, 40, "multiple of 32"),
+        (99, 256, "no kernel"),
+    ],
+)
+def test_bad_shapes_and_types_are_refused(ggml_type, cols, message):
+    raw = np.zeros(4096, np.uint8)
+    x = np.zeros((1, cols), np.float32)
+    y = np.zeros((1, 4), np.float32)
+    with pytest.raises(ValueError, match=message):
+        _kernels.qmatmul(int(ggml_type), raw.ctypes.data, 4, cols, x.ctypes.data, 1, y.ctypes.data, False, 1)

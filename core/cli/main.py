@@ -11,9 +11,9 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from . import chat, convert, doctor, generate, inspect, rules, synth
+from . import bench, chat, convert, doctor, generate, inspect, rules, synth
 
-SUBCOMMANDS = (chat, generate, doctor, inspect, rules, convert, synth)
+SUBCOMMANDS = (chat, generate, doctor, inspect, rules, convert, synth, bench)
 
 DESCRIPTION = """\
 Run huge Mixture-of-Experts models on one workstation: the routed experts on fast CPU
@@ -28,10 +28,12 @@ examples:
   ktx inspect --json | jq .   the demo model's report, for scripts
   ktx convert ~/hf/DeepSeek-V2-Lite -o v2-lite.gguf --type q4_k_m
   ktx synth --preset v3 --layers 4 -o v3-4l.gguf   random weights, real shapes (benchmarks)
+  ktx bench moe --preset v2-lite --type q4_k   MoE-layer speed, decode to prefill, vs DRAM
 
 environment:
   KTX_ISA=scalar|avx2|avx512|amx   force a CPU kernel path
   KTX_THREADS=N                    threads for the CPU kernels (default: one per physical core)
+  KTX_EXACT=1                      CPU kernels keep activations float32 (default: int8, like llama.cpp)
 
 Run 'ktx COMMAND --help' for a command's options."""
 

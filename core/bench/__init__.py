@@ -1,0 +1,1 @@
+"""Benchmarks of ktx's kernels at real models' shapes, measured against this machine's ceilings."""

@@ -1,0 +1,149 @@
+"""`ktx bench`: benchmarks of ktx's kernels on this machine (`ktx bench moe`: the CPU MoE layer)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ..bench import moe
+
+MOE_EXAMPLES = f"""\
+examples:
+  ktx bench moe --preset v2-lite --type q4_k --tokens 1,16 --threads 2
+  ktx bench moe --preset v3 --type q4_k --json > v3-q4_k.json
+  ktx bench moe --preset qwen3-30b-a3b --type q8_0 --plot qwen3-q8_0.png
+
+Each row times one layer's routed experts (gate, up, SiLU, down, weighted sum) for a batch of
+tokens: the median of --repeats calls, each on the next of --layers layers with fresh uniform
+random top-k routing, so decode reads its experts from DRAM as a real model does. The layers
+hold {moe.L3_MULTIPLE}x the L3 by default (at least {moe.MIN_LAYERS}); where that would take
+over {moe.RAM_FRACTION:.0%} of the available RAM, fewer experts per layer are built, and the
+output says so.
+
+columns: ms_per_layer; tokens_per_s (tokens through one layer per second); weights_gb_s (bytes of
+the distinct experts the call touched / time); dram_read_gb_s (measured once at the start);
+bw_fraction (weights_gb_s / dram_read_gb_s); gflops (2 x tokens x top-k x 3 x hidden x inter / time).
+A K-quant projection whose width is not a multiple of 256 falls back as llama-quantize does
+(q4_k -> q5_0, q5_k -> q5_1, q6_k -> q8_0, iq4_xs -> iq4_nl): V2-Lite's down projection."""
+
+
+def run_moe(args: argparse.Namespace) -> int:
+    tokens = moe.parse_tokens(args.tokens)
+    if args.plot:
+        moe.require_matplotlib()  # before minutes of measuring, not after
+    bench = moe.MoeBench(
+        moe.MoeBenchConfig(
+            preset=args.preset,
+            type=args.type,
+            tokens=tokens,
+            threads=args.threads,
+            layers=args.layers,
+            experts=args.experts,
+            repeats=args.repeats,
+            probe_mib=args.probe_mib,
+            seed=args.seed,
+        )
+    )
+    info = sys.stderr if args.json else sys.stdout  # --json: stdout carries the JSON only
+    bench.measure_dram()
+    for line in bench.header():
+        print(line, file=info, flush=True)
+    bench.build(progress=not args.quiet)
+    if args.json:
+        rows = bench.run()
+        sys.stdout.write(json.dumps(rows, indent=2, allow_nan=False) + "\n")
+    else:
+        print("\n" + moe.table_header(), flush=True)
+        rows = bench.run(on_row=lambda row: print(moe.table_row(row), flush=True))
+    if args.plot:
+        title = f"ktx MoE layer: {bench.shape.preset} {bench.type_name}, {bench.isa}, {bench.threads} threads"
+        moe.plot(rows, args.plot, title)
+        print(f"plot: {args.plot}", file=info)
+    return 0
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def add_parser(subcommands) -> None:
+    p = subcommands.add_parser(
+        "bench",
+        help="benchmark ktx's kernels on this machine against its memory bandwidth",
+        description="Benchmarks of ktx's kernels at real models' shapes, each against a ceiling "
+        "measured in the same run.",
+    )
+    benchmarks = p.add_subparsers(title="benchmarks", metavar="BENCHMARK")
+    p.set_defaults(run=lambda args: _no_benchmark(p))
+
+    m = benchmarks.add_parser(
+        "moe",
+        help="one MoE layer's routed experts on the CPU kernels, decode to prefill",
+        description="Time one MoE layer's routed experts on the CPU kernels at a real model's shapes "
+        "(random weights), for batches from decode (1 token) to prefill, against the DRAM read "
+        "bandwidth measured in the same run.",
+        epilog=MOE_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    m.add_argument(
+        "--preset",
+        required=True,
+        metavar="NAME",
+        help=f"model shapes: {', '.join(moe.MOE_PRESETS)}",
+    )
+    m.add_argument(
+        "--type",
+        default="q4_k",
+        metavar="TYPE",
+        help=f"expert weight type: {', '.join(moe.TYPES)} (default: q4_k)",
+    )
+    m.add_argument(
+        "--tokens",
+        default=",".join(map(str, moe.DEFAULT_TOKENS)),
+        help="comma-separated batch sizes (default: %(default)s)",
+    )
+    m.add_argument(
+        "--threads", type=_positive, help="CPU threads (default: KTX_THREADS, else one per physical core)"
+    )
+    m.add_argument(
+        "--layers",
+        type=_positive,
+        help=f"layers to cycle through (default: enough for {moe.L3_MULTIPLE}x the L3, "
+        f"at least {moe.MIN_LAYERS})",
+    )
+    m.add_argument(
+        "--experts",
+        type=_positive,
+        help="experts per layer (default: the model's, fewer if the layers would not fit in "
+        f"{moe.RAM_FRACTION * 100:.0f}%% of the available RAM; at least top-k)",
+    )
+    m.add_argument(
+        "--repeats", type=_positive, default=5, help="timed calls per row, median kept (default: 5)"
+    )
+    m.add_argument("--seed", type=int, default=0, help="random seed of weights and routing (default: 0)")
+    m.add_argument(
+        "--probe-mib",
+        type=_positive,
+        default=moe.DEFAULT_PROBE_MIB,
+        metavar="MIB",
+        help="size of the DRAM read-bandwidth probe in MiB (default: %(default)s; for quick tests only: "
+        "a probe that fits in cache overstates DRAM bandwidth)",
+    )
+    m.add_argument("--json", action="store_true", help="print the rows as a JSON list (header on stderr)")
+    m.add_argument(
+        "--plot", metavar="PNG", help="also plot bw_fraction and GFLOP/s against tokens (matplotlib)"
+    )
+    m.add_argument("-q", "--quiet", action="store_true", help="no progress while building the weights")
+    m.set_defaults(run=run_moe)
+
+
+def _no_benchmark(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return 2

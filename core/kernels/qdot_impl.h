@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 #include "fp16.h"
 #include "ggml_types.h"
@@ -689,7 +690,111 @@ constexpr int kTokenBlock = 16;
 
 // For r < w.rows and i < n: y[yrow(i) * y_stride + r] (+)= yscale(i) * <w row r, x row xrow(i)>
 // (xrow, yrow, yscale null: i, i, 1).
+#if defined(__AVX512F__)
+// Tiles with many activation rows, AVX-512: 16 activation rows ("tokens") per register, one
+// per 32-bit lane, packed so that 4 consecutive values of a token share a lane
+// ([cols / 4][16 tokens][4] bytes). A weight row's 4 values are broadcast to every lane, so
+// one VNNI instruction advances 16 dot products by 4 values; a group's float scaling (one
+// scale per token, one per weight row) then costs 4 instructions per 16 products instead of
+// 4 per 4. Weights enter VNNI as the unsigned operand (q + 128); the 128 * sum(x) that adds
+// is taken back with the offsets, as in dot_i8.
+constexpr int kTileRows = 8;
+
+struct TokenPanel {
+  std::vector<int8_t> q;    // [cols / 4][16][4]
+  std::vector<float> d, s;  // [ng][16]
+};
+
+// Activation rows i0 .. i0 + n (n <= 16) of a tile into one panel (missing tokens stay zero).
+static void pack_panel(const ActI8& x, const int32_t* xrow, int i0, int n, int64_t cols, TokenPanel& p) {
+  const int64_t ng = cols / 16;
+  p.q.assign(cols * 16, 0);
+  p.d.assign(ng * 16, 0.0f);
+  p.s.assign(ng * 16, 0.0f);
+  alignas(64) int32_t offset[16] = {};
+  for (int l = 0; l < n; ++l) offset[l] = (int32_t)((xrow ? xrow[i0 + l] : i0 + l) * cols / 4);  // in dwords
+  const __m512i idx = _mm512_load_si512(offset);
+  const __mmask16 live = (__mmask16)((1u << n) - 1);
+  // 4 values of 16 tokens per gather: a transpose of the tokens' dwords
+  for (int64_t k4 = 0; k4 < cols / 4; ++k4)
+    _mm512_storeu_si512(&p.q[k4 * 64], _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), live,
+                                                                   _mm512_add_epi32(idx, _mm512_set1_epi32((int)k4)),
+                                                                   x.q, 4));
+  for (int l = 0; l < n; ++l) {
+    const int64_t t = xrow ? xrow[i0 + l] : i0 + l;
+    for (int64_t g = 0; g < ng; ++g) {
+      p.d[g * 16 + l] = x.d[t * ng + g];
+      p.s[g * 16 + l] = x.s[t * ng + g];
+    }
+  }
+}
+
+static void dot_tile_i8_panels(const DecodedI8& w, const ActI8& x, const TileOut& o) {
+  const int64_t cols = w.cols, ng = cols / 16;
+  static thread_local std::vector<TokenPanel> panels;
+  static thread_local std::vector<uint8_t> wu;     // kTileRows rows of q + 128
+  static thread_local std::vector<float> ap, bp;  // a, and b - 128 a
+  const __m512i flip = _mm512_set1_epi8((char)0x80);
+  const int n_panels = (o.n + 15) / 16;
+  if ((int)panels.size() < n_panels) panels.resize(n_panels);
+  for (int pi = 0; pi < n_panels; ++pi)
+    pack_panel(x, o.xrow, 16 * pi, o.n - 16 * pi < 16 ? o.n - 16 * pi : 16, cols, panels[pi]);
+  alignas(64) float out[kTileRows][16];
+  for (int r0 = 0; r0 < w.rows; r0 += kTileRows) {
+    const int nr = w.rows - r0 < kTileRows ? w.rows - r0 : kTileRows;
+    // rows past the tile's end stay zero (their results are dropped)
+    wu.assign(kTileRows * cols, 0);
+    bp.assign(kTileRows * ng, 0.0f);
+    ap.assign(kTileRows * ng, 0.0f);
+    for (int r = 0; r < nr; ++r) {
+      const int8_t* q = w.q + (r0 + r) * cols;
+      for (int64_t k = 0; k < cols; k += 64)
+        _mm512_storeu_si512(&wu[r * cols + k], _mm512_xor_si512(_mm512_loadu_si512(q + k), flip));
+      const float *a = w.a + (r0 + r) * ng, *b = w.b + (r0 + r) * ng;
+      for (int64_t g = 0; g < ng; ++g) {
+        ap[r * ng + g] = a[g];
+        bp[r * ng + g] = b[g] - 128.0f * a[g];
+      }
+    }
+    for (int pi = 0; pi < n_panels; ++pi) {
+      const TokenPanel& panel = panels[pi];
+      __m512 acc[kTileRows];
+      for (int r = 0; r < kTileRows; ++r) acc[r] = _mm512_setzero_ps();
+      for (int64_t g = 0; g < ng; ++g) {
+        const int8_t* xp = &panel.q[g * 256];  // group g: 4 steps of [16 tokens][4 values]
+        const __m512 dv = _mm512_loadu_ps(&panel.d[g * 16]), sv = _mm512_loadu_ps(&panel.s[g * 16]);
+        __m512i p[kTileRows];
+        for (int r = 0; r < kTileRows; ++r) p[r] = _mm512_setzero_si512();
+        for (int step = 0; step < 4; ++step) {  // 8 independent chains, not one chain of 4
+          const __m512i xs = _mm512_loadu_si512(xp + 64 * step);
+          for (int r = 0; r < kTileRows; ++r)
+            p[r] = _mm512_dpbusd_epi32(p[r], _mm512_set1_epi32((int)load_u32(&wu[r * cols + g * 16 + 4 * step])), xs);
+        }
+        for (int r = 0; r < kTileRows; ++r) {
+          acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p[r]), _mm512_mul_ps(dv, _mm512_set1_ps(ap[r * ng + g])), acc[r]);
+          acc[r] = _mm512_fmadd_ps(sv, _mm512_set1_ps(bp[r * ng + g]), acc[r]);
+        }
+      }
+      for (int r = 0; r < nr; ++r) _mm512_store_ps(out[r], acc[r]);
+      const int n = o.n - 16 * pi < 16 ? o.n - 16 * pi : 16;
+      for (int l = 0; l < n; ++l) {
+        const int i = 16 * pi + l;
+        float* dst = o.y + (o.yrow ? o.yrow[i] : i) * o.y_stride + r0;
+        const float scale = o.yscale ? o.yscale[i] : 1.0f;
+        for (int r = 0; r < nr; ++r) {
+          const float v = o.yscale ? scale * out[r][l] : out[r][l];
+          dst[r] = o.accumulate ? dst[r] + v : v;
+        }
+      }
+    }
+  }
+}
+#endif
+
 static void dot_tile_i8(const DecodedI8& w, const ActI8& x, const TileOut& o) {
+#if defined(__AVX512F__)
+  if (o.n >= 8) return dot_tile_i8_panels(w, x, o);  // qmatmul.cpp's kPanelMinRows
+#endif
   const int64_t ng = w.cols / 16;
   for (int i0 = 0; i0 < o.n; i0 += kTokenBlock) {
     const int i1 = i0 + kTokenBlock < o.n ? i0 + kTokenBlock : o.n;

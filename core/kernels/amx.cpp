@@ -1,8 +1,8 @@
 // AMX: the tile permission and a tile self-test. Compiled with the AMX flags; nothing here
 // runs unless cpuid reported AMX and the permission was granted.
 //
-// Dequantization has no matrix product in it, so the "amx" kernel table reuses AVX-512's
-// dequantizers; the AMX matrix kernels (MoE prefill) build on the tile setup proven here.
+// The "amx" kernel table is AVX-512's with one change: tiles of at least kAmxMinRows activation
+// rows (prefill) multiply on the tiles (amx_tile_impl.h).
 #include <immintrin.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "amx_tile_impl.h"
 #include "fp16.h"
 #include "kernel_table.h"
 
@@ -20,17 +21,10 @@ constexpr int kArchGetXcompPerm = 0x1022;
 constexpr int kArchReqXcompPerm = 0x1023;
 constexpr int kXfeatureXtiledata = 18;
 
-struct alignas(64) TileConfig {
-  uint8_t palette_id;
-  uint8_t start_row;
-  uint8_t reserved[14];
-  uint16_t colsb[16];
-  uint8_t rows[16];
-};
 
 // Tiles 0 (C: 16x16 float32/int32), 1 (A: 16 rows x 64 bytes), 2 (B: 16 rows x 64 bytes).
 void configure_tiles() {
-  TileConfig cfg;
+  amx_tiles::TileConfig cfg;
   std::memset(&cfg, 0, sizeof cfg);
   cfg.palette_id = 1;
   for (int t = 0; t < 3; ++t) {
@@ -114,10 +108,37 @@ bool amx_request_permission() {
 bool amx_selftest() { return bf16_tile_product_matches() && int8_tile_product_matches(); }
 
 namespace amx {
+namespace {
+
+// The tile policy of amx_tile_impl.h on the real instructions (tile numbers as there).
+struct AmxTiles {
+  void configure() {
+    static const amx_tiles::TileConfig cfg = amx_tiles::group_config();
+    _tile_loadconfig(&cfg);
+  }
+  void release() { _tile_release(); }
+  void zero_c() { _tile_zero(0); }
+  void load_a(const int8_t* p, int64_t stride) { _tile_loadd(1, p, stride); }
+  void load_b(const int8_t* p) { _tile_loadd(2, p, 64); }
+  void dot() { _tile_dpbssd(0, 1, 2); }
+  void store_c(int32_t* p) { _tile_stored(0, p, 64); }
+};
+
+// Below this many activation rows a tile product is mostly padding: AVX-512 instead.
+constexpr int kAmxMinRows = 16;
+
+void dot_i8(const DecodedI8& w, const ActI8& x, const TileOut& o) {
+  if (o.n >= kAmxMinRows) return amx_tiles::dot_tile<AmxTiles>(w, x, o);
+  avx512::kernel_table().dot_i8(w, x, o);
+}
+
+}  // namespace
+
 const KernelTable& kernel_table() {
   static const KernelTable table = [] {
     KernelTable t = avx512::kernel_table();
     t.name = "amx";
+    t.dot_i8 = dot_i8;
     return t;
   }();
   return table;

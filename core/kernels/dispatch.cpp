@@ -10,6 +10,9 @@
 namespace ktx {
 namespace {
 
+// The AMX table with emulated tile instructions: for tests, selectable only by name.
+const char* const kAmxEmulated = "amx-emulated";
+
 // Elements per thread below which another thread costs more than it saves.
 constexpr int64_t kGrainElements = 1 << 16;
 // Chunk of floats a thread dequantizes before converting them to bfloat16 (fits in L1/L2).
@@ -20,6 +23,7 @@ const KernelTable* table_for(const std::string& name) {
   if (name == "avx2") return &avx2::kernel_table();
   if (name == "avx512") return &avx512::kernel_table();
   if (name == "amx") return &amx::kernel_table();
+  if (name == kAmxEmulated) return &amx_emulated::kernel_table();
   return nullptr;
 }
 
@@ -47,6 +51,11 @@ struct State {
     }
   }
   void set(const std::string& name) {
+    if (name == kAmxEmulated && cpu_features().has_avx512()) {  // never chosen by itself
+      table.store(table_for(name));
+      error.clear();
+      return;
+    }
     const auto ok = supported_isas();
     for (const auto& s : ok)
       if (s == name) {
@@ -55,7 +64,7 @@ struct State {
         return;
       }
     if (!table_for(name))
-      throw std::invalid_argument("unknown ISA '" + name + "'; choose one of: scalar, avx2, avx512, amx");
+      throw std::invalid_argument("unknown ISA '" + name + "'; choose one of: scalar, avx2, avx512, amx (or amx-emulated, for tests)");
     throw std::invalid_argument("this CPU cannot run the '" + name + "' kernels; it supports: " + join(ok));
   }
 };

@@ -75,6 +75,8 @@ namespace scalar { const KernelTable& kernel_table(); }
 namespace avx2 { const KernelTable& kernel_table(); }
 namespace avx512 { const KernelTable& kernel_table(); }
 namespace amx { const KernelTable& kernel_table(); }
+// AMX's table with the tile instructions emulated in scalar code (tests only).
+namespace amx_emulated { const KernelTable& kernel_table(); }
 
 // AMX (amx.cpp): ask Linux for the tile-data permission; true once granted.
 bool amx_request_permission();

@@ -63,8 +63,7 @@ def test_demo_int8_activations_stay_close_to_the_exact_path(models, demo_gguf, m
     monkeypatch.setenv("KTX_EXACT", "0")
     ours = load(demo_gguf)
     for prompt in PROMPTS:
-        ids = torch.tensor([ours.tokenizer.encode(prompt)])  # <= 16 tokens: the int8 kernels
-        assert ids.shape[1] <= 16
+        ids = torch.tensor([ours.tokenizer.encode(prompt)])
         with torch.inference_mode():
             got, expected = ours(ids).logits, exact(ids).logits
         # int8 activations per 16 values err by <= 1/254 of each group's largest value; over 18

@@ -1,0 +1,29 @@
+// "amx-emulated": the AMX kernel table with the tile instructions done in scalar C++
+// (amx_tile_impl.h's EmulatedTiles), compiled with the AVX-512 flags. Tests select it to run
+// the AMX path's packing and scaling on machines without AMX; nothing picks it by itself.
+#include "amx_tile_impl.h"
+#include "kernel_table.h"
+
+namespace ktx {
+namespace amx_emulated {
+namespace {
+
+void dot_i8(const DecodedI8& w, const ActI8& x, const TileOut& o) {
+  if (o.n >= 16) return amx_tiles::dot_tile<amx_tiles::EmulatedTiles>(w, x, o);  // as amx.cpp
+  avx512::kernel_table().dot_i8(w, x, o);
+}
+
+}  // namespace
+
+const KernelTable& kernel_table() {
+  static const KernelTable table = [] {
+    KernelTable t = avx512::kernel_table();
+    t.name = "amx-emulated";
+    t.dot_i8 = dot_i8;
+    return t;
+  }();
+  return table;
+}
+
+}  // namespace amx_emulated
+}  // namespace ktx

@@ -51,10 +51,12 @@ using QuantActFn = void (*)(const float* x, int64_t cols, int8_t* q, float* d, f
 using DecodeI8Fn = void (*)(const uint8_t* src, int64_t n_blocks, int8_t* q, float* a, float* b);
 using DotTileI8Fn = void (*)(const DecodedI8& w, const ActI8& x, const TileOut& o);
 using DotTileF32Fn = void (*)(const DecodedF32& w, const float* x, const TileOut& o);
-// <one row of GGUF blocks, one int8 activation row>, decoding in registers.
-using FusedDotFn = float (*)(const uint8_t* w, int64_t n_blocks, const int8_t* xq, const float* xd, const float* xs);
-// The same for float32 activations (n_blocks blocks of the type; BF16 blocks are 1 value).
-using FusedDotF32Fn = float (*)(const uint8_t* w, int64_t n_blocks, const float* x);
+// out[t] = <one row of GGUF blocks, int8 activation row t> for t < n (n <= 4, qdot_impl.h's
+// kFusedRows), decoding the weights once, in registers.
+using FusedDotFn = void (*)(const uint8_t* w, int64_t n_blocks, const int8_t* const* xq, const float* const* xd,
+                            const float* const* xs, int n, float* out);
+// The same for float32 activation rows (n_blocks blocks of the type; BF16 blocks are 1 value).
+using FusedDotF32Fn = void (*)(const uint8_t* w, int64_t n_blocks, const float* const* x, int n, float* out);
 
 struct KernelTable {
   const char* name;

@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "fp16.h"
@@ -498,10 +499,46 @@ static inline __m512 kq_groups(uint64_t bytes, float f) {
   return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(v)), _mm512_set1_ps(f));
 }
 
-template <bool kFive>
-static float fused_kq(const uint8_t* w, int64_t nb, const int8_t* xq, const float* xd, const float* xs) {
+// Each fused kernel takes up to kFusedRows activation rows: the weights are read and decoded
+// once for all of them (FusedRows below; the rows may be in K-quant order, see Activations).
+constexpr int kFusedRows = 4;
+
+template <int N>
+struct FusedRows {
+  const int8_t* q[N];
+  const float* d[N];
+  const float* s[N];
+};
+
+// Sums a run's products for each of N rows: the group scales c = a * d and offsets b * s.
+template <int N>
+struct RowSums {
+  __m512 acc0[N], acc1[N], off[N];
+  RowSums() {
+    for (int t = 0; t < N; ++t) acc0[t] = acc1[t] = off[t] = _mm512_setzero_ps();
+  }
+  // One run of 256 values from value `at` of the rows: unsigned weight bytes q[0..3] (64
+  // values each), their group scales a and offsets b (16 groups).
+  void add_run(const FusedRows<N>& x, int64_t at, __m512 a, __m512 b, const __m512i* q) {
+    const __m512i l0 = lane_groups(0), l1 = lane_groups(1), l2 = lane_groups(2), l3 = lane_groups(3);
+    for (int t = 0; t < N; ++t) {
+      const int8_t* xq = x.q[t] + at;
+      const __m512 c = _mm512_mul_ps(a, _mm512_loadu_ps(x.d[t] + at / 16));
+      off[t] = _mm512_fmadd_ps(b, _mm512_loadu_ps(x.s[t] + at / 16), off[t]);
+      acc0[t] = fma_groups(q[0], xq, c, l0, acc0[t]);
+      acc1[t] = fma_groups(q[1], xq + 64, c, l1, acc1[t]);
+      acc0[t] = fma_groups(q[2], xq + 128, c, l2, acc0[t]);
+      acc1[t] = fma_groups(q[3], xq + 192, c, l3, acc1[t]);
+    }
+  }
+  void finish(float* out) const {
+    for (int t = 0; t < N; ++t) out[t] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc0[t], acc1[t]), off[t]));
+  }
+};
+
+template <bool kFive, int N>
+static void fused_kq_n(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* out) {
   const __m512i m4 = _mm512_set1_epi8(0x0F), one = _mm512_set1_epi8(1);
-  const __m512i l0 = lane_groups(0), l1 = lane_groups(1), l2 = lane_groups(2), l3 = lane_groups(3);
   // the bit of qh holding the fifth bit, for the two halves of each product: sub-blocks (0, 2),
   // (1, 3), (4, 6), (5, 7); srlv_epi16 takes a count per 16-bit word
   auto counts = [](int lo, int hi) {
@@ -510,12 +547,11 @@ static float fused_kq(const uint8_t* w, int64_t nb, const int8_t* xq, const floa
   };
   const __m512i s0 = counts(0, 2), s1 = counts(1, 3), s2 = counts(4, 6), s3 = counts(5, 7);
   const int bytes = kFive ? 176 : 144, qs_at = kFive ? layout::q5k_qs : layout::q4k_qs;
-  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), off = _mm512_setzero_ps();
-  for (int64_t i = 0; i < nb; ++i, w += bytes, xq += QK_K, xd += 16, xs += 16) {
+  RowSums<N> sums;
+  for (int64_t i = 0; i < nb; ++i, w += bytes) {
     uint64_t mn;
     const uint64_t sc = kq_unpack(w + 4, mn);
-    const __m512 c = _mm512_mul_ps(kq_groups(sc, half(w)), _mm512_loadu_ps(xd));
-    off = _mm512_fmadd_ps(kq_groups(mn, -half(w + 2)), _mm512_loadu_ps(xs), off);
+    const __m512 a = kq_groups(sc, half(w)), b = kq_groups(mn, -half(w + 2));
     const __m512i z0 = _mm512_loadu_si512(w + qs_at), z1 = _mm512_loadu_si512(w + qs_at + 64);
     __m512i q0 = _mm512_and_si512(z0, m4), q1 = _mm512_and_si512(_mm512_srli_epi16(z0, 4), m4);
     __m512i q2 = _mm512_and_si512(z1, m4), q3 = _mm512_and_si512(_mm512_srli_epi16(z1, 4), m4);
@@ -529,42 +565,39 @@ static float fused_kq(const uint8_t* w, int64_t nb, const int8_t* xq, const floa
       q2 = _mm512_or_si512(q2, fifth(s2));
       q3 = _mm512_or_si512(q3, fifth(s3));
     }
-    acc0 = fma_groups(q0, xq, c, l0, acc0);
-    acc1 = fma_groups(q1, xq + 64, c, l1, acc1);
-    acc0 = fma_groups(q2, xq + 128, c, l2, acc0);
-    acc1 = fma_groups(q3, xq + 192, c, l3, acc1);
+    const __m512i q[4] = {q0, q1, q2, q3};
+    sums.add_run(x, i * QK_K, a, b, q);
   }
-  return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc0, acc1), off));
+  sums.finish(out);
 }
 
 // Q6_K in natural order: w = (d * sc[g]) * (q - 32), q unsigned 6-bit; the -32 is an offset.
-static float fused_q6_k(const uint8_t* w, int64_t nb, const int8_t* xq, const float* xd, const float* xs) {
+template <int N>
+static void fused_q6_k_n(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* out) {
   using namespace layout;
   const __m512i m4 = _mm512_set1_epi8(0x0F), m2 = _mm512_set1_epi8(3);
-  const __m512i l0 = lane_groups(0), l1 = lane_groups(1), l2 = lane_groups(2), l3 = lane_groups(3);
   // high two bits: bits 0-1 / 2-3 of qh for the low nibbles' two halves, 4-5 / 6-7 for the high
   const __m512i sh_lo = _mm512_set_epi64(0x0002000200020002LL, 0x0002000200020002LL, 0x0002000200020002LL,
                                          0x0002000200020002LL, 0, 0, 0, 0);
   const __m512i sh_hi = _mm512_add_epi16(sh_lo, _mm512_set1_epi16(4));
   const __m512 k32 = _mm512_set1_ps(-32.0f);
-  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), off = _mm512_setzero_ps();
-  for (int64_t i = 0; i < nb; ++i, w += 210, xq += QK_K, xd += 16, xs += 16) {
+  RowSums<N> sums;
+  for (int64_t i = 0; i < nb; ++i, w += 210) {
     const __m128i sc = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + q6k_scales));
     const __m512 a = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(sc)), _mm512_set1_ps(half(w + q6k_d)));
-    const __m512 c = _mm512_mul_ps(a, _mm512_loadu_ps(xd));
-    off = _mm512_fmadd_ps(_mm512_mul_ps(a, k32), _mm512_loadu_ps(xs), off);
+    const __m512 b = _mm512_mul_ps(a, k32);
+    __m512i q[4];
     for (int h = 0; h < 2; ++h) {
       const __m512i l = _mm512_loadu_si512(w + q6k_ql + 64 * h);
       const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + q6k_qh + 32 * h)));
-      const __m512i lo = _mm512_or_si512(_mm512_and_si512(l, m4),
-                                         _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, sh_lo), m2), 4));
-      const __m512i hi = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), m4),
-                                         _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, sh_hi), m2), 4));
-      acc0 = fma_groups(lo, xq + 128 * h, c, h ? l2 : l0, acc0);
-      acc1 = fma_groups(hi, xq + 128 * h + 64, c, h ? l3 : l1, acc1);
+      q[2 * h] = _mm512_or_si512(_mm512_and_si512(l, m4),
+                                 _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, sh_lo), m2), 4));
+      q[2 * h + 1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), m4),
+                                     _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, sh_hi), m2), 4));
     }
+    sums.add_run(x, i * QK_K, a, b, q);
   }
-  return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc0, acc1), off));
+  sums.finish(out);
 }
 
 // Eight f16 scales `stride` bytes apart -> floats, each doubled (one per group of 16).
@@ -586,101 +619,137 @@ static inline __m512i join(__m256i lo, __m256i hi) { return _mm512_inserti64x4(_
 
 // The 32-value block types, in runs of 8 blocks (256 values) and then pairs. `unsigned_bytes
 // (block)` gives the block's 32 values as unsigned bytes u with w = d * (u - kZero).
-template <int kBytes, int kZero, typename Bytes>
-static inline float fused_blocks32(const uint8_t* w, int64_t nb, const int8_t* xq, const float* xd, const float* xs,
-                                   Bytes unsigned_bytes) {
-  const __m512i l0 = lane_groups(0), l1 = lane_groups(1), l2 = lane_groups(2), l3 = lane_groups(3);
+template <int kBytes, int kZero, int N, typename Bytes>
+static inline void fused_blocks32(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* out,
+                                  Bytes unsigned_bytes) {
+  const __m512i l0 = lane_groups(0);  // the tail pairs: groups 0-3 of a product
   const __m512 zero = _mm512_set1_ps(-(float)kZero);
-  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), off = _mm512_setzero_ps();
-  for (int64_t i = 0; i + 8 <= nb; i += 8, w += 8 * kBytes, xq += 256, xd += 16, xs += 16) {
-    const __m512 a = block_scales(w, kBytes);
-    const __m512 c = _mm512_mul_ps(a, _mm512_loadu_ps(xd));
-    off = _mm512_fmadd_ps(_mm512_mul_ps(a, zero), _mm512_loadu_ps(xs), off);
-    acc0 = fma_groups(join(unsigned_bytes(w), unsigned_bytes(w + kBytes)), xq, c, l0, acc0);
-    acc1 = fma_groups(join(unsigned_bytes(w + 2 * kBytes), unsigned_bytes(w + 3 * kBytes)), xq + 64, c, l1, acc1);
-    acc0 = fma_groups(join(unsigned_bytes(w + 4 * kBytes), unsigned_bytes(w + 5 * kBytes)), xq + 128, c, l2, acc0);
-    acc1 = fma_groups(join(unsigned_bytes(w + 6 * kBytes), unsigned_bytes(w + 7 * kBytes)), xq + 192, c, l3, acc1);
+  RowSums<N> sums;
+  int64_t i = 0;
+  for (; i + 8 <= nb; i += 8, w += 8 * kBytes) {
+    const __m512 a = block_scales(w, kBytes), b = _mm512_mul_ps(a, zero);
+    const __m512i q0 = join(unsigned_bytes(w), unsigned_bytes(w + kBytes));
+    const __m512i q1 = join(unsigned_bytes(w + 2 * kBytes), unsigned_bytes(w + 3 * kBytes));
+    const __m512i q2 = join(unsigned_bytes(w + 4 * kBytes), unsigned_bytes(w + 5 * kBytes));
+    const __m512i q3 = join(unsigned_bytes(w + 6 * kBytes), unsigned_bytes(w + 7 * kBytes));
+    const __m512i q[4] = {q0, q1, q2, q3};
+    sums.add_run(x, i * 32, a, b, q);
   }
-  for (int64_t left = nb % 8; left > 0; left -= 2, w += 2 * kBytes, xq += 64, xd += 4, xs += 4) {
-    const bool pair = left >= 2;  // else one block: the upper half stays zero
+  for (; i < nb; i += 2, w += 2 * kBytes) {
+    const bool pair = i + 1 < nb;  // else one block: the upper half stays zero
     const float d0 = half(w), d1 = pair ? half(w + kBytes) : 0.0f;
-    const __m512 a = _mm512_castps128_ps512(_mm_setr_ps(d0, d0, d1, d1));
+    const __m512 a = _mm512_castps128_ps512(_mm_setr_ps(d0, d0, d1, d1)), b = _mm512_mul_ps(a, zero);
     const __mmask16 m = pair ? 0xF : 0x3;
-    const __m512 c = _mm512_mul_ps(a, _mm512_maskz_loadu_ps(m, xd));
-    off = _mm512_fmadd_ps(_mm512_mul_ps(a, zero), _mm512_maskz_loadu_ps(m, xs), off);
-    const __m256i hi = pair ? unsigned_bytes(w + kBytes) : _mm256_setzero_si256();
-    const __m512i x = _mm512_maskz_loadu_epi8(pair ? ~0ULL : 0xFFFFFFFFULL, xq);
-    const __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), join(unsigned_bytes(w), hi), x);
-    acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_permutexvar_ps(l0, c), acc0);
+    const __m512i q = join(unsigned_bytes(w), pair ? unsigned_bytes(w + kBytes) : _mm256_setzero_si256());
+    for (int t = 0; t < N; ++t) {
+      const __m512 c = _mm512_mul_ps(a, _mm512_maskz_loadu_ps(m, x.d[t] + i * 2));
+      sums.off[t] = _mm512_fmadd_ps(b, _mm512_maskz_loadu_ps(m, x.s[t] + i * 2), sums.off[t]);
+      const __m512i xv = _mm512_maskz_loadu_epi8(pair ? ~0ULL : 0xFFFFFFFFULL, x.q[t] + i * 32);
+      const __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, xv);
+      sums.acc0[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_permutexvar_ps(l0, c), sums.acc0[t]);
+    }
   }
-  return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc0, acc1), off));
+  sums.finish(out);
 }
 
 // Q8_0: signed values; q ^ 0x80 = q + 128 as unsigned.
-static float fused_q8_0(const uint8_t* w, int64_t nb, const int8_t* xq, const float* xd, const float* xs) {
-  return fused_blocks32<34, 128>(w, nb, xq, xd, xs, [](const uint8_t* b) {
+template <int N>
+static void fused_q8_0_n(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* out) {
+  fused_blocks32<34, 128>(w, nb, x, out, [](const uint8_t* b) {
     return _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 2)), _mm256_set1_epi8((char)0x80));
   });
 }
 
 // Q5_0: 4 low bits from nibbles, the fifth from qh; w = d * (q - 16).
-static float fused_q5_0(const uint8_t* w, int64_t nb, const int8_t* xq, const float* xd, const float* xs) {
-  return fused_blocks32<22, 16>(w, nb, xq, xd, xs, [](const uint8_t* b) {
+template <int N>
+static void fused_q5_0_n(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* out) {
+  fused_blocks32<22, 16>(w, nb, x, out, [](const uint8_t* b) {
     return _mm256_or_si256(nibbles32(b + 6), _mm256_maskz_mov_epi8(load_u32(b + 2), _mm256_set1_epi8(0x10)));
   });
 }
 
 // Q4_0: w = d * (q - 8).
-static float fused_q4_0(const uint8_t* w, int64_t nb, const int8_t* xq, const float* xd, const float* xs) {
-  return fused_blocks32<18, 8>(w, nb, xq, xd, xs, [](const uint8_t* b) { return nibbles32(b + 2); });
+template <int N>
+static void fused_q4_0_n(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* out) {
+  fused_blocks32<18, 8>(w, nb, x, out, [](const uint8_t* b) { return nibbles32(b + 2); });
 }
 
 // IQ4_XS: the code book shifted by 128 is unsigned; w = dl * (u - 128) per sub-block of 32.
-static float fused_iq4_xs(const uint8_t* w, int64_t nb, const int8_t* xq, const float* xd, const float* xs) {
+// The eight 6-bit scales: low nibbles from scales_l, high pairs of bits from scales_h
+// (deposited into bytes with pdep).
+template <int N>
+static void fused_iq4_xs_n(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* out) {
   using namespace layout;
   alignas(16) int8_t book_u[16];
   for (int j = 0; j < 16; ++j) book_u[j] = (int8_t)(kIQ4Values[j] + 128);
   const __m256i book = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(book_u)));
-  const __m512i l0 = lane_groups(0), l1 = lane_groups(1), l2 = lane_groups(2), l3 = lane_groups(3);
   const __m512 k128 = _mm512_set1_ps(-128.0f);
-  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), off = _mm512_setzero_ps();
   auto sub = [&](const uint8_t* qs) { return _mm256_shuffle_epi8(book, nibbles32(qs)); };
-  for (int64_t i = 0; i < nb; ++i, w += 136, xq += QK_K, xd += 16, xs += 16) {
-    const float d = half(w + iq4xs_d);
-    const uint16_t sh = load_u16(w + iq4xs_scales_h);
-    alignas(64) float dl[16];
-    for (int sb = 0; sb < 8; ++sb) {
-      const int lo = (w[iq4xs_scales_l + sb / 2] >> (4 * (sb % 2))) & 0xF, hi = (sh >> (2 * sb)) & 3;
-      dl[2 * sb] = dl[2 * sb + 1] = d * (float)((lo | (hi << 4)) - 32);
-    }
-    const __m512 a = _mm512_load_ps(dl);
-    const __m512 c = _mm512_mul_ps(a, _mm512_loadu_ps(xd));
-    off = _mm512_fmadd_ps(_mm512_mul_ps(a, k128), _mm512_loadu_ps(xs), off);
+  RowSums<N> sums;
+  for (int64_t i = 0; i < nb; ++i, w += 136) {
+    const uint64_t ls = _pdep_u64(load_u32(w + iq4xs_scales_l), 0x0F0F0F0F0F0F0F0FULL) |
+                        _pdep_u64(load_u16(w + iq4xs_scales_h), 0x3030303030303030ULL);
+    const __m128i v = _mm_cvtsi64_si128((long long)ls);
+    const __m512i ls16 = _mm512_sub_epi32(_mm512_cvtepu8_epi32(_mm_unpacklo_epi8(v, v)), _mm512_set1_epi32(32));
+    const __m512 a = _mm512_mul_ps(_mm512_cvtepi32_ps(ls16), _mm512_set1_ps(half(w + iq4xs_d)));
+    const __m512 b = _mm512_mul_ps(a, k128);
     const uint8_t* qs = w + iq4xs_qs;
-    acc0 = fma_groups(join(sub(qs), sub(qs + 16)), xq, c, l0, acc0);
-    acc1 = fma_groups(join(sub(qs + 32), sub(qs + 48)), xq + 64, c, l1, acc1);
-    acc0 = fma_groups(join(sub(qs + 64), sub(qs + 80)), xq + 128, c, l2, acc0);
-    acc1 = fma_groups(join(sub(qs + 96), sub(qs + 112)), xq + 192, c, l3, acc1);
+    const __m512i q0 = join(sub(qs), sub(qs + 16)), q1 = join(sub(qs + 32), sub(qs + 48));
+    const __m512i q2 = join(sub(qs + 64), sub(qs + 80)), q3 = join(sub(qs + 96), sub(qs + 112));
+    const __m512i q[4] = {q0, q1, q2, q3};
+    sums.add_run(x, i * QK_K, a, b, q);
   }
-  return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc0, acc1), off));
+  sums.finish(out);
 }
 
-// BF16 row . float32 activations: widen 16 values at a time (a shift) and multiply-add.
-static float fused_bf16(const uint8_t* w, int64_t n, const float* x) {
+// Runs kernel<N> for n = 1..kFusedRows rows given as pointer arrays.
+template <template <int> class K>
+static void fused_rows(const uint8_t* w, int64_t nb, const int8_t* const* q, const float* const* d,
+                       const float* const* s, int n, float* out) {
+  auto run = [&](auto tag) {
+    constexpr int N = decltype(tag)::value;
+    FusedRows<N> rows;
+    for (int t = 0; t < N; ++t) rows.q[t] = q[t], rows.d[t] = d[t], rows.s[t] = s[t];
+    K<N>::run(w, nb, rows, out);
+  };
+  switch (n) {
+    case 1: return run(std::integral_constant<int, 1>());
+    case 2: return run(std::integral_constant<int, 2>());
+    case 3: return run(std::integral_constant<int, 3>());
+    default: return run(std::integral_constant<int, 4>());
+  }
+}
+
+template <int N> struct Q4K { static void run(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* o) { fused_kq_n<false, N>(w, nb, x, o); } };
+template <int N> struct Q5K { static void run(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* o) { fused_kq_n<true, N>(w, nb, x, o); } };
+template <int N> struct Q6K { static void run(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* o) { fused_q6_k_n<N>(w, nb, x, o); } };
+template <int N> struct Q80 { static void run(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* o) { fused_q8_0_n<N>(w, nb, x, o); } };
+template <int N> struct Q50 { static void run(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* o) { fused_q5_0_n<N>(w, nb, x, o); } };
+template <int N> struct Q40 { static void run(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* o) { fused_q4_0_n<N>(w, nb, x, o); } };
+template <int N> struct IQ4XS { static void run(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* o) { fused_iq4_xs_n<N>(w, nb, x, o); } };
+
+// BF16 rows . float32 activations: widen 16 values at a time (a shift) and multiply-add.
+static void fused_bf16(const uint8_t* w, int64_t n, const float* const* x, int rows, float* out) {
   const uint16_t* p = reinterpret_cast<const uint16_t*>(w);
-  __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+  __m512 a0[kFusedRows], a1[kFusedRows];
+  for (int t = 0; t < kFusedRows; ++t) a0[t] = a1[t] = _mm512_setzero_ps();
   auto widen = [](const uint16_t* q) {
     return _mm512_castsi512_ps(
         _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q))), 16));
   };
   int64_t i = 0;
   for (; i + 32 <= n; i += 32) {
-    a0 = _mm512_fmadd_ps(widen(p + i), _mm512_loadu_ps(x + i), a0);
-    a1 = _mm512_fmadd_ps(widen(p + i + 16), _mm512_loadu_ps(x + i + 16), a1);
+    const __m512 w0 = widen(p + i), w1 = widen(p + i + 16);
+    for (int t = 0; t < rows; ++t) {
+      a0[t] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x[t] + i), a0[t]);
+      a1[t] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x[t] + i + 16), a1[t]);
+    }
   }
-  float r = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
-  for (; i < n; ++i) r += bf16_to_fp32(p[i]) * x[i];
-  return r;
+  for (int t = 0; t < rows; ++t) {
+    float r = _mm512_reduce_add_ps(_mm512_add_ps(a0[t], a1[t]));
+    for (int64_t j = i; j < n; ++j) r += bf16_to_fp32(p[j]) * x[t][j];
+    out[t] = r;
+  }
 }
 #endif
 
@@ -812,7 +881,58 @@ static void dot_tile_i8(const DecodedI8& w, const ActI8& x, const TileOut& o) {
   }
 }
 
+#if defined(__AVX512F__)
+// Float tiles with 8+ activation rows: as dot_tile_i8_panels, 16 tokens per register
+// ([cols][16] floats per panel) and 8 weight rows broadcast, one FMA per row and value.
+static void dot_tile_f32_panels(const DecodedF32& w, const float* x, const TileOut& o) {
+  const int64_t cols = w.cols;
+  static thread_local std::vector<float> panels;
+  const int n_panels = (o.n + 15) / 16;
+  panels.assign((size_t)n_panels * cols * 16, 0.0f);
+  for (int p = 0; p < n_panels; ++p) {
+    const int n = o.n - 16 * p < 16 ? o.n - 16 * p : 16;
+    alignas(64) int32_t offset[16] = {};
+    for (int l = 0; l < n; ++l) offset[l] = (int32_t)((o.xrow ? o.xrow[16 * p + l] : 16 * p + l) * cols);
+    const __m512i idx = _mm512_load_si512(offset);
+    const __mmask16 live = (__mmask16)((1u << n) - 1);
+    float* dst = &panels[(size_t)p * cols * 16];
+    for (int64_t k = 0; k < cols; ++k)
+      _mm512_storeu_ps(dst + k * 16, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), live,
+                                                               _mm512_add_epi32(idx, _mm512_set1_epi32((int)k)), x, 4));
+  }
+  static thread_local std::vector<float> rows8;
+  alignas(64) float out[kTileRows][16];
+  for (int r0 = 0; r0 < w.rows; r0 += kTileRows) {
+    const int nr = w.rows - r0 < kTileRows ? w.rows - r0 : kTileRows;
+    rows8.assign((size_t)kTileRows * cols, 0.0f);  // rows past the end stay zero
+    std::memcpy(rows8.data(), w.w + r0 * cols, sizeof(float) * nr * cols);
+    for (int p = 0; p < n_panels; ++p) {
+      const float* panel = &panels[(size_t)p * cols * 16];
+      __m512 acc[kTileRows];
+      for (int r = 0; r < kTileRows; ++r) acc[r] = _mm512_setzero_ps();
+      for (int64_t k = 0; k < cols; ++k) {
+        const __m512 xv = _mm512_loadu_ps(panel + k * 16);
+        for (int r = 0; r < kTileRows; ++r) acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(rows8[r * cols + k]), xv, acc[r]);
+      }
+      for (int r = 0; r < nr; ++r) _mm512_store_ps(out[r], acc[r]);
+      const int n = o.n - 16 * p < 16 ? o.n - 16 * p : 16;
+      for (int l = 0; l < n; ++l) {
+        const int i = 16 * p + l;
+        float* dst = o.y + (o.yrow ? o.yrow[i] : i) * o.y_stride + r0;
+        for (int r = 0; r < nr; ++r) {
+          const float v = o.yscale ? o.yscale[i] * out[r][l] : out[r][l];
+          dst[r] = o.accumulate ? dst[r] + v : v;
+        }
+      }
+    }
+  }
+}
+#endif
+
 static void dot_tile_f32(const DecodedF32& w, const float* x, const TileOut& o) {
+#if defined(__AVX512F__)
+  if (o.n >= 8) return dot_tile_f32_panels(w, x, o);  // qmatmul.cpp's kPanelMinRows
+#endif
   for (int i0 = 0; i0 < o.n; i0 += kTokenBlock) {
     const int i1 = i0 + kTokenBlock < o.n ? i0 + kTokenBlock : o.n;
     for (int r = 0; r < w.rows; ++r)

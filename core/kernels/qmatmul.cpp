@@ -36,7 +36,7 @@ bool wants_kq(const KernelTable& t, int type, bool exact) {
 
 namespace {
 // Activation rows at most this many use the fused kernels; more amortize a decoded tile.
-constexpr int kFusedMaxRows = 4;
+constexpr int kFusedMaxRows = 7;  // two passes (4 + 3) still beat decoding to a buffer
 // From this many activation rows the tile kernels (AVX-512: 16 tokens per register) win;
 // below, rows are decoded and used one at a time.
 constexpr int kPanelMinRows = 8;
@@ -123,24 +123,26 @@ void tile_product(const KernelTable& t, const QMatrix& m, int64_t r0, int nr, co
     const uint8_t* p = src + r * rb + ahead;
     if (p + rb <= end) prefetch_row(p, rb);
   };
-  if (!int8 && o.n <= kFusedMaxRows && t.fused_f32[m.type]) {
+  // Fused kernels: up to 4 activation rows per pass over a weight row.
+  const bool fused_i8 = int8 && t.fused[m.type] && (!t.fused_kq_order[m.type] || x.has_kq());
+  const bool fused_f = !int8 && t.fused_f32[m.type];
+  if (o.n <= kFusedMaxRows && (fused_i8 || fused_f)) {
+    const ActI8 a = fused_i8 && t.fused_kq_order[m.type] ? x.int8_kq() : x.int8();
+    const int8_t* q[4];
+    const float *d[4], *sc[4], *f[4];
+    float v[4];
     for (int r = 0; r < nr; ++r) {
       prefetch_ahead(r);
-      for (int i = 0; i < o.n; ++i) {
-        const int64_t row = o.xrow ? o.xrow[i] : i;
-        store(o, i, r, t.fused_f32[m.type](src + r * rb, nb, x.f + row * m.cols));
-      }
-    }
-    return;
-  }
-  if (int8 && o.n <= kFusedMaxRows && t.fused[m.type] &&
-      (!t.fused_kq_order[m.type] || x.has_kq())) {
-    const ActI8 a = t.fused_kq_order[m.type] ? x.int8_kq() : x.int8();
-    for (int r = 0; r < nr; ++r) {
-      prefetch_ahead(r);
-      for (int i = 0; i < o.n; ++i) {
-        const int64_t row = o.xrow ? o.xrow[i] : i;
-        store(o, i, r, t.fused[m.type](src + r * rb, nb, a.q + row * m.cols, a.d + row * ng, a.s + row * ng));
+      for (int i0 = 0; i0 < o.n; i0 += 4) {
+        const int n = o.n - i0 < 4 ? o.n - i0 : 4;
+        for (int k = 0; k < n; ++k) {
+          const int64_t row = o.xrow ? o.xrow[i0 + k] : i0 + k;
+          if (fused_i8) q[k] = a.q + row * m.cols, d[k] = a.d + row * ng, sc[k] = a.s + row * ng;
+          else f[k] = x.f + row * m.cols;
+        }
+        if (fused_i8) t.fused[m.type](src + r * rb, nb, q, d, sc, n, v);
+        else t.fused_f32[m.type](src + r * rb, nb, f, n, v);
+        for (int k = 0; k < n; ++k) store(o, i0 + k, r, v[k]);
       }
     }
     return;
@@ -182,7 +184,7 @@ void tile_product(const KernelTable& t, const QMatrix& m, int64_t r0, int nr, co
 int rows_per_task(const QMatrix& m, int64_t n_act_rows, int n_threads) {
   const int64_t rb = std::max<int64_t>(m.row_bytes(), 1);
   int64_t rows = std::max<int64_t>(4, ((int64_t)64 << 10) / rb);
-  if (n_act_rows >= 32) rows *= 4;
+  if (n_act_rows >= kPanelMinRows) rows *= 4;  // the tile kernels pack the activations once per task
   // Enough tasks for every thread to take several, so uneven ones balance out.
   const int64_t fair = m.rows / std::max<int64_t>(1, 4 * (int64_t)n_threads);
   rows = std::min(rows, std::max<int64_t>(4, fair));

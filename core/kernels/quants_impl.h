@@ -52,14 +52,14 @@ static KernelTable make_table() {
   t.dot_i8 = dot_tile_i8;
   t.dot_f32 = dot_tile_f32;
 #if defined(__AVX512F__)
-  t.fused[GGML_Q4_K] = fused_kq<false>;
-  t.fused[GGML_Q5_K] = fused_kq<true>;
-  t.fused[GGML_Q6_K] = fused_q6_k;
+  t.fused[GGML_Q4_K] = fused_rows<Q4K>;
+  t.fused[GGML_Q5_K] = fused_rows<Q5K>;
+  t.fused[GGML_Q6_K] = fused_rows<Q6K>;
   t.fused_kq_order[GGML_Q4_K] = t.fused_kq_order[GGML_Q5_K] = true;
-  t.fused[GGML_Q8_0] = fused_q8_0;
-  t.fused[GGML_Q5_0] = fused_q5_0;
-  t.fused[GGML_Q4_0] = fused_q4_0;
-  t.fused[GGML_IQ4_XS] = fused_iq4_xs;
+  t.fused[GGML_Q8_0] = fused_rows<Q80>;
+  t.fused[GGML_Q5_0] = fused_rows<Q50>;
+  t.fused[GGML_Q4_0] = fused_rows<Q40>;
+  t.fused[GGML_IQ4_XS] = fused_rows<IQ4XS>;
   t.fused_f32[GGML_BF16] = fused_bf16;
 #endif
   return t;

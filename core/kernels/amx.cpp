@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 
 #include "amx_tile_impl.h"
@@ -138,7 +139,14 @@ const KernelTable& kernel_table() {
   static const KernelTable table = [] {
     KernelTable t = avx512::kernel_table();
     t.name = "amx";
-    t.dot_i8 = dot_i8;
+    // The AMX instructions have not met a test on every machine they may run on, and a wrong
+    // prefill must not pass silently: check once, and keep AVX-512's kernel on a mismatch.
+    if (amx_tiles::agrees_with_avx512<AmxTiles>()) {
+      t.dot_i8 = dot_i8;
+    } else {
+      std::fprintf(stderr, "ktx: the AMX tile kernel disagrees with AVX-512 on its self-check; "
+                           "prefill uses AVX-512 (please report this CPU)\n");
+    }
     return t;
   }();
   return table;

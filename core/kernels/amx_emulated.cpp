@@ -15,6 +15,8 @@ void dot_i8(const DecodedI8& w, const ActI8& x, const TileOut& o) {
 
 }  // namespace
 
+bool selfcheck() { return amx_tiles::agrees_with_avx512<amx_tiles::EmulatedTiles>(); }
+
 const KernelTable& kernel_table() {
   static const KernelTable table = [] {
     KernelTable t = avx512::kernel_table();

@@ -12,6 +12,7 @@
 #pragma once
 #include <immintrin.h>
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -124,6 +125,37 @@ void dot_tile(const DecodedI8& w, const ActI8& x, const TileOut& o) {
     }
   }
   tiles.release();
+}
+
+// dot_tile<Tiles> against AVX-512's kernel on one random tile (32 rows of 256 values, 20
+// tokens): true if every product agrees to 1e-4 (float summation order differs).
+template <class Tiles>
+bool agrees_with_avx512() {
+  constexpr int kRows = 32, kCols = 256, kTokens = 20, kGroups = kCols / 16;
+  std::vector<int8_t> wq(kRows * kCols), xq(kTokens * kCols);
+  std::vector<float> wa(kRows * kGroups), wb(kRows * kGroups), xd(kTokens * kGroups), xs(kTokens * kGroups);
+  uint32_t seed = 12345;
+  auto next = [&seed] { return seed = seed * 1664525u + 1013904223u; };
+  for (auto& v : wq) v = (int8_t)(next() >> 24);
+  for (auto& v : xq) v = (int8_t)((int)(next() >> 25) - 64);
+  for (auto& v : wa) v = (float)((next() >> 16) & 0xFF) / 256.0f;
+  for (auto& v : wb) v = (float)((next() >> 16) & 0xFF) / 1024.0f;
+  for (auto& v : xd) v = (float)((next() >> 16) & 0xFF) / 512.0f;
+  for (int i = 0; i < kTokens * kGroups; ++i) {  // s = d * sum(q), as quantize_act makes it
+    int sum = 0;
+    for (int j = 0; j < 16; ++j) sum += xq[i * 16 + j];
+    xs[i] = xd[i] * (float)sum;
+  }
+  const DecodedI8 w{wq.data(), wa.data(), wb.data(), kCols, kRows};
+  const ActI8 x{xq.data(), xd.data(), xs.data(), kCols};
+  std::vector<float> got(kTokens * kRows), want(kTokens * kRows);
+  dot_tile<Tiles>(w, x, {nullptr, nullptr, nullptr, kTokens, got.data(), kRows, false});
+  avx512::kernel_table().dot_i8(w, x, {nullptr, nullptr, nullptr, kTokens, want.data(), kRows, false});
+  for (int i = 0; i < kTokens * kRows; ++i) {
+    const float tol = 1e-4f * (std::fabs(want[i]) + 1.0f);
+    if (!(std::fabs(got[i] - want[i]) <= tol)) return false;
+  }
+  return true;
 }
 
 }  // namespace amx_tiles

@@ -11,6 +11,7 @@
 #include "bandwidth.h"
 #include "cpu_features.h"
 #include "dispatch.h"
+#include "kernel_table.h"
 #include "moe.h"
 #include "qmatmul.h"
 #include "thread_pool.h"
@@ -59,6 +60,13 @@ PYBIND11_MODULE(_kernels, m) {
       },
       "Run a bf16 and an int8 tile product; True if both equal scalar loops. RuntimeError without AMX.");
 
+  m.def(
+      "amx_emulated_selfcheck",
+      [] {
+        if (!cpu_features().has_avx512()) throw std::runtime_error("the AMX emulation runs on AVX-512 CPUs only");
+        return amx_emulated::selfcheck();
+      },
+      "The start-up check of the AMX tile kernel against AVX-512's, run on emulated tiles.");
   m.def(
       "dequantize",
       [](int type, uintptr_t src, int64_t src_nbytes, uintptr_t dst, int64_t n, bool out_bf16, int threads) {

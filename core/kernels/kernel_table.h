@@ -78,7 +78,10 @@ namespace avx2 { const KernelTable& kernel_table(); }
 namespace avx512 { const KernelTable& kernel_table(); }
 namespace amx { const KernelTable& kernel_table(); }
 // AMX's table with the tile instructions emulated in scalar code (tests only).
-namespace amx_emulated { const KernelTable& kernel_table(); }
+namespace amx_emulated {
+const KernelTable& kernel_table();
+bool selfcheck();  // the check the amx table makes at start-up, on the emulated tiles
+}  // namespace amx_emulated
 
 // AMX (amx.cpp): ask Linux for the tile-data permission; true once granted.
 bool amx_request_permission();

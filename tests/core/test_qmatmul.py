@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from int8_oracle import T, dequantize, fake_quant, int8_types, quantize_act, random_weights
 
-from ktx.core import _kernels
+from ktx.core import _kernels, cpu
 
 INT8 = [T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.IQ4_NL, T.Q4_K, T.Q5_K, T.Q6_K, T.IQ4_XS]
 FLOAT = [T.BF16, T.F16, T.F32, T.Q2_K, T.Q3_K]
@@ -119,3 +119,11 @@ def test_bad_shapes_and_types_are_refused(ggml_type, cols, message):
     y = np.zeros((1, 4), np.float32)
     with pytest.raises(ValueError, match=message):
         _kernels.qmatmul(int(ggml_type), raw.ctypes.data, 4, cols, x.ctypes.data, 1, y.ctypes.data, False, 1)
+
+
+def test_amx_start_up_check_passes_on_emulated_tiles():
+    # The amx table checks its tile kernel against AVX-512's once and falls back on a mismatch;
+    # the same check over emulated tiles must pass, or it would disable AMX on every machine.
+    if "avx512" not in cpu.supported_isas():
+        pytest.skip("the AMX emulation needs AVX-512")
+    assert _kernels.amx_emulated_selfcheck() is True

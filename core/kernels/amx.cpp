@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "amx_tile_impl.h"
+#include "cpu_features.h"
 #include "fp16.h"
 #include "kernel_table.h"
 
@@ -141,6 +142,10 @@ const KernelTable& kernel_table() {
     t.name = "amx";
     // The AMX instructions have not met a test on every machine they may run on, and a wrong
     // prefill must not pass silently: check once, and keep AVX-512's kernel on a mismatch.
+    // Only where the instructions exist: building this table must never fault (an error
+    // message naming the ISAs may build it on any CPU).
+    const bool usable = cpu_features().has_amx() && amx_request_permission();
+    if (!usable) return t;
     if (amx_tiles::agrees_with_avx512<AmxTiles>()) {
       t.dot_i8 = dot_i8;
     } else {

@@ -89,6 +89,14 @@ MoeLayer::~MoeLayer() {
 }
 
 void MoeLayer::forward(const MoeCall& c) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (pending_) throw std::runtime_error("MoeLayer: forward while a submitted call is in flight (sync first)");
+  }
+  run(c);
+}
+
+void MoeLayer::run(const MoeCall& c) {
   if (c.n <= 0) return;
   if (c.k <= 0) throw std::invalid_argument("MoeLayer: k must be positive");
   const int64_t n = c.n, k = c.k, H = hidden_, I = inter_, slots = n * k;
@@ -187,7 +195,7 @@ void MoeLayer::submit(const MoeCall& c) {
   runner().post([this, c] {
     std::exception_ptr err;
     try {
-      forward(c);
+      run(c);
     } catch (...) {
       err = std::current_exception();
     }

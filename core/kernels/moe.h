@@ -38,7 +38,8 @@ class MoeLayer {
   MoeLayer(const MoeLayer&) = delete;
   MoeLayer& operator=(const MoeLayer&) = delete;
 
-  // Synchronous; throws std::invalid_argument on a bad expert id.
+  // Synchronous; throws std::invalid_argument on a bad expert id, std::runtime_error while a
+  // submitted call is in flight (they share the layer's buffers).
   void forward(const MoeCall& c);
   // Starts forward on a background thread and returns; the buffers must stay alive until
   // sync(), which waits and rethrows what forward threw. One call in flight per layer.
@@ -50,6 +51,8 @@ class MoeLayer {
   int64_t inter() const { return inter_; }
 
  private:
+  void run(const MoeCall& c);
+
   int64_t n_experts_, hidden_, inter_;
   QMatrix gate_, up_, down_;
   int n_threads_;

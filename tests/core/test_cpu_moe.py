@@ -133,6 +133,13 @@ def test_misuse_is_reported_not_crashed():
         layer.sync()
     with pytest.raises(RuntimeError, match="nothing was submitted"):
         layer.sync()
+    # the C++ layer refuses a synchronous call while a submitted one (milliseconds long: 4000
+    # tokens) is in flight: they would share its buffers
+    big = torch.randn(4000, H)
+    layer.submit(big, torch.randint(0, E, (4000, K)), torch.ones(4000, K))
+    with pytest.raises(RuntimeError, match="in flight"):
+        layer._layer.forward(*layer._args(x, torch.tensor([[0, 1], [1, 2]]), w, None)[0])
+    layer.sync()
     with pytest.raises(ValueError, match=r"x must be \[tokens, 256\]"):
         layer(torch.randn(2, 100), torch.zeros(2, K, dtype=torch.long), w)
     bad = ExpertTensor(tensors[2].data, tensors[2].ggml_type, E, H, _inter((T.Q8_0,) * 3) + 32)

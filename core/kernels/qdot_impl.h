@@ -475,6 +475,39 @@ static inline float dot_f32(const float* w, const float* x, int64_t cols) {
 #endif
 }
 
+#if defined(__AVX2__)
+// ---- fused decode-and-dot: what the AVX-512 and AVX2 kernels share ----------------------------
+// Each fused kernel takes up to kFusedRows activation rows: the weights are read and decoded
+// once for all of them (the rows may be in K-quant order, see Activations).
+constexpr int kFusedRows = 4;
+
+template <int N>
+struct FusedRows {
+  const int8_t* q[N];
+  const float* d[N];
+  const float* s[N];
+};
+
+// Runs kernel<N> for n = 1..kFusedRows rows given as pointer arrays.
+template <template <int> class K>
+static void fused_rows(const uint8_t* w, int64_t nb, const int8_t* const* q, const float* const* d,
+                       const float* const* s, int n, float* out) {
+  auto run = [&](auto tag) {
+    constexpr int N = decltype(tag)::value;
+    FusedRows<N> rows;
+    for (int t = 0; t < N; ++t) rows.q[t] = q[t], rows.d[t] = d[t], rows.s[t] = s[t];
+    K<N>::run(w, nb, rows, out);
+  };
+  switch (n) {
+    case 1: return run(std::integral_constant<int, 1>());
+    case 2: return run(std::integral_constant<int, 2>());
+    case 3: return run(std::integral_constant<int, 3>());
+    default: return run(std::integral_constant<int, 4>());
+  }
+}
+
+#endif
+
 #if defined(__AVX512F__)
 // ---- fused decode-and-dot for decode-sized steps (AVX-512 VNNI) ---------------------------
 // Decoding into a buffer and reading it back costs more than the product itself when a row
@@ -498,17 +531,6 @@ static inline __m512 kq_groups(uint64_t bytes, float f) {
   const __m128i v = _mm_shuffle_epi8(_mm_cvtsi64_si128((long long)bytes), order);
   return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(v)), _mm512_set1_ps(f));
 }
-
-// Each fused kernel takes up to kFusedRows activation rows: the weights are read and decoded
-// once for all of them (FusedRows below; the rows may be in K-quant order, see Activations).
-constexpr int kFusedRows = 4;
-
-template <int N>
-struct FusedRows {
-  const int8_t* q[N];
-  const float* d[N];
-  const float* s[N];
-};
 
 // Sums a run's products for each of N rows: the group scales c = a * d and offsets b * s.
 template <int N>
@@ -702,24 +724,6 @@ static void fused_iq4_xs_n(const uint8_t* w, int64_t nb, const FusedRows<N>& x, 
   sums.finish(out);
 }
 
-// Runs kernel<N> for n = 1..kFusedRows rows given as pointer arrays.
-template <template <int> class K>
-static void fused_rows(const uint8_t* w, int64_t nb, const int8_t* const* q, const float* const* d,
-                       const float* const* s, int n, float* out) {
-  auto run = [&](auto tag) {
-    constexpr int N = decltype(tag)::value;
-    FusedRows<N> rows;
-    for (int t = 0; t < N; ++t) rows.q[t] = q[t], rows.d[t] = d[t], rows.s[t] = s[t];
-    K<N>::run(w, nb, rows, out);
-  };
-  switch (n) {
-    case 1: return run(std::integral_constant<int, 1>());
-    case 2: return run(std::integral_constant<int, 2>());
-    case 3: return run(std::integral_constant<int, 3>());
-    default: return run(std::integral_constant<int, 4>());
-  }
-}
-
 template <int N> struct Q4K { static void run(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* o) { fused_kq_n<false, N>(w, nb, x, o); } };
 template <int N> struct Q5K { static void run(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* o) { fused_kq_n<true, N>(w, nb, x, o); } };
 template <int N> struct Q6K { static void run(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* o) { fused_q6_k_n<N>(w, nb, x, o); } };
@@ -751,6 +755,168 @@ static void fused_bf16(const uint8_t* w, int64_t n, const float* const* x, int r
     out[t] = r;
   }
 }
+#endif
+
+#if defined(__AVX2__) && !defined(__AVX512F__)
+// ---- fused decode-and-dot, AVX2 --------------------------------------------------------------
+// As the AVX-512 kernels, in 256-bit registers and without VNNI: a product of 32 weight bytes
+// and 32 activation bytes is maddubs (unsigned x signed bytes, pairs to 16 bits) then madd
+// (pairs to 32 bits): 8 lanes, 4 per group of 16. Weights must stay below 64 as unsigned bytes
+// (2 * 63 * 127 < 2^15) or go through the sign trick (|q| <= 128 times x with q's sign).
+static inline __m256 prod_unsigned(__m256i w, const int8_t* x) {
+  const __m256i p = _mm256_maddubs_epi16(w, load256(x));
+  return _mm256_cvtepi32_ps(_mm256_madd_epi16(p, _mm256_set1_epi16(1)));
+}
+
+static inline __m256 prod_signed(__m256i w, const int8_t* x) {
+  const __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(load256(x), w));
+  return _mm256_cvtepi32_ps(_mm256_madd_epi16(p, _mm256_set1_epi16(1)));
+}
+
+// Lanes 0-3 <- c[j], 4-7 <- c[j + 1] of 8 group scales.
+static inline __m256 scale_pair(__m256 c8, int j) {
+  return _mm256_permutevar8x32_ps(c8, _mm256_setr_epi32(j, j, j, j, j + 1, j + 1, j + 1, j + 1));
+}
+
+template <int N>
+struct RowSums {
+  __m256 acc[N], off[N];
+  RowSums() {
+    for (int t = 0; t < N; ++t) acc[t] = off[t] = _mm256_setzero_ps();
+  }
+  // 256 values from value `at` of the rows: 8 products of 32 weights (w[k], groups 2k, 2k + 1),
+  // group scales a and offsets b (16 groups, two registers each).
+  template <bool kSigned>
+  void add_run(const FusedRows<N>& x, int64_t at, const __m256 a[2], const __m256 b[2], const __m256i* w) {
+    for (int t = 0; t < N; ++t) {
+      const int8_t* xq = x.q[t] + at;
+      const float *xd = x.d[t] + at / 16, *xs = x.s[t] + at / 16;
+      for (int h = 0; h < 2; ++h) {
+        const __m256 c = _mm256_mul_ps(a[h], _mm256_loadu_ps(xd + 8 * h));
+        off[t] = _mm256_fmadd_ps(b[h], _mm256_loadu_ps(xs + 8 * h), off[t]);
+        for (int k = 0; k < 4; ++k) {
+          const __m256 p = kSigned ? prod_signed(w[4 * h + k], xq + 128 * h + 32 * k)
+                                   : prod_unsigned(w[4 * h + k], xq + 128 * h + 32 * k);
+          acc[t] = _mm256_fmadd_ps(p, scale_pair(c, 2 * k), acc[t]);
+        }
+      }
+    }
+  }
+  void finish(float* out) const {
+    for (int t = 0; t < N; ++t) out[t] = hsum(_mm256_add_ps(acc[t], off[t]));
+  }
+};
+
+// 8 bytes, each for two groups, times f -> the 16 group values in two registers.
+static inline void groups_of_bytes(uint64_t bytes, float f, __m256 out[2]) {
+  const __m128i v = _mm_cvtsi64_si128((long long)bytes);
+  const __m128i d = _mm_unpacklo_epi8(v, v);
+  const __m256 vf = _mm256_set1_ps(f);
+  out[0] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(d)), vf);
+  out[1] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(d, 8))), vf);
+}
+
+// Q4_K: nibbles in natural order per 32 bytes (low: sub-block 2j, high: 2j + 1).
+template <int N>
+static void fused_q4_k_n(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* out) {
+  const __m256i m4 = _mm256_set1_epi8(0x0F);
+  RowSums<N> sums;
+  for (int64_t i = 0; i < nb; ++i, w += 144) {
+    uint64_t mn;
+    const uint64_t sc = kq_unpack(w + 4, mn);
+    __m256 a[2], b[2];
+    groups_of_bytes(sc, half(w), a);
+    groups_of_bytes(mn, -half(w + 2), b);
+    __m256i q[8];
+    for (int j = 0; j < 4; ++j) {
+      const __m256i v = load256(w + layout::q4k_qs + 32 * j);
+      q[2 * j] = _mm256_and_si256(v, m4);
+      q[2 * j + 1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+    }
+    sums.template add_run<false>(x, i * QK_K, a, b, q);
+  }
+  sums.finish(out);
+}
+
+// Q6_K: unsigned 6-bit q (the -32 is an offset), natural order.
+template <int N>
+static void fused_q6_k_n(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* out) {
+  using namespace layout;
+  const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(3);
+  RowSums<N> sums;
+  for (int64_t i = 0; i < nb; ++i, w += 210) {
+    const __m128i scb = load128(w + q6k_scales);
+    const __m256 d = _mm256_set1_ps(half(w + q6k_d)), k32 = _mm256_set1_ps(-32.0f);
+    __m256 a[2], b[2];
+    a[0] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(scb)), d);
+    a[1] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(scb, 8))), d);
+    b[0] = _mm256_mul_ps(a[0], k32);
+    b[1] = _mm256_mul_ps(a[1], k32);
+    __m256i q[8];
+    for (int h = 0; h < 2; ++h) {
+      const __m256i l0 = load256(w + q6k_ql + 64 * h), l1 = load256(w + q6k_ql + 64 * h + 32);
+      const __m256i hb = load256(w + q6k_qh + 32 * h);
+      auto hi2 = [&](int shift) { return _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, shift), m2), 4); };
+      q[4 * h] = _mm256_or_si256(_mm256_and_si256(l0, m4), hi2(0));
+      q[4 * h + 1] = _mm256_or_si256(_mm256_and_si256(l1, m4), hi2(2));
+      q[4 * h + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), hi2(4));
+      q[4 * h + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), hi2(6));
+    }
+    sums.template add_run<false>(x, i * QK_K, a, b, q);
+  }
+  sums.finish(out);
+}
+
+// Q8_0 (signed, kZero = 0) and Q5_0 (unsigned 5-bit, kZero = 16), 8 blocks per run; the
+// rest of a row (under 8 blocks) one block at a time.
+template <int kBytes, int kZero, bool kSigned, int N, typename Bytes>
+static void fused_blocks32(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* out, Bytes bytes) {
+  RowSums<N> sums;
+  int64_t i = 0;
+  const __m256i pairs = _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3);
+  for (; i + 8 <= nb; i += 8, w += 8 * kBytes) {
+    alignas(32) float dq[8];
+    for (int k = 0; k < 8; ++k) dq[k] = half(w + k * kBytes);
+    const __m256 d8 = _mm256_load_ps(dq);
+    __m256 a[2], b[2];
+    a[0] = _mm256_permutevar8x32_ps(d8, pairs);
+    a[1] = _mm256_permutevar8x32_ps(d8, _mm256_add_epi32(pairs, _mm256_set1_epi32(4)));
+    b[0] = _mm256_mul_ps(a[0], _mm256_set1_ps(-(float)kZero));
+    b[1] = _mm256_mul_ps(a[1], _mm256_set1_ps(-(float)kZero));
+    __m256i q[8];
+    for (int k = 0; k < 8; ++k) q[k] = bytes(w + k * kBytes);
+    sums.template add_run<kSigned>(x, i * 32, a, b, q);
+  }
+  for (; i < nb; ++i, w += kBytes) {
+    const float d = half(w);
+    const __m256i q = bytes(w);
+    for (int t = 0; t < N; ++t) {
+      const float c0 = d * x.d[t][2 * i], c1 = d * x.d[t][2 * i + 1];
+      const __m256 p = kSigned ? prod_signed(q, x.q[t] + 32 * i) : prod_unsigned(q, x.q[t] + 32 * i);
+      sums.acc[t] = _mm256_fmadd_ps(p, _mm256_setr_ps(c0, c0, c0, c0, c1, c1, c1, c1), sums.acc[t]);
+      const float o = -(float)kZero * d * (x.s[t][2 * i] + x.s[t][2 * i + 1]);
+      sums.off[t] = _mm256_add_ps(sums.off[t], _mm256_setr_ps(o, 0, 0, 0, 0, 0, 0, 0));
+    }
+  }
+  sums.finish(out);
+}
+
+template <int N>
+static void fused_q8_0_n(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* out) {
+  fused_blocks32<34, 0, true>(w, nb, x, out, [](const uint8_t* b) { return load256(b + 2); });
+}
+
+template <int N>
+static void fused_q5_0_n(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* out) {
+  fused_blocks32<22, 16, false>(w, nb, x, out, [](const uint8_t* b) {
+    return _mm256_or_si256(nibbles32(b + 6), _mm256_and_si256(bits_to_bytes(load_u32(b + 2)), _mm256_set1_epi8(0x10)));
+  });
+}
+
+template <int N> struct Q4K { static void run(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* o) { fused_q4_k_n<N>(w, nb, x, o); } };
+template <int N> struct Q6K { static void run(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* o) { fused_q6_k_n<N>(w, nb, x, o); } };
+template <int N> struct Q80 { static void run(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* o) { fused_q8_0_n<N>(w, nb, x, o); } };
+template <int N> struct Q50 { static void run(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* o) { fused_q5_0_n<N>(w, nb, x, o); } };
 #endif
 
 // Activation rows a tile is multiplied with, taken in blocks of this many so they stay in L2

@@ -61,6 +61,11 @@ static KernelTable make_table() {
   t.fused[GGML_Q4_0] = fused_rows<Q40>;
   t.fused[GGML_IQ4_XS] = fused_rows<IQ4XS>;
   t.fused_f32[GGML_BF16] = fused_bf16;
+#elif defined(__AVX2__)
+  t.fused[GGML_Q4_K] = fused_rows<Q4K>;
+  t.fused[GGML_Q6_K] = fused_rows<Q6K>;
+  t.fused[GGML_Q8_0] = fused_rows<Q80>;
+  t.fused[GGML_Q5_0] = fused_rows<Q50>;
 #endif
   return t;
 }

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from .. import _kernels, cpu
 from ..cpu_moe import exact_default
-from ..gguf import GGMLType
+from ..gguf import BLOCK_SIZES, GGMLType
 from ..models.names import tied
 from .base import Operator
 
@@ -34,6 +34,10 @@ def native_matmul(
     data: np.ndarray, ggml_type: int, rows: int, x: torch.Tensor, threads: int, exact: bool
 ) -> torch.Tensor:
     """x [n, cols] -> x @ W.T [n, rows] float32 for W given as GGUF blocks (`data`, uint8)."""
+    block, type_size = BLOCK_SIZES[GGMLType(ggml_type)]
+    if x.dim() != 2 or x.shape[1] % block or data.nbytes != rows * (x.shape[1] // block) * type_size:
+        # the kernel trusts the shapes: a mismatch would read past the weights
+        raise ValueError(f"input {tuple(x.shape)} does not fit {rows} rows of {data.nbytes // rows} bytes")
     x = x.float().contiguous()
     y = torch.empty(x.shape[0], rows, dtype=torch.float32)
     _kernels.qmatmul(

@@ -127,3 +127,15 @@ def test_amx_start_up_check_passes_on_emulated_tiles():
     if "avx512" not in cpu.supported_isas():
         pytest.skip("the AMX emulation needs AVX-512")
     assert _kernels.amx_emulated_selfcheck() is True
+
+
+def test_linear_layer_refuses_an_input_of_the_wrong_width():
+    import torch
+
+    from ktx.core.ops.linear import native_matmul
+
+    rng = np.random.default_rng(4)
+    raw = random_weights(T.Q4_K, 8, 512, rng).reshape(-1)
+    assert native_matmul(raw, int(T.Q4_K), 8, torch.randn(2, 512), 1, False).shape == (2, 8)
+    with pytest.raises(ValueError, match="does not fit"):
+        native_matmul(raw, int(T.Q4_K), 8, torch.randn(2, 768), 1, False)

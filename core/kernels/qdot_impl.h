@@ -816,12 +816,14 @@ static inline void groups_of_bytes(uint64_t bytes, float f, __m256 out[2]) {
   out[1] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(d, 8))), vf);
 }
 
-// Q4_K: nibbles in natural order per 32 bytes (low: sub-block 2j, high: 2j + 1).
-template <int N>
-static void fused_q4_k_n(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* out) {
-  const __m256i m4 = _mm256_set1_epi8(0x0F);
+// Q4_K / Q5_K: nibbles in natural order per 32 bytes (low: sub-block 2j, high: 2j + 1); Q5_K's
+// fifth bit is bit 2j (low) or 2j + 1 (high) of qh[l]. Values below 16 / 32.
+template <bool kFive, int N>
+static void fused_kq_n(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* out) {
+  const __m256i m4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
+  const int bytes = kFive ? 176 : 144, qs_at = kFive ? layout::q5k_qs : layout::q4k_qs;
   RowSums<N> sums;
-  for (int64_t i = 0; i < nb; ++i, w += 144) {
+  for (int64_t i = 0; i < nb; ++i, w += bytes) {
     uint64_t mn;
     const uint64_t sc = kq_unpack(w + 4, mn);
     __m256 a[2], b[2];
@@ -829,11 +831,40 @@ static void fused_q4_k_n(const uint8_t* w, int64_t nb, const FusedRows<N>& x, fl
     groups_of_bytes(mn, -half(w + 2), b);
     __m256i q[8];
     for (int j = 0; j < 4; ++j) {
-      const __m256i v = load256(w + layout::q4k_qs + 32 * j);
+      const __m256i v = load256(w + qs_at + 32 * j);
       q[2 * j] = _mm256_and_si256(v, m4);
       q[2 * j + 1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+      if (kFive) {
+        const __m256i hb = load256(w + layout::q5k_qh);
+        q[2 * j] = _mm256_or_si256(q[2 * j], _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * j), one), 4));
+        q[2 * j + 1] =
+            _mm256_or_si256(q[2 * j + 1], _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * j + 1), one), 4));
+      }
     }
     sums.template add_run<false>(x, i * QK_K, a, b, q);
+  }
+  sums.finish(out);
+}
+
+// IQ4_XS: signed code-book values (sign trick), 6-bit scales unpacked with pdep.
+template <int N>
+static void fused_iq4_xs_n(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* out) {
+  using namespace layout;
+  const __m256i book = _mm256_broadcastsi128_si256(load128(kIQ4Values));
+  RowSums<N> sums;
+  for (int64_t i = 0; i < nb; ++i, w += 136) {
+    const uint64_t ls = _pdep_u64(load_u32(w + iq4xs_scales_l), 0x0F0F0F0F0F0F0F0FULL) |
+                        _pdep_u64(load_u16(w + iq4xs_scales_h), 0x3030303030303030ULL);
+    const __m128i v = _mm_cvtsi64_si128((long long)ls), dup = _mm_unpacklo_epi8(v, v);
+    const __m256 d = _mm256_set1_ps(half(w + iq4xs_d));
+    const __m256i k32 = _mm256_set1_epi32(32);
+    __m256 a[2], b[2];
+    a[0] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_cvtepu8_epi32(dup), k32)), d);
+    a[1] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_cvtepu8_epi32(_mm_srli_si128(dup, 8)), k32)), d);
+    b[0] = b[1] = _mm256_setzero_ps();
+    __m256i q[8];
+    for (int k = 0; k < 8; ++k) q[k] = _mm256_shuffle_epi8(book, nibbles32(w + iq4xs_qs + 16 * k));
+    sums.template add_run<true>(x, i * QK_K, a, b, q);
   }
   sums.finish(out);
 }
@@ -913,10 +944,12 @@ static void fused_q5_0_n(const uint8_t* w, int64_t nb, const FusedRows<N>& x, fl
   });
 }
 
-template <int N> struct Q4K { static void run(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* o) { fused_q4_k_n<N>(w, nb, x, o); } };
+template <int N> struct Q4K { static void run(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* o) { fused_kq_n<false, N>(w, nb, x, o); } };
 template <int N> struct Q6K { static void run(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* o) { fused_q6_k_n<N>(w, nb, x, o); } };
 template <int N> struct Q80 { static void run(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* o) { fused_q8_0_n<N>(w, nb, x, o); } };
 template <int N> struct Q50 { static void run(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* o) { fused_q5_0_n<N>(w, nb, x, o); } };
+template <int N> struct Q5K { static void run(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* o) { fused_kq_n<true, N>(w, nb, x, o); } };
+template <int N> struct IQ4XS { static void run(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* o) { fused_iq4_xs_n<N>(w, nb, x, o); } };
 #endif
 
 // Activation rows a tile is multiplied with, taken in blocks of this many so they stay in L2

@@ -125,6 +125,9 @@ def test_amx_start_up_check_passes_on_emulated_tiles():
     # The amx table checks its tile kernel against AVX-512's once and falls back on a mismatch;
     # the same check over emulated tiles must pass, or it would disable AMX on every machine.
     if "avx512" not in cpu.supported_isas():
+        # The emulation is compiled with the AVX-512 flags (its tile epilogue is AVX-512 code):
+        # a CPU without AVX-512 cannot run it at all, and the binding refuses. The CI machine and
+        # the device machine both have AVX-512, so there this runs.
         pytest.skip("the AMX emulation needs AVX-512")
     assert _kernels.amx_emulated_selfcheck() is True
 

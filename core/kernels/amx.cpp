@@ -107,6 +107,11 @@ bool amx_request_permission() {
          (bitmask & (1ul << kXfeatureXtiledata));
 }
 
+bool amx_usable() {
+  static const bool ok = cpu_features().has_amx() && amx_request_permission();
+  return ok;
+}
+
 bool amx_selftest() { return bf16_tile_product_matches() && int8_tile_product_matches(); }
 
 namespace amx {
@@ -126,14 +131,6 @@ struct AmxTiles {
   void store_c(int32_t* p) { _tile_stored(0, p, 64); }
 };
 
-// Below this many activation rows a tile product is mostly padding: AVX-512 instead.
-constexpr int kAmxMinRows = 16;
-
-void dot_i8(const DecodedI8& w, const ActI8& x, const TileOut& o) {
-  if (o.n >= kAmxMinRows) return amx_tiles::dot_tile<AmxTiles>(w, x, o);
-  avx512::kernel_table().dot_i8(w, x, o);
-}
-
 }  // namespace
 
 const KernelTable& kernel_table() {
@@ -144,10 +141,9 @@ const KernelTable& kernel_table() {
     // prefill must not pass silently: check once, and keep AVX-512's kernel on a mismatch.
     // Only where the instructions exist: building this table must never fault (an error
     // message naming the ISAs may build it on any CPU).
-    const bool usable = cpu_features().has_amx() && amx_request_permission();
-    if (!usable) return t;
+    if (!amx_usable()) return t;
     if (amx_tiles::agrees_with_avx512<AmxTiles>()) {
-      t.dot_i8 = dot_i8;
+      t.dot_i8 = amx_tiles::dot_i8<AmxTiles>;
     } else {
       std::fprintf(stderr, "ktx: the AMX tile kernel disagrees with AVX-512 on its self-check; "
                            "prefill uses AVX-512 (please report this CPU)\n");

@@ -6,14 +6,6 @@
 
 namespace ktx {
 namespace amx_emulated {
-namespace {
-
-void dot_i8(const DecodedI8& w, const ActI8& x, const TileOut& o) {
-  if (o.n >= 16) return amx_tiles::dot_tile<amx_tiles::EmulatedTiles>(w, x, o);  // as amx.cpp
-  avx512::kernel_table().dot_i8(w, x, o);
-}
-
-}  // namespace
 
 bool selfcheck() { return amx_tiles::agrees_with_avx512<amx_tiles::EmulatedTiles>(); }
 
@@ -21,7 +13,7 @@ const KernelTable& kernel_table() {
   static const KernelTable table = [] {
     KernelTable t = avx512::kernel_table();
     t.name = "amx-emulated";
-    t.dot_i8 = dot_i8;
+    t.dot_i8 = amx_tiles::dot_i8<amx_tiles::EmulatedTiles>;
     return t;
   }();
   return table;

@@ -75,7 +75,7 @@ void dot_tile(const DecodedI8& w, const ActI8& x, const TileOut& o) {
   apack.assign((size_t)n_panels * 16 * cols, 0);
   row_of.assign((size_t)n_panels * 16, -1);
   for (int i = 0; i < o.n; ++i) {
-    row_of[i] = o.xrow ? o.xrow[i] : i;
+    row_of[i] = o.x_row(i);
     std::memcpy(&apack[(size_t)i * cols], x.q + row_of[i] * cols, cols);
   }
   Tiles tiles;
@@ -125,6 +125,13 @@ void dot_tile(const DecodedI8& w, const ActI8& x, const TileOut& o) {
     }
   }
   tiles.release();
+}
+
+// The amx tables' dot_i8: tiles for kAmxMinRows activation rows or more, AVX-512 below.
+template <class Tiles>
+void dot_i8(const DecodedI8& w, const ActI8& x, const TileOut& o) {
+  if (o.n >= kAmxMinRows) return dot_tile<Tiles>(w, x, o);
+  avx512::kernel_table().dot_i8(w, x, o);
 }
 
 // dot_tile<Tiles> against AVX-512's kernel on one random tile (32 rows of 256 values, 20

@@ -27,11 +27,6 @@ const KernelTable* table_for(const std::string& name) {
   return nullptr;
 }
 
-bool amx_usable() {
-  static const bool ok = cpu_features().has_amx() && amx_request_permission();
-  return ok;
-}
-
 std::string join(const std::vector<std::string>& v) {
   std::string s;
   for (const auto& x : v) s += (s.empty() ? "" : ", ") + x;

@@ -45,7 +45,24 @@ struct TileOut {
   float* y;
   int64_t y_stride;
   bool accumulate;
+
+  int64_t x_row(int i) const { return xrow ? xrow[i] : i; }
+  // The product of weight row r and activation row xrow(i), into its place.
+  void put(int i, int64_t r, float v) const {
+    float* dst = y + (yrow ? yrow[i] : i) * y_stride + r;
+    const float sv = yscale ? yscale[i] * v : v;
+    *dst = accumulate ? *dst + sv : sv;
+  }
 };
+
+// How many activation rows meet a weight row decides the kernel (qmatmul.cpp): up to
+// kFusedMaxRows the fused decode-and-dot kernels, kFusedRows rows per pass; from
+// kPanelMinRows the tile kernels (AVX-512: 16 tokens per register); from kAmxMinRows the AMX
+// tiles where the CPU has them (fewer would leave a tile product mostly padding).
+constexpr int kFusedRows = 4;
+constexpr int kFusedMaxRows = 7;  // two passes (4 + 3) still beat decoding to a buffer
+constexpr int kPanelMinRows = 8;
+constexpr int kAmxMinRows = 16;
 
 using QuantActFn = void (*)(const float* x, int64_t cols, int8_t* q, float* d, float* s);
 using DecodeI8Fn = void (*)(const uint8_t* src, int64_t n_blocks, int8_t* q, float* a, float* b);
@@ -85,6 +102,8 @@ bool selfcheck();  // the check the amx table makes at start-up, on the emulated
 
 // AMX (amx.cpp): ask Linux for the tile-data permission; true once granted.
 bool amx_request_permission();
+// The CPU and OS offer AMX and Linux granted the permission (asked once, then remembered).
+bool amx_usable();
 // Multiplies two small bf16 matrices on the tiles and checks the result against a scalar
 // loop: proves the toolchain, the permission and the tile configuration work together.
 bool amx_selftest();

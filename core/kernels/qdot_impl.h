@@ -18,6 +18,7 @@
 
 #include "fp16.h"
 #include "ggml_types.h"
+#include "kernel_table.h"
 
 #if defined(__AVX2__) || defined(__AVX512F__)
 #include <immintrin.h>
@@ -479,7 +480,6 @@ static inline float dot_f32(const float* w, const float* x, int64_t cols) {
 // ---- fused decode-and-dot: what the AVX-512 and AVX2 kernels share ----------------------------
 // Each fused kernel takes up to kFusedRows activation rows: the weights are read and decoded
 // once for all of them (the rows may be in K-quant order, see Activations).
-constexpr int kFusedRows = 4;
 
 template <int N>
 struct FusedRows {
@@ -956,8 +956,6 @@ template <int N> struct IQ4XS { static void run(const uint8_t* w, int64_t nb, co
 // while every row of the weight tile passes over them.
 constexpr int kTokenBlock = 16;
 
-// For r < w.rows and i < n: y[yrow(i) * y_stride + r] (+)= yscale(i) * <w row r, x row xrow(i)>
-// (xrow, yrow, yscale null: i, i, 1).
 #if defined(__AVX512F__)
 // Tiles with many activation rows, AVX-512: 16 activation rows ("tokens") per register, one
 // per 32-bit lane, packed so that 4 consecutive values of a token share a lane
@@ -973,6 +971,16 @@ struct TokenPanel {
   std::vector<float> d, s;  // [ng][16]
 };
 
+// A panel's results into the tile's output: acc[r] holds weight row r0 + r (r < nr) against
+// the panel's tokens, activation rows i0.. (lane l: row i0 + l).
+static inline void put_panel(const TileOut& o, int i0, int r0, int nr, const __m512* acc) {
+  alignas(64) float out[kTileRows][16];
+  for (int r = 0; r < nr; ++r) _mm512_store_ps(out[r], acc[r]);
+  const int n = o.n - i0 < 16 ? o.n - i0 : 16;
+  for (int l = 0; l < n; ++l)
+    for (int r = 0; r < nr; ++r) o.put(i0 + l, r0 + r, out[r][l]);
+}
+
 // Activation rows i0 .. i0 + n (n <= 16) of a tile into one panel (missing tokens stay zero).
 static void pack_panel(const ActI8& x, const int32_t* xrow, int i0, int n, int64_t cols, TokenPanel& p) {
   const int64_t ng = cols / 16;
@@ -980,7 +988,7 @@ static void pack_panel(const ActI8& x, const int32_t* xrow, int i0, int n, int64
   p.d.assign(ng * 16, 0.0f);
   p.s.assign(ng * 16, 0.0f);
   alignas(64) int32_t offset[16] = {};
-  for (int l = 0; l < n; ++l) offset[l] = (int32_t)((xrow ? xrow[i0 + l] : i0 + l) * cols / 4);  // in dwords
+  for (int l = 0; l < n; ++l) offset[l] = (int32_t)((xrow ? xrow[i0 + l] : i0 + l) * cols / 4);  // dwords
   const __m512i idx = _mm512_load_si512(offset);
   const __mmask16 live = (__mmask16)((1u << n) - 1);
   // 4 values of 16 tokens per gather: a transpose of the tokens' dwords
@@ -1007,7 +1015,6 @@ static void dot_tile_i8_panels(const DecodedI8& w, const ActI8& x, const TileOut
   if ((int)panels.size() < n_panels) panels.resize(n_panels);
   for (int pi = 0; pi < n_panels; ++pi)
     pack_panel(x, o.xrow, 16 * pi, o.n - 16 * pi < 16 ? o.n - 16 * pi : 16, cols, panels[pi]);
-  alignas(64) float out[kTileRows][16];
   for (int r0 = 0; r0 < w.rows; r0 += kTileRows) {
     const int nr = w.rows - r0 < kTileRows ? w.rows - r0 : kTileRows;
     // rows past the tile's end stay zero (their results are dropped)
@@ -1043,25 +1050,16 @@ static void dot_tile_i8_panels(const DecodedI8& w, const ActI8& x, const TileOut
           acc[r] = _mm512_fmadd_ps(sv, _mm512_set1_ps(bp[r * ng + g]), acc[r]);
         }
       }
-      for (int r = 0; r < nr; ++r) _mm512_store_ps(out[r], acc[r]);
-      const int n = o.n - 16 * pi < 16 ? o.n - 16 * pi : 16;
-      for (int l = 0; l < n; ++l) {
-        const int i = 16 * pi + l;
-        float* dst = o.y + (o.yrow ? o.yrow[i] : i) * o.y_stride + r0;
-        const float scale = o.yscale ? o.yscale[i] : 1.0f;
-        for (int r = 0; r < nr; ++r) {
-          const float v = o.yscale ? scale * out[r][l] : out[r][l];
-          dst[r] = o.accumulate ? dst[r] + v : v;
-        }
-      }
+      put_panel(o, 16 * pi, r0, nr, acc);
     }
   }
 }
 #endif
 
+// Products of every decoded weight row with every activation row of `o` (TileOut::put).
 static void dot_tile_i8(const DecodedI8& w, const ActI8& x, const TileOut& o) {
 #if defined(__AVX512F__)
-  if (o.n >= 8) return dot_tile_i8_panels(w, x, o);  // qmatmul.cpp's kPanelMinRows
+  if (o.n >= kPanelMinRows) return dot_tile_i8_panels(w, x, o);
 #endif
   const int64_t ng = w.cols / 16;
   for (int i0 = 0; i0 < o.n; i0 += kTokenBlock) {
@@ -1070,11 +1068,8 @@ static void dot_tile_i8(const DecodedI8& w, const ActI8& x, const TileOut& o) {
       const int8_t* wq = w.q + r * w.cols;
       const float *wa = w.a + r * ng, *wb = w.b + r * ng;
       for (int i = i0; i < i1; ++i) {
-        const int64_t t = o.xrow ? o.xrow[i] : i;
-        const float v = dot_i8(wq, wa, wb, x.q + t * x.cols, x.d + t * ng, x.s + t * ng, w.cols);
-        float* dst = o.y + (o.yrow ? o.yrow[i] : i) * o.y_stride + r;
-        const float sv = o.yscale ? o.yscale[i] * v : v;
-        *dst = o.accumulate ? *dst + sv : sv;
+        const int64_t t = o.x_row(i);
+        o.put(i, r, dot_i8(wq, wa, wb, x.q + t * x.cols, x.d + t * ng, x.s + t * ng, w.cols));
       }
     }
   }
@@ -1091,7 +1086,7 @@ static void dot_tile_f32_panels(const DecodedF32& w, const float* x, const TileO
   for (int p = 0; p < n_panels; ++p) {
     const int n = o.n - 16 * p < 16 ? o.n - 16 * p : 16;
     alignas(64) int32_t offset[16] = {};
-    for (int l = 0; l < n; ++l) offset[l] = (int32_t)((o.xrow ? o.xrow[16 * p + l] : 16 * p + l) * cols);
+    for (int l = 0; l < n; ++l) offset[l] = (int32_t)(o.x_row(16 * p + l) * cols);
     const __m512i idx = _mm512_load_si512(offset);
     const __mmask16 live = (__mmask16)((1u << n) - 1);
     float* dst = &panels[(size_t)p * cols * 16];
@@ -1100,7 +1095,6 @@ static void dot_tile_f32_panels(const DecodedF32& w, const float* x, const TileO
                                                                _mm512_add_epi32(idx, _mm512_set1_epi32((int)k)), x, 4));
   }
   static thread_local std::vector<float> rows8;
-  alignas(64) float out[kTileRows][16];
   for (int r0 = 0; r0 < w.rows; r0 += kTileRows) {
     const int nr = w.rows - r0 < kTileRows ? w.rows - r0 : kTileRows;
     rows8.assign((size_t)kTileRows * cols, 0.0f);  // rows past the end stay zero
@@ -1113,16 +1107,7 @@ static void dot_tile_f32_panels(const DecodedF32& w, const float* x, const TileO
         const __m512 xv = _mm512_loadu_ps(panel + k * 16);
         for (int r = 0; r < kTileRows; ++r) acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(rows8[r * cols + k]), xv, acc[r]);
       }
-      for (int r = 0; r < nr; ++r) _mm512_store_ps(out[r], acc[r]);
-      const int n = o.n - 16 * p < 16 ? o.n - 16 * p : 16;
-      for (int l = 0; l < n; ++l) {
-        const int i = 16 * p + l;
-        float* dst = o.y + (o.yrow ? o.yrow[i] : i) * o.y_stride + r0;
-        for (int r = 0; r < nr; ++r) {
-          const float v = o.yscale ? o.yscale[i] * out[r][l] : out[r][l];
-          dst[r] = o.accumulate ? dst[r] + v : v;
-        }
-      }
+      put_panel(o, 16 * p, r0, nr, acc);
     }
   }
 }
@@ -1130,18 +1115,12 @@ static void dot_tile_f32_panels(const DecodedF32& w, const float* x, const TileO
 
 static void dot_tile_f32(const DecodedF32& w, const float* x, const TileOut& o) {
 #if defined(__AVX512F__)
-  if (o.n >= 8) return dot_tile_f32_panels(w, x, o);  // qmatmul.cpp's kPanelMinRows
+  if (o.n >= kPanelMinRows) return dot_tile_f32_panels(w, x, o);
 #endif
   for (int i0 = 0; i0 < o.n; i0 += kTokenBlock) {
     const int i1 = i0 + kTokenBlock < o.n ? i0 + kTokenBlock : o.n;
     for (int r = 0; r < w.rows; ++r)
-      for (int i = i0; i < i1; ++i) {
-        const int64_t t = o.xrow ? o.xrow[i] : i;
-        const float v = dot_f32(w.w + r * w.cols, x + t * w.cols, w.cols);
-        float* dst = o.y + (o.yrow ? o.yrow[i] : i) * o.y_stride + r;
-        const float sv = o.yscale ? o.yscale[i] * v : v;
-        *dst = o.accumulate ? *dst + sv : sv;
-      }
+      for (int i = i0; i < i1; ++i) o.put(i, r, dot_f32(w.w + r * w.cols, x + o.x_row(i) * w.cols, w.cols));
   }
 }
 

@@ -35,11 +35,6 @@ bool wants_kq(const KernelTable& t, int type, bool exact) {
 }
 
 namespace {
-// Activation rows at most this many use the fused kernels; more amortize a decoded tile.
-constexpr int kFusedMaxRows = 7;  // two passes (4 + 3) still beat decoding to a buffer
-// From this many activation rows the tile kernels (AVX-512: 16 tokens per register) win;
-// below, rows are decoded and used one at a time.
-constexpr int kPanelMinRows = 8;
 // How far ahead of the row being decoded to prefetch (at least two rows).
 constexpr int64_t kPrefetchBytes = 64 << 10;
 }  // namespace
@@ -95,13 +90,6 @@ inline void prefetch_row(const uint8_t* p, int64_t bytes) {
   for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off, 0, 1);  // prefetcht2: L2
 }
 
-// One product into the tile's output (see TileOut).
-inline void store(const TileOut& o, int i, int r, float v) {
-  float* dst = o.y + (o.yrow ? o.yrow[i] : i) * o.y_stride + r;
-  const float sv = o.yscale ? o.yscale[i] * v : v;
-  *dst = o.accumulate ? *dst + sv : sv;
-}
-
 Scratch& thread_scratch() {
   static thread_local Scratch s;
   return s;
@@ -123,26 +111,26 @@ void tile_product(const KernelTable& t, const QMatrix& m, int64_t r0, int nr, co
     const uint8_t* p = src + r * rb + ahead;
     if (p + rb <= end) prefetch_row(p, rb);
   };
-  // Fused kernels: up to 4 activation rows per pass over a weight row.
+  // Fused kernels: up to kFusedRows activation rows per pass over a weight row.
   const bool fused_i8 = int8 && t.fused[m.type] && (!t.fused_kq_order[m.type] || x.has_kq());
   const bool fused_f = !int8 && t.fused_f32[m.type];
   if (o.n <= kFusedMaxRows && (fused_i8 || fused_f)) {
     const ActI8 a = fused_i8 && t.fused_kq_order[m.type] ? x.int8_kq() : x.int8();
-    const int8_t* q[4];
-    const float *d[4], *sc[4], *f[4];
-    float v[4];
+    const int8_t* q[kFusedRows];
+    const float *d[kFusedRows], *sc[kFusedRows], *f[kFusedRows];
+    float v[kFusedRows];
     for (int r = 0; r < nr; ++r) {
       prefetch_ahead(r);
-      for (int i0 = 0; i0 < o.n; i0 += 4) {
-        const int n = o.n - i0 < 4 ? o.n - i0 : 4;
+      for (int i0 = 0; i0 < o.n; i0 += kFusedRows) {
+        const int n = o.n - i0 < kFusedRows ? o.n - i0 : kFusedRows;
         for (int k = 0; k < n; ++k) {
-          const int64_t row = o.xrow ? o.xrow[i0 + k] : i0 + k;
+          const int64_t row = o.x_row(i0 + k);
           if (fused_i8) q[k] = a.q + row * m.cols, d[k] = a.d + row * ng, sc[k] = a.s + row * ng;
           else f[k] = x.f + row * m.cols;
         }
         if (fused_i8) t.fused[m.type](src + r * rb, nb, q, d, sc, n, v);
         else t.fused_f32[m.type](src + r * rb, nb, f, n, v);
-        for (int k = 0; k < n; ++k) store(o, i0 + k, r, v[k]);
+        for (int k = 0; k < n; ++k) o.put(i0 + k, r, v[k]);
       }
     }
     return;

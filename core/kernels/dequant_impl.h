@@ -10,7 +10,7 @@
 #include "fp16.h"
 #include "ggml_types.h"
 
-#if defined(__AVX512F__) || defined(__AVX2__)
+#if defined(__AVX512F__) || defined(__AVX2__) || defined(__BMI2__)
 #include <immintrin.h>
 #endif
 
@@ -147,16 +147,19 @@ static void dq_q3_k(const uint8_t* __restrict b, float* __restrict y, int64_t nb
   }
 }
 
-// The 6-bit scale and min of sub-block j (0..7) in the 12-byte K-quant scale field.
-static inline void scale_min_k4(int j, const uint8_t* s, int& sc, int& mn) {
-  if (j < 4) {
-    sc = s[j] & 63;
-    mn = s[j + 4] & 63;
-  } else {
-    sc = (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4);
-    mn = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
-  }
+// The 12-byte K-quant scale field -> 8 six-bit scales and 8 mins, one byte each (byte j of
+// the result is sub-block j's): sub-block j < 4 keeps the low 6 bits of bytes j (scale) and
+// j + 4 (min); j >= 4 takes a nibble of byte j + 4 and the top two bits of bytes j - 4 (scale)
+// and j (min). Four bytes at a time; the int8 kernels (qdot_impl.h) use it too.
+static inline uint64_t kq_unpack(const uint8_t* s, uint64_t& mins) {
+  const uint32_t w0 = load_u32(s), w1 = load_u32(s + 4), w2 = load_u32(s + 8);
+  const uint64_t sc = (uint64_t)(w0 & 0x3F3F3F3Fu) |
+                      (uint64_t)((w2 & 0x0F0F0F0Fu) | ((w0 >> 2) & 0x30303030u)) << 32;
+  mins = (uint64_t)(w1 & 0x3F3F3F3Fu) | (uint64_t)(((w2 >> 4) & 0x0F0F0F0Fu) | ((w1 >> 2) & 0x30303030u)) << 32;
+  return sc;
 }
+
+static inline int byte_of(uint64_t v, int j) { return (int)((v >> (8 * j)) & 0xFF); }
 
 // Q4_K: 8 sub-blocks of 32: y = (d*sc) * q - (dmin*mn). Element g*64 + s*32 + j is
 // nibble s of qs[g*32 + j].
@@ -165,10 +168,10 @@ static void dq_q4_k(const uint8_t* b, float* y, int64_t nb) {
   for (int64_t i = 0; i < nb; ++i, b += 144, y += QK_K) {
     const float d = fp16_to_fp32(b + q4k_d), dmin = fp16_to_fp32(b + q4k_dmin);
     const uint8_t* qs = b + q4k_qs;
+    uint64_t mns;
+    const uint64_t scs = kq_unpack(b + q4k_scales, mns);
     for (int sb = 0; sb < 8; ++sb) {
-      int sc, mn;
-      scale_min_k4(sb, b + q4k_scales, sc, mn);
-      const float dl = d * (float)sc, ml = dmin * (float)mn;
+      const float dl = d * (float)byte_of(scs, sb), ml = dmin * (float)byte_of(mns, sb);
       const uint8_t* q = qs + (sb / 2) * 32;
       const int shift = 4 * (sb % 2);
       float* out = y + sb * 32;
@@ -184,10 +187,10 @@ static void dq_q5_k(const uint8_t* b, float* y, int64_t nb) {
     const float d = fp16_to_fp32(b + q5k_d), dmin = fp16_to_fp32(b + q5k_dmin);
     const uint8_t* qh = b + q5k_qh;
     const uint8_t* qs = b + q5k_qs;
+    uint64_t mns;
+    const uint64_t scs = kq_unpack(b + q5k_scales, mns);
     for (int sb = 0; sb < 8; ++sb) {
-      int sc, mn;
-      scale_min_k4(sb, b + q5k_scales, sc, mn);
-      const float dl = d * (float)sc, ml = dmin * (float)mn;
+      const float dl = d * (float)byte_of(scs, sb), ml = dmin * (float)byte_of(mns, sb);
       const uint8_t* q = qs + (sb / 2) * 32;
       const int shift = 4 * (sb % 2);
       float* out = y + sb * 32;
@@ -249,18 +252,33 @@ static void dq_iq4_nl(const uint8_t* b, float* y, int64_t nb) {
   for (int64_t i = 0; i < nb; ++i, b += 18, y += 32) iq4_run(b + 2, fp16_to_fp32(b), y);
 }
 
-// IQ4_XS: 8 sub-blocks of 32 with 6-bit signed scales (low nibbles in scales_l, high pairs of
-// bits in scales_h); within a sub-block, IQ4_NL's nibble order over 16 bytes.
+// IQ4_XS's eight 6-bit sub-block scales (before the -32), one byte each: low nibbles from
+// scales_l, high pairs of bits from scales_h (deposited into the bytes with pdep on BMI2).
+static inline uint64_t iq4xs_scales(const uint8_t* b) {
+  using namespace layout;
+#if defined(__BMI2__)
+  return _pdep_u64(load_u32(b + iq4xs_scales_l), 0x0F0F0F0F0F0F0F0FULL) |
+         _pdep_u64(load_u16(b + iq4xs_scales_h), 0x3030303030303030ULL);
+#else
+  const uint16_t sh = load_u16(b + iq4xs_scales_h);
+  uint64_t v = 0;
+  for (int sb = 0; sb < 8; ++sb) {
+    const uint64_t lo = (b[iq4xs_scales_l + sb / 2] >> (4 * (sb % 2))) & 0xF, hi = (sh >> (2 * sb)) & 3;
+    v |= (lo | (hi << 4)) << (8 * sb);
+  }
+  return v;
+#endif
+}
+
+// IQ4_XS: 8 sub-blocks of 32 with 6-bit signed scales (iq4xs_scales); within a sub-block,
+// IQ4_NL's nibble order over 16 bytes.
 static void dq_iq4_xs(const uint8_t* b, float* y, int64_t nb) {
   using namespace layout;
   for (int64_t i = 0; i < nb; ++i, b += 136, y += QK_K) {
     const float d = fp16_to_fp32(b + iq4xs_d);
-    const uint16_t sh = load_u16(b + iq4xs_scales_h);
-    const uint8_t* sl = b + iq4xs_scales_l;
+    const uint64_t ls = iq4xs_scales(b);
     for (int sb = 0; sb < 8; ++sb) {
-      const int lo = (sl[sb / 2] >> (4 * (sb % 2))) & 0xF;
-      const int hi = (sh >> (2 * sb)) & 3;
-      const float dl = d * (float)((int8_t)(lo | (hi << 4)) - 32);
+      const float dl = d * (float)(byte_of(ls, sb) - 32);
       iq4_run(b + iq4xs_qs + sb * 16, dl, y + sb * 32);
     }
   }

@@ -81,21 +81,6 @@ static void quantize_act(const float* x, int64_t cols, int8_t* q, float* d, floa
 
 // ---- weight decoders: n_blocks blocks -> q (block_size int8), a and b (block_size / 16) ----
 
-// 16 bytes of nibbles -> 32 code-book values (low nibbles first), IQ4_NL / IQ4_XS order.
-static inline void iq4_bytes(const uint8_t* qs, int8_t* out) {
-#if defined(__AVX2__)
-  const __m128i book = _mm_loadu_si128(reinterpret_cast<const __m128i*>(kIQ4Values));
-  const __m128i nib = _mm_set1_epi8(0x0F);
-  const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(out), _mm_shuffle_epi8(book, _mm_and_si128(v, nib)));
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 16),
-                   _mm_shuffle_epi8(book, _mm_and_si128(_mm_srli_epi16(v, 4), nib)));
-#else
-  for (int j = 0; j < 16; ++j) out[j] = kIQ4Values[qs[j] & 0xF];
-  for (int j = 0; j < 16; ++j) out[j + 16] = kIQ4Values[qs[j] >> 4];
-#endif
-}
-
 static inline void set2(float* p, float v) { p[0] = p[1] = v; }
 
 // IEEE half -> float: one instruction with F16C (every AVX2 build has it).
@@ -134,6 +119,68 @@ static inline __m256i nibbles32(const uint8_t* qs) {
   return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m), _mm_and_si128(v, m));
 }
 
+// 16 bytes of nibbles -> 32 values of a 16-entry byte table (low nibbles first): IQ4_NL and
+// IQ4_XS sub-blocks; `book` holds the table in both lanes.
+static inline __m256i book32(__m256i book, const uint8_t* qs) { return _mm256_shuffle_epi8(book, nibbles32(qs)); }
+
+static inline __m256i iq4_book() { return _mm256_broadcastsi128_si256(load128(kIQ4Values)); }
+
+// A Q5_0 / Q5_1 block's 32 unsigned 5-bit values: nibbles, and bit j of qh as element j's fifth.
+static inline __m256i q5_values(const uint8_t* qs, uint32_t qh) {
+  return _mm256_or_si256(nibbles32(qs), _mm256_and_si256(bits_to_bytes(qh), _mm256_set1_epi8(0x10)));
+}
+
+// A Q4_K / Q5_K super-block's 256 unsigned values in element order, 32 per register: run j
+// of 32 bytes of qs holds sub-blocks 2j (low nibbles) and 2j + 1 (high); Q5_K's fifth bit of
+// sub-block s is bit s of qh[l].
+template <bool kFive>
+static inline void kq_values(const uint8_t* w, __m256i q[8]) {
+  const __m256i m4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
+  const uint8_t* qs = w + (kFive ? layout::q5k_qs : layout::q4k_qs);
+  for (int j = 0; j < 4; ++j) {
+    const __m256i v = load256(qs + 32 * j);
+    q[2 * j] = _mm256_and_si256(v, m4);
+    q[2 * j + 1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+    if (kFive) {
+      const __m256i hb = load256(w + layout::q5k_qh);
+      q[2 * j] = _mm256_or_si256(q[2 * j], _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * j), one), 4));
+      q[2 * j + 1] =
+          _mm256_or_si256(q[2 * j + 1], _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * j + 1), one), 4));
+    }
+  }
+}
+
+// A Q6_K super-block's 256 unsigned 6-bit values (w = d * sc * (q - 32)) in element order:
+// per half h, ql's low then high nibbles of its two 32-byte runs, with bits 2t..2t+1 of qh
+// as the high pair of run t.
+static inline void q6k_values(const uint8_t* w, __m256i q[8]) {
+  using namespace layout;
+  const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(3);
+  for (int h = 0; h < 2; ++h) {
+    const __m256i l0 = load256(w + q6k_ql + 64 * h), l1 = load256(w + q6k_ql + 64 * h + 32);
+    const __m256i hb = load256(w + q6k_qh + 32 * h);
+    auto hi2 = [&](int shift) { return _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, shift), m2), 4); };
+    q[4 * h] = _mm256_or_si256(_mm256_and_si256(l0, m4), hi2(0));
+    q[4 * h + 1] = _mm256_or_si256(_mm256_and_si256(l1, m4), hi2(2));
+    q[4 * h + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), hi2(4));
+    q[4 * h + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), hi2(6));
+  }
+}
+
+// 32 weight bytes times 32 activation bytes without VNNI: maddubs (unsigned x signed bytes,
+// pairs to 16 bits) then madd (pairs to 32 bits): 8 lanes, 4 per group of 16. Unsigned weights
+// must stay below 64 (2 * 63 * 127 < 2^15); signed ones go through the sign trick (|q| <= 128
+// times x with q's sign; |x| <= 127).
+static inline __m256 prod_unsigned(__m256i w, const int8_t* x) {
+  const __m256i p = _mm256_maddubs_epi16(w, load256(x));
+  return _mm256_cvtepi32_ps(_mm256_madd_epi16(p, _mm256_set1_epi16(1)));
+}
+
+static inline __m256 prod_signed(__m256i w, const int8_t* x) {
+  const __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(load256(x), w));
+  return _mm256_cvtepi32_ps(_mm256_madd_epi16(p, _mm256_set1_epi16(1)));
+}
+
 // 16 per-group values from 16 bytes (signed or unsigned) times f -> out[16] floats.
 static inline void bytes_times(__m128i b, bool is_signed, float f, float* out) {
 #if defined(__AVX512F__)
@@ -149,15 +196,14 @@ static inline void bytes_times(__m128i b, bool is_signed, float f, float* out) {
 }
 #endif
 
-// The 12-byte K-quant scale field -> 8 six-bit scales and 8 mins (bytes): sub-block j < 4
-// keeps the low 6 bits of bytes j (scale) and j + 4 (min); j >= 4 takes a nibble of byte j + 4
-// and the top two bits of bytes j - 4 (scale) and j (min).
-static inline uint64_t kq_unpack(const uint8_t* s, uint64_t& mins) {
-  const uint32_t w0 = load_u32(s), w1 = load_u32(s + 4), w2 = load_u32(s + 8);
-  const uint64_t sc = (uint64_t)(w0 & 0x3F3F3F3Fu) |
-                      (uint64_t)((w2 & 0x0F0F0F0Fu) | ((w0 >> 2) & 0x30303030u)) << 32;
-  mins = (uint64_t)(w1 & 0x3F3F3F3Fu) | (uint64_t)(((w2 >> 4) & 0x0F0F0F0Fu) | ((w1 >> 2) & 0x30303030u)) << 32;
-  return sc;
+// 16 bytes of nibbles -> 32 code-book values (low nibbles first), IQ4_NL / IQ4_XS order.
+static inline void iq4_bytes(const uint8_t* qs, int8_t* out) {
+#if defined(__AVX2__)
+  store256(out, book32(iq4_book(), qs));
+#else
+  for (int j = 0; j < 16; ++j) out[j] = kIQ4Values[qs[j] & 0xF];
+  for (int j = 0; j < 16; ++j) out[j + 16] = kIQ4Values[qs[j] >> 4];
+#endif
 }
 
 // a[g] = d * sc, b[g] = -(dmin * mn) for the 16 groups of 16 of a K-quant super-block (each
@@ -203,15 +249,15 @@ static void dec_q4_1(const uint8_t* w, int64_t nb, int8_t* q, float* a, float* b
   for (int64_t i = 0; i < nb; ++i, w += 20, q += 32, a += 2, b += 2) {
     for (int j = 0; j < 16; ++j) q[j] = (int8_t)(w[4 + j] & 0xF);
     for (int j = 0; j < 16; ++j) q[j + 16] = (int8_t)(w[4 + j] >> 4);
-    set2(a, fp16_to_fp32(w));
-    set2(b, fp16_to_fp32(w + 2));
+    set2(a, half(w));
+    set2(b, half(w + 2));
   }
 }
 
 static void dec_iq4_nl(const uint8_t* w, int64_t nb, int8_t* q, float* a, float* b) {
   for (int64_t i = 0; i < nb; ++i, w += 18, q += 32, a += 2, b += 2) {
     iq4_bytes(w + 2, q);
-    set2(a, fp16_to_fp32(w));
+    set2(a, half(w));
     set2(b, 0.0f);
   }
 }
@@ -219,8 +265,7 @@ static void dec_iq4_nl(const uint8_t* w, int64_t nb, int8_t* q, float* a, float*
 // Q5_0 / Q5_1: the fifth bit of element j is bit j of the little-endian u32 qh.
 static inline void q5_bytes(const uint8_t* qs, uint32_t qh, int offset, int8_t* q) {
 #if defined(__AVX2__)
-  const __m256i v = _mm256_or_si256(nibbles32(qs), _mm256_and_si256(bits_to_bytes(qh), _mm256_set1_epi8(0x10)));
-  store256(q, _mm256_sub_epi8(v, _mm256_set1_epi8((char)offset)));
+  store256(q, _mm256_sub_epi8(q5_values(qs, qh), _mm256_set1_epi8((char)offset)));
   return;
 #endif
   for (int j = 0; j < 16; ++j) {
@@ -240,56 +285,32 @@ static void dec_q5_0(const uint8_t* w, int64_t nb, int8_t* q, float* a, float* b
 static void dec_q5_1(const uint8_t* w, int64_t nb, int8_t* q, float* a, float* b) {
   for (int64_t i = 0; i < nb; ++i, w += 24, q += 32, a += 2, b += 2) {
     q5_bytes(w + 8, load_u32(w + 4), 0, q);
-    set2(a, fp16_to_fp32(w));
-    set2(b, fp16_to_fp32(w + 2));
+    set2(a, half(w));
+    set2(b, half(w + 2));
   }
 }
 
-// Q4_K / Q5_K: w = (d*sc) * q - dmin*mn per sub-block of 32 (q unsigned, 4 or 5 bits).
-static void dec_q4_k(const uint8_t* w, int64_t nb, int8_t* q, float* a, float* b) {
+// Q4_K / Q5_K: w = (d*sc) * q - dmin*mn per sub-block of 32 (q unsigned, 4 or 5 bits). Run
+// g of 32 qs bytes holds sub-blocks 2g (low nibbles) and 2g + 1; Q5_K's fifth bit of sub-block
+// s is bit s of qh[j].
+template <bool kFive>
+static void dec_kq(const uint8_t* w, int64_t nb, int8_t* q, float* a, float* b) {
   using namespace layout;
-  for (int64_t i = 0; i < nb; ++i, w += 144, q += QK_K, a += 16, b += 16) {
-    kq_ab(w + q4k_scales, half(w + q4k_d), half(w + q4k_dmin), a, b);
-    const uint8_t* qs = w + q4k_qs;
+  const int bytes = kFive ? 176 : 144;
+  for (int64_t i = 0; i < nb; ++i, w += bytes, q += QK_K, a += 16, b += 16) {
+    kq_ab(w + q4k_scales, half(w + q4k_d), half(w + q4k_dmin), a, b);  // same fields in Q5_K
 #if defined(__AVX2__)
-    const __m256i m = _mm256_set1_epi8(0x0F);
-    for (int g = 0; g < 4; ++g) {
-      const __m256i v = load256(qs + 32 * g);
-      store256(q + 64 * g, _mm256_and_si256(v, m));
-      store256(q + 64 * g + 32, _mm256_and_si256(_mm256_srli_epi16(v, 4), m));
-    }
+    __m256i v[8];
+    kq_values<kFive>(w, v);
+    for (int k = 0; k < 8; ++k) store256(q + 32 * k, v[k]);
 #else
-    for (int g = 0; g < 4; ++g)
-      for (int j = 0; j < 32; ++j) {
-        q[g * 64 + j] = (int8_t)(qs[g * 32 + j] & 0xF);
-        q[g * 64 + 32 + j] = (int8_t)(qs[g * 32 + j] >> 4);
-      }
-#endif
-  }
-}
-
-static void dec_q5_k(const uint8_t* w, int64_t nb, int8_t* q, float* a, float* b) {
-  using namespace layout;
-  for (int64_t i = 0; i < nb; ++i, w += 176, q += QK_K, a += 16, b += 16) {
-    kq_ab(w + q5k_scales, half(w + q5k_d), half(w + q5k_dmin), a, b);
+    const uint8_t* qs = w + (kFive ? q5k_qs : q4k_qs);
     const uint8_t* qh = w + q5k_qh;
-    const uint8_t* qs = w + q5k_qs;
-#if defined(__AVX2__)
-    const __m256i m = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
-    const __m256i h = load256(qh);
-    for (int g = 0; g < 4; ++g) {
-      const __m256i v = load256(qs + 32 * g);
-      // bit 2g (low nibbles) and 2g + 1 (high nibbles) of qh[j], moved to bit 4
-      const __m256i h0 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 2 * g), one), 4);
-      const __m256i h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 2 * g + 1), one), 4);
-      store256(q + 64 * g, _mm256_or_si256(_mm256_and_si256(v, m), h0));
-      store256(q + 64 * g + 32, _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), m), h1));
-    }
-#else
     for (int g = 0; g < 4; ++g)
       for (int j = 0; j < 32; ++j) {
-        q[g * 64 + j] = (int8_t)((qs[g * 32 + j] & 0xF) | (((qh[j] >> (2 * g)) & 1) << 4));
-        q[g * 64 + 32 + j] = (int8_t)((qs[g * 32 + j] >> 4) | (((qh[j] >> (2 * g + 1)) & 1) << 4));
+        const int h0 = kFive ? ((qh[j] >> (2 * g)) & 1) << 4 : 0, h1 = kFive ? ((qh[j] >> (2 * g + 1)) & 1) << 4 : 0;
+        q[g * 64 + j] = (int8_t)((qs[g * 32 + j] & 0xF) | h0);
+        q[g * 64 + 32 + j] = (int8_t)((qs[g * 32 + j] >> 4) | h1);
       }
 #endif
   }
@@ -304,19 +325,9 @@ static void dec_q6_k(const uint8_t* w, int64_t nb, int8_t* q, float* a, float* b
 #if defined(__AVX2__)
     bytes_times(load128(sc), true, d, a);
     std::memset(b, 0, 16 * sizeof(float));
-    const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(3), k32 = _mm256_set1_epi8(32);
-    for (int h = 0; h < 2; ++h) {
-      const __m256i l0 = load256(w + q6k_ql + 64 * h), l1 = load256(w + q6k_ql + 64 * h + 32);
-      const __m256i hb = load256(w + q6k_qh + 32 * h);
-      auto hi2 = [&](int shift) {  // bits shift..shift+1 of qh, moved to bits 4..5
-        return _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, shift), m2), 4);
-      };
-      int8_t* o = q + 128 * h;
-      store256(o, _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(l0, m4), hi2(0)), k32));
-      store256(o + 32, _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(l1, m4), hi2(2)), k32));
-      store256(o + 64, _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), hi2(4)), k32));
-      store256(o + 96, _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), hi2(6)), k32));
-    }
+    __m256i v[8];
+    q6k_values(w, v);
+    for (int k = 0; k < 8; ++k) store256(q + 32 * k, _mm256_sub_epi8(v[k], _mm256_set1_epi8(32)));
 #else
     for (int g = 0; g < 16; ++g) {
       a[g] = d * (float)sc[g];
@@ -341,11 +352,9 @@ static void dec_iq4_xs(const uint8_t* w, int64_t nb, int8_t* q, float* a, float*
   using namespace layout;
   for (int64_t i = 0; i < nb; ++i, w += 136, q += QK_K, a += 16, b += 16) {
     const float d = half(w + iq4xs_d);
-    const uint16_t sh = load_u16(w + iq4xs_scales_h);
-    const uint8_t* sl = w + iq4xs_scales_l;
+    const uint64_t ls = iq4xs_scales(w);
     for (int sb = 0; sb < 8; ++sb) {
-      const int lo = (sl[sb / 2] >> (4 * (sb % 2))) & 0xF, hi = (sh >> (2 * sb)) & 3;
-      set2(a + 2 * sb, d * (float)((lo | (hi << 4)) - 32));
+      set2(a + 2 * sb, d * (float)(byte_of(ls, sb) - 32));
       set2(b + 2 * sb, 0.0f);
       iq4_bytes(w + iq4xs_qs + sb * 16, q + sb * 32);
     }
@@ -353,6 +362,20 @@ static void dec_iq4_xs(const uint8_t* w, int64_t nb, int8_t* q, float* a, float*
 }
 
 // ---- dot products ------------------------------------------------------------------------
+
+#if defined(__AVX512F__)
+// A VNNI product of 64 unsigned weight bytes with 64 activation bytes: lane l holds bytes
+// 4l..4l+3, i.e. group 4k + l / 4 of a run of 256 for the k-th 64 bytes (lane_groups(k)),
+// scaled by that group's c and added to acc.
+static inline __m512i lane_groups(int k) {
+  return _mm512_add_epi32(_mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0), _mm512_set1_epi32(4 * k));
+}
+
+static inline __m512 fma_groups(__m512i w, const int8_t* x, __m512 c, __m512i lanes, __m512 acc) {
+  const __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, _mm512_loadu_si512(x));
+  return _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_permutexvar_ps(lanes, c), acc);
+}
+#endif
 
 // <w, x> for one decoded weight row and one quantized activation row; cols % 32 == 0.
 static inline float dot_i8(const int8_t* wq, const float* wa, const float* wb, const int8_t* xq, const float* xd,
@@ -362,34 +385,27 @@ static inline float dot_i8(const int8_t* wq, const float* wa, const float* wb, c
   // VNNI multiplies unsigned by signed bytes: feed q + 128 (an xor), and take 128 * a * s
   // back out with the offsets, where s = d * sum(x) per group.
   const __m512i flip = _mm512_set1_epi8((char)0x80);
-  // lane l of a 64-byte product covers bytes 4l..4l+3: group 4k + l / 4 of the run of 256
-  const __m512i lanes0 = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
-  const __m512i four = _mm512_set1_epi32(4);
   __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-  auto chunk = [&](int64_t at, __m512 c, __m512i lanes, __m512& sum) {
-    const __m512i u = _mm512_xor_si512(_mm512_loadu_si512(wq + at), flip);
-    const __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, _mm512_loadu_si512(xq + at));
-    sum = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_permutexvar_ps(lanes, c), sum);
+  auto chunk = [&](int64_t at, __m512 c, int k) {
+    acc[k] = fma_groups(_mm512_xor_si512(_mm512_loadu_si512(wq + at), flip), xq + at, c, lane_groups(k), acc[k]);
   };
   int64_t i = 0;
   for (; i + 256 <= cols; i += 256) {
     const __m512 c = _mm512_mul_ps(_mm512_loadu_ps(wa + i / 16), _mm512_loadu_ps(xd + i / 16));
-    __m512i lanes = lanes0;
-    for (int k = 0; k < 4; ++k, lanes = _mm512_add_epi32(lanes, four)) chunk(i + 64 * k, c, lanes, acc[k]);
+    for (int k = 0; k < 4; ++k) chunk(i + 64 * k, c, k);
   }
   if (i < cols) {  // under 256 left, in runs of 32
     const int64_t left_groups = (cols - i) / 16;
     const __mmask16 m = (__mmask16)((1u << left_groups) - 1);
     const __m512 c = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, wa + i / 16), _mm512_maskz_loadu_ps(m, xd + i / 16));
-    __m512i lanes = lanes0;
     int k = 0;
-    for (; i + 64 <= cols; i += 64, ++k, lanes = _mm512_add_epi32(lanes, four)) chunk(i, c, lanes, acc[k]);
+    for (; i + 64 <= cols; i += 64, ++k) chunk(i, c, k);
     if (i < cols) {  // 32 left: zero the upper half of the bytes
       const __m512i u = _mm512_xor_si512(
           _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(wq + i))), flip);
       const __m512i x = _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + i)));
       const __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, x);
-      acc[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_permutexvar_ps(lanes, c), acc[k]);
+      acc[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_permutexvar_ps(lane_groups(k), c), acc[k]);
     }
   }
   const __m512 k128 = _mm512_set1_ps(128.0f);
@@ -401,19 +417,12 @@ static inline float dot_i8(const int8_t* wq, const float* wa, const float* wb, c
   }
   return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(_mm512_add_ps(acc[2], acc[3]), off)));
 #elif defined(__AVX2__)
-  // maddubs multiplies unsigned by signed bytes with 16-bit saturation: |q| (<= 128) times x
-  // with q's sign (|x| <= 127) keeps each pair below 2^15.
-  const __m256i ones = _mm256_set1_epi16(1);
+  // maddubs with the sign trick (prod_signed): the decoded q are signed.
   const __m256i lo_lanes = _mm256_set_epi32(1, 1, 1, 1, 0, 0, 0, 0);
   const __m256i hi_lanes = _mm256_set_epi32(3, 3, 3, 3, 2, 2, 2, 2);
   __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
   int64_t i = 0;
-  auto prod = [&](int64_t k) {
-    const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wq + k));
-    const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + k));
-    return _mm256_cvtepi32_ps(
-        _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w)), ones));
-  };
+  auto prod = [&](int64_t k) { return prod_signed(load256(wq + k), xq + k); };
   for (; i + 64 <= cols; i += 64) {
     const __m256 c = _mm256_castps128_ps256(_mm_mul_ps(_mm_loadu_ps(wa + i / 16), _mm_loadu_ps(xd + i / 16)));
     acc0 = _mm256_fmadd_ps(prod(i), _mm256_permutevar8x32_ps(c, lo_lanes), acc0);
@@ -515,15 +524,6 @@ static void fused_rows(const uint8_t* w, int64_t nb, const int8_t* const* q, con
 // The 4- and 5-bit K-quants keep their values unsigned (the mins are offsets), so they feed
 // VNNI directly; their nibble layout pairs elements 0-31 with 64-95 (and 32-63 with 96-127)
 // in each run of 128, so they take activations stored in that order (kq_order below).
-
-static inline __m512i lane_groups(int k) {  // lane l of product k -> group 4k + l / 4
-  return _mm512_add_epi32(_mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0), _mm512_set1_epi32(4 * k));
-}
-
-static inline __m512 fma_groups(__m512i w, const int8_t* x, __m512 c, __m512i lanes, __m512 acc) {
-  const __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, _mm512_loadu_si512(x));
-  return _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_permutexvar_ps(lanes, c), acc);
-}
 
 // 8 sub-block bytes (K order, one per group of 16) times f.
 static inline __m512 kq_groups(uint64_t bytes, float f) {
@@ -697,8 +697,6 @@ static void fused_q4_0_n(const uint8_t* w, int64_t nb, const FusedRows<N>& x, fl
 }
 
 // IQ4_XS: the code book shifted by 128 is unsigned; w = dl * (u - 128) per sub-block of 32.
-// The eight 6-bit scales: low nibbles from scales_l, high pairs of bits from scales_h
-// (deposited into bytes with pdep).
 template <int N>
 static void fused_iq4_xs_n(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* out) {
   using namespace layout;
@@ -706,12 +704,10 @@ static void fused_iq4_xs_n(const uint8_t* w, int64_t nb, const FusedRows<N>& x, 
   for (int j = 0; j < 16; ++j) book_u[j] = (int8_t)(kIQ4Values[j] + 128);
   const __m256i book = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(book_u)));
   const __m512 k128 = _mm512_set1_ps(-128.0f);
-  auto sub = [&](const uint8_t* qs) { return _mm256_shuffle_epi8(book, nibbles32(qs)); };
+  auto sub = [&](const uint8_t* qs) { return book32(book, qs); };
   RowSums<N> sums;
   for (int64_t i = 0; i < nb; ++i, w += 136) {
-    const uint64_t ls = _pdep_u64(load_u32(w + iq4xs_scales_l), 0x0F0F0F0F0F0F0F0FULL) |
-                        _pdep_u64(load_u16(w + iq4xs_scales_h), 0x3030303030303030ULL);
-    const __m128i v = _mm_cvtsi64_si128((long long)ls);
+    const __m128i v = _mm_cvtsi64_si128((long long)iq4xs_scales(w));
     const __m512i ls16 = _mm512_sub_epi32(_mm512_cvtepu8_epi32(_mm_unpacklo_epi8(v, v)), _mm512_set1_epi32(32));
     const __m512 a = _mm512_mul_ps(_mm512_cvtepi32_ps(ls16), _mm512_set1_ps(half(w + iq4xs_d)));
     const __m512 b = _mm512_mul_ps(a, k128);
@@ -759,19 +755,7 @@ static void fused_bf16(const uint8_t* w, int64_t n, const float* const* x, int r
 
 #if defined(__AVX2__) && !defined(__AVX512F__)
 // ---- fused decode-and-dot, AVX2 --------------------------------------------------------------
-// As the AVX-512 kernels, in 256-bit registers and without VNNI: a product of 32 weight bytes
-// and 32 activation bytes is maddubs (unsigned x signed bytes, pairs to 16 bits) then madd
-// (pairs to 32 bits): 8 lanes, 4 per group of 16. Weights must stay below 64 as unsigned bytes
-// (2 * 63 * 127 < 2^15) or go through the sign trick (|q| <= 128 times x with q's sign).
-static inline __m256 prod_unsigned(__m256i w, const int8_t* x) {
-  const __m256i p = _mm256_maddubs_epi16(w, load256(x));
-  return _mm256_cvtepi32_ps(_mm256_madd_epi16(p, _mm256_set1_epi16(1)));
-}
-
-static inline __m256 prod_signed(__m256i w, const int8_t* x) {
-  const __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(load256(x), w));
-  return _mm256_cvtepi32_ps(_mm256_madd_epi16(p, _mm256_set1_epi16(1)));
-}
+// As the AVX-512 kernels, in 256-bit registers and without VNNI (prod_unsigned / prod_signed).
 
 // Lanes 0-3 <- c[j], 4-7 <- c[j + 1] of 8 group scales.
 static inline __m256 scale_pair(__m256 c8, int j) {
@@ -820,42 +804,28 @@ static inline void groups_of_bytes(uint64_t bytes, float f, __m256 out[2]) {
 // fifth bit is bit 2j (low) or 2j + 1 (high) of qh[l]. Values below 16 / 32.
 template <bool kFive, int N>
 static void fused_kq_n(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* out) {
-  const __m256i m4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
-  const int bytes = kFive ? 176 : 144, qs_at = kFive ? layout::q5k_qs : layout::q4k_qs;
   RowSums<N> sums;
-  for (int64_t i = 0; i < nb; ++i, w += bytes) {
+  for (int64_t i = 0; i < nb; ++i, w += kFive ? 176 : 144) {
     uint64_t mn;
     const uint64_t sc = kq_unpack(w + 4, mn);
     __m256 a[2], b[2];
     groups_of_bytes(sc, half(w), a);
     groups_of_bytes(mn, -half(w + 2), b);
     __m256i q[8];
-    for (int j = 0; j < 4; ++j) {
-      const __m256i v = load256(w + qs_at + 32 * j);
-      q[2 * j] = _mm256_and_si256(v, m4);
-      q[2 * j + 1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-      if (kFive) {
-        const __m256i hb = load256(w + layout::q5k_qh);
-        q[2 * j] = _mm256_or_si256(q[2 * j], _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * j), one), 4));
-        q[2 * j + 1] =
-            _mm256_or_si256(q[2 * j + 1], _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * j + 1), one), 4));
-      }
-    }
+    kq_values<kFive>(w, q);
     sums.template add_run<false>(x, i * QK_K, a, b, q);
   }
   sums.finish(out);
 }
 
-// IQ4_XS: signed code-book values (sign trick), 6-bit scales unpacked with pdep.
+// IQ4_XS: signed code-book values (sign trick).
 template <int N>
 static void fused_iq4_xs_n(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* out) {
   using namespace layout;
-  const __m256i book = _mm256_broadcastsi128_si256(load128(kIQ4Values));
+  const __m256i book = iq4_book();
   RowSums<N> sums;
   for (int64_t i = 0; i < nb; ++i, w += 136) {
-    const uint64_t ls = _pdep_u64(load_u32(w + iq4xs_scales_l), 0x0F0F0F0F0F0F0F0FULL) |
-                        _pdep_u64(load_u16(w + iq4xs_scales_h), 0x3030303030303030ULL);
-    const __m128i v = _mm_cvtsi64_si128((long long)ls), dup = _mm_unpacklo_epi8(v, v);
+    const __m128i v = _mm_cvtsi64_si128((long long)iq4xs_scales(w)), dup = _mm_unpacklo_epi8(v, v);
     const __m256 d = _mm256_set1_ps(half(w + iq4xs_d));
     const __m256i k32 = _mm256_set1_epi32(32);
     __m256 a[2], b[2];
@@ -863,7 +833,7 @@ static void fused_iq4_xs_n(const uint8_t* w, int64_t nb, const FusedRows<N>& x, 
     a[1] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_cvtepu8_epi32(_mm_srli_si128(dup, 8)), k32)), d);
     b[0] = b[1] = _mm256_setzero_ps();
     __m256i q[8];
-    for (int k = 0; k < 8; ++k) q[k] = _mm256_shuffle_epi8(book, nibbles32(w + iq4xs_qs + 16 * k));
+    for (int k = 0; k < 8; ++k) q[k] = book32(book, w + iq4xs_qs + 16 * k);
     sums.template add_run<true>(x, i * QK_K, a, b, q);
   }
   sums.finish(out);
@@ -873,7 +843,6 @@ static void fused_iq4_xs_n(const uint8_t* w, int64_t nb, const FusedRows<N>& x, 
 template <int N>
 static void fused_q6_k_n(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* out) {
   using namespace layout;
-  const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(3);
   RowSums<N> sums;
   for (int64_t i = 0; i < nb; ++i, w += 210) {
     const __m128i scb = load128(w + q6k_scales);
@@ -884,15 +853,7 @@ static void fused_q6_k_n(const uint8_t* w, int64_t nb, const FusedRows<N>& x, fl
     b[0] = _mm256_mul_ps(a[0], k32);
     b[1] = _mm256_mul_ps(a[1], k32);
     __m256i q[8];
-    for (int h = 0; h < 2; ++h) {
-      const __m256i l0 = load256(w + q6k_ql + 64 * h), l1 = load256(w + q6k_ql + 64 * h + 32);
-      const __m256i hb = load256(w + q6k_qh + 32 * h);
-      auto hi2 = [&](int shift) { return _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, shift), m2), 4); };
-      q[4 * h] = _mm256_or_si256(_mm256_and_si256(l0, m4), hi2(0));
-      q[4 * h + 1] = _mm256_or_si256(_mm256_and_si256(l1, m4), hi2(2));
-      q[4 * h + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), hi2(4));
-      q[4 * h + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), hi2(6));
-    }
+    q6k_values(w, q);
     sums.template add_run<false>(x, i * QK_K, a, b, q);
   }
   sums.finish(out);
@@ -939,9 +900,7 @@ static void fused_q8_0_n(const uint8_t* w, int64_t nb, const FusedRows<N>& x, fl
 
 template <int N>
 static void fused_q5_0_n(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* out) {
-  fused_blocks32<22, 16, false>(w, nb, x, out, [](const uint8_t* b) {
-    return _mm256_or_si256(nibbles32(b + 6), _mm256_and_si256(bits_to_bytes(load_u32(b + 2)), _mm256_set1_epi8(0x10)));
-  });
+  fused_blocks32<22, 16, false>(w, nb, x, out, [](const uint8_t* b) { return q5_values(b + 6, load_u32(b + 2)); });
 }
 
 template <int N> struct Q4K { static void run(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* o) { fused_kq_n<false, N>(w, nb, x, o); } };

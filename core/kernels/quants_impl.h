@@ -45,8 +45,8 @@ static KernelTable make_table() {
   t.decode_i8[GGML_Q5_0] = dec_q5_0;
   t.decode_i8[GGML_Q5_1] = dec_q5_1;
   t.decode_i8[GGML_IQ4_NL] = dec_iq4_nl;
-  t.decode_i8[GGML_Q4_K] = dec_q4_k;
-  t.decode_i8[GGML_Q5_K] = dec_q5_k;
+  t.decode_i8[GGML_Q4_K] = dec_kq<false>;
+  t.decode_i8[GGML_Q5_K] = dec_kq<true>;
   t.decode_i8[GGML_Q6_K] = dec_q6_k;
   t.decode_i8[GGML_IQ4_XS] = dec_iq4_xs;
   t.dot_i8 = dot_tile_i8;

@@ -1,5 +1,6 @@
 #include "dispatch.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <stdexcept>
@@ -10,6 +11,8 @@
 namespace ktx {
 namespace {
 
+// Every ISA a table is built for, worst first (what supported_isas() may list).
+const std::vector<std::string> kIsas = {"scalar", "avx2", "avx512", "amx"};
 // The AMX table with emulated tile instructions: for tests, selectable only by name.
 const char* const kAmxEmulated = "amx-emulated";
 
@@ -58,8 +61,9 @@ struct State {
         error.clear();
         return;
       }
-    if (name != "scalar" && name != "avx2" && name != "avx512" && name != "amx")
-      throw std::invalid_argument("unknown ISA '" + name + "'; choose one of: scalar, avx2, avx512, amx (or amx-emulated, for tests)");
+    if (std::find(kIsas.begin(), kIsas.end(), name) == kIsas.end())
+      throw std::invalid_argument("unknown ISA '" + name + "'; choose one of: " + join(kIsas) +
+                                  " (or " + kAmxEmulated + ", for tests)");
     throw std::invalid_argument("this CPU cannot run the '" + name + "' kernels; it supports: " + join(ok));
   }
 };

@@ -142,31 +142,32 @@ void tile_product(const KernelTable& t, const QMatrix& m, int64_t r0, int nr, co
   if (int8) {
     if ((int64_t)s.q.size() < held * m.cols) s.q.resize(held * m.cols);
     if ((int64_t)s.a.size() < held * ng) s.a.resize(held * ng), s.b.resize(held * ng);
-    for (int r = 0; r < nr; ++r) {
-      prefetch_ahead(r);
-      const int64_t h = row_at_a_time ? 0 : r;
-      t.decode_i8[m.type](src + r * rb, nb, s.q.data() + h * m.cols, s.a.data() + h * ng, s.b.data() + h * ng);
-      if (row_at_a_time) {
-        TileOut one = o;
-        one.y = o.y + r;
-        t.dot_i8({s.q.data(), s.a.data(), s.b.data(), m.cols, 1}, x.int8(), one);
-      }
-    }
-    if (!row_at_a_time) t.dot_i8({s.q.data(), s.a.data(), s.b.data(), m.cols, nr}, x.int8(), o);
-  } else {
-    if ((int64_t)s.f.size() < held * m.cols) s.f.resize(held * m.cols);
-    for (int r = 0; r < nr; ++r) {
-      prefetch_ahead(r);
-      const int64_t h = row_at_a_time ? 0 : r;
-      t.dequant[m.type](src + r * rb, s.f.data() + h * m.cols, nb);
-      if (row_at_a_time) {
-        TileOut one = o;
-        one.y = o.y + r;
-        t.dot_f32({s.f.data(), m.cols, 1}, x.f, one);
-      }
-    }
-    if (!row_at_a_time) t.dot_f32({s.f.data(), m.cols, nr}, x.f, o);
+  } else if ((int64_t)s.f.size() < held * m.cols) {
+    s.f.resize(held * m.cols);
   }
+  // Weight row r into slot h of the scratch; the first `rows` slots against the activations.
+  auto decode = [&](int r, int64_t h) {
+    if (int8)
+      t.decode_i8[m.type](src + r * rb, nb, s.q.data() + h * m.cols, s.a.data() + h * ng, s.b.data() + h * ng);
+    else
+      t.dequant[m.type](src + r * rb, s.f.data() + h * m.cols, nb);
+  };
+  auto multiply = [&](int rows, const TileOut& out) {
+    if (int8)
+      t.dot_i8({s.q.data(), s.a.data(), s.b.data(), m.cols, rows}, x.int8(), out);
+    else
+      t.dot_f32({s.f.data(), m.cols, rows}, x.f, out);
+  };
+  for (int r = 0; r < nr; ++r) {
+    prefetch_ahead(r);
+    decode(r, row_at_a_time ? 0 : r);
+    if (row_at_a_time) {
+      TileOut one = o;
+      one.y = o.y + r;
+      multiply(1, one);
+    }
+  }
+  if (!row_at_a_time) multiply(nr, o);
 }
 
 int rows_per_task(const QMatrix& m, int64_t n_act_rows, int n_threads) {

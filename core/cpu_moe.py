@@ -143,5 +143,4 @@ class CpuMoE:
 def expert_tensor(t) -> ExpertTensor:
     """A GGUF tensor of ktx.core.gguf ([n_experts, rows, cols]) as the kernels take it."""
     n_experts, rows, cols = (int(s) for s in t.shape)
-    data = np.ascontiguousarray(t.data).reshape(-1).view(np.uint8)  # the mmap view: no copy
-    return ExpertTensor(data, int(t.type), n_experts, rows, cols)
+    return ExpertTensor(t.raw, int(t.type), n_experts, rows, cols)

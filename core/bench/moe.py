@@ -60,8 +60,6 @@ FALLBACKS: dict[GGMLType, GGMLType] = {
     GGMLType.IQ4_XS: GGMLType.IQ4_NL,
     GGMLType.IQ4_NL: GGMLType.F16,
 }
-# Types synth_blocks cannot make: random bytes with a small finite f16 scale `d` in front.
-RAW_TYPES = (GGMLType.IQ4_NL, GGMLType.IQ4_XS)
 
 DEFAULT_TOKENS = (1, 4, 16, 64, 256, 1024)
 DEFAULT_PROBE_MIB = 1024
@@ -275,20 +273,6 @@ def plan_memory(
     return MoePlan(shape, types, n_experts, n_layers, eb, l3, cap, notes)
 
 
-class _Pool(BlockPool):
-    """synth_blocks' pool, plus IQ4_NL / IQ4_XS as random bytes behind a finite f16 scale."""
-
-    def pool(self, ggml_type: GGMLType) -> np.ndarray:
-        if ggml_type in RAW_TYPES and ggml_type not in self._pools:
-            size = BLOCK_SIZES[ggml_type][1]
-            n = max(1, self.pool_bytes // size)
-            raw = np.frombuffer(self.rng.bytes(n * size), dtype=np.uint8).reshape(n, size).copy()
-            d = (1e-4 * self.rng.uniform(0.8, 1.2, size=n)).astype(np.float16)
-            raw[:, 0:2] = d.view(np.uint8).reshape(n, 2)  # both types start with the f16 `d`
-            self._pools[ggml_type] = raw.reshape(-1)
-        return super().pool(ggml_type)
-
-
 class _Progress:
     """'building weights: 3.2 / 12.7 GB' on stderr, once building has taken more than a second."""
 
@@ -405,7 +389,7 @@ class MoeBench:
         from ..cpu_moe import CpuMoE, ExpertTensor
 
         p, s = self.plan, self.shape
-        pool = _Pool(self.rng, pool_bytes=min(32 << 20, max(1 << 20, p.total_bytes // 16)))
+        pool = BlockPool(self.rng, pool_bytes=min(32 << 20, max(1 << 20, p.total_bytes // 16)))
         dims = projection_dims(s)
         tensors: list[ExpertTensor] = []
         batches: list[list[tuple[np.ndarray, np.ndarray]]] = [[]]  # (destination, source) pairs

@@ -9,6 +9,8 @@ that the block's offset cancels:
 - Q6_K: d * sc * (q - 32), q uniform in [0, 63] (mean 31.5): each sub-block's int8 scale gets a
   random sign, so the half-step bias averages out.
 - Q5_0: d * (q - 16) (mean -0.5 d): random sign of d per block. Q5_1: d * q + m, m = -15.5 d.
+- IQ4_NL / IQ4_XS: random code-book indices (and IQ4_XS sub-block scales); the non-linear book
+  is near zero-mean. Not written by `ktx synth`; `ktx bench moe` uses them.
 - F32 / F16 / BF16: Gaussian values.
 Byte layouts are ggml's (block_q4_K etc.); a test dequantizes them with gguf-py as well.
 """
@@ -86,6 +88,14 @@ def random_blocks(
     elif ggml_type == GGMLType.Q5_1:
         d = std / np.sqrt((32**2 - 1) / 12.0) * rng.uniform(0.8, 1.2, size=n)
         out = np.concatenate([_f16(d), _f16(-15.5 * d), _bytes(rng, n, 20)], axis=1)
+    elif ggml_type in (GGMLType.IQ4_NL, GGMLType.IQ4_XS):
+        # random code-book indices (and, for IQ4_XS, 6-bit sub-block scales) behind the leading
+        # f16 `d`, sized so values have std about `std` (code-book rms ~65; IQ4_XS's signed
+        # sub-block scales, uniform in [-32, 31], rms ~18.5)
+        size = BLOCK_SIZES[ggml_type][1]
+        spread = 65.0 * (18.5 if ggml_type == GGMLType.IQ4_XS else 1.0)
+        d = std / spread * rng.uniform(0.8, 1.2, size=n)
+        out = np.concatenate([_f16(d), _bytes(rng, n, size - 2)], axis=1)
     elif ggml_type == GGMLType.F32:
         out = (rng.standard_normal(n, dtype=np.float32) * std).view(np.uint8).reshape(n, 4)
     elif ggml_type == GGMLType.F16:

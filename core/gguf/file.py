@@ -66,6 +66,12 @@ class GGUFTensor:
         arr.flags.writeable = False
         return arr
 
+    @property
+    def raw(self) -> np.ndarray:
+        """All the tensor's bytes as one flat uint8 view of the file (no copy): what the C++
+        kernels take for GGUF-native weights."""
+        return self.data.reshape(-1).view(np.uint8)
+
     def dequantize(self, dtype: Any = None, *, out: torch.Tensor | None = None, threads: int | None = None):
         """The tensor as a torch float32 (default) or bfloat16 tensor of `shape`."""
         from .quants import dequantize

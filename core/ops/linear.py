@@ -82,7 +82,7 @@ class QuantLinear(Operator):
         rows, cols = t.shape[0], t.shape[-1]
         native = self.device.type == "cpu" and cols % 32 == 0 and t.type != GGMLType.F32 and len(t.shape) == 2
         if self.mode == "auto" and native:
-            self.blocks = np.ascontiguousarray(t.data).reshape(-1).view(np.uint8)  # the mmap view
+            self.blocks = t.raw
             self.rows = rows
             self.threads = cpu.default_threads()  # read once (sysfs): KTX_THREADS or physical cores
             self.exact_kernels = exact_default() if self.exact is None else bool(self.exact)

@@ -8,6 +8,9 @@ other types (BF16, F16, F32, Q2_K, Q3_K), or `exact=True`, multiply float32 acti
     layer = CpuMoE(gate, up, down)          # each an ExpertTensor
     y = layer(x, ids, weights)              # x [n, hidden] -> [n, hidden]
     layer.submit(x, ids, weights); ...; y = layer.sync()   # overlap with other work
+    task = layer.host_task(x_buf, ids_buf, w_buf, out_buf)  # fixed buffers, started by a GPU stream
+
+An expert id of -1 skips that slot: its expert runs elsewhere (kept on the GPU).
 """
 
 from __future__ import annotations
@@ -138,6 +141,47 @@ class CpuMoE:
         keep, self._inflight = self._inflight, None
         self._layer.sync()
         return keep[3]
+
+    @property
+    def busy_seconds(self) -> float:
+        """Time spent running calls since this layer was built (the CPU side of a hybrid step)."""
+        return self._layer.busy_ns * 1e-9
+
+    def host_task(
+        self, x: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor, out: torch.Tensor
+    ) -> HostTask:
+        """A call on fixed CPU buffers, to be started and awaited by host callbacks (a GPU stream's).
+
+        x [n, hidden] float32/bf16, ids [n, k] int64, weights [n, k] float32, out like x: all
+        contiguous CPU tensors (pinned, for GPU copies); the task reads them when it runs.
+        """
+        for name, t, dtype in (("ids", ids, torch.int64), ("weights", weights, torch.float32)):
+            if t.device.type != "cpu" or t.dtype != dtype or not t.is_contiguous():
+                raise ValueError(f"host_task: {name} must be a contiguous {dtype} CPU tensor")
+        if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.bfloat16) or not x.is_contiguous():
+            raise ValueError("host_task: x must be a contiguous float32/bfloat16 CPU tensor")
+        args, keep = self._args(x, ids, weights, out)
+        if any(a.data_ptr() != b.data_ptr() for a, b in zip(keep, (x, ids, weights, out), strict=True)):
+            raise ValueError("host_task: every buffer must be used in place (no conversion)")
+        return HostTask(_kernels.MoeHostTask(self._layer, *args), keep)
+
+
+class HostTask:
+    """A CpuMoE call whose start and end are two C callbacks (`submit_fn`, `sync_fn`, each taking
+    `address`), so a CUDA stream can run them in order with its kernels: cuLaunchHostFunc."""
+
+    submit_fn = _kernels.moe_host_submit
+    sync_fn = _kernels.moe_host_sync
+
+    def __init__(self, task, buffers: tuple[torch.Tensor, ...]):
+        self._task, self.buffers = task, buffers  # the buffers must live as long as the task
+        self.address = task.address
+
+    def check(self) -> None:
+        """Raises what a callback hit since the last check (callbacks cannot raise themselves)."""
+        error = self._task.take_error()
+        if error:
+            raise RuntimeError(f"CPU experts failed in a stream callback: {error}")
 
 
 def expert_tensor(t) -> ExpertTensor:

@@ -163,9 +163,27 @@ PYBIND11_MODULE(_kernels, m) {
             py::gil_scoped_release release;
             self.sync();
           })
+      .def_property_readonly("busy_ns", &MoeLayer::busy_ns)
       .def_property_readonly("n_experts", &MoeLayer::n_experts)
       .def_property_readonly("hidden", &MoeLayer::hidden)
       .def_property_readonly("inter", &MoeLayer::inter);
+
+  py::class_<MoeHostTask>(m, "MoeHostTask",
+                          "A MoeLayer call with fixed buffers, started and awaited by host callbacks "
+                          "(moe_host_submit / moe_host_sync take its `address`).")
+      .def(py::init([call](MoeLayer& layer, int64_t n, int k, uintptr_t ids, uintptr_t weights, uintptr_t x,
+                           bool x_bf16, uintptr_t out, bool out_bf16) {
+             auto* task = new MoeHostTask();
+             task->layer = &layer;
+             task->call = call(n, k, ids, weights, x, x_bf16, out, out_bf16);
+             return task;
+           }),
+           py::arg("layer"), py::arg("n"), py::arg("k"), py::arg("ids"), py::arg("weights"), py::arg("x"),
+           py::arg("x_bf16"), py::arg("out"), py::arg("out_bf16"), py::keep_alive<1, 2>())
+      .def_property_readonly("address", [](MoeHostTask& t) { return reinterpret_cast<uintptr_t>(&t); })
+      .def("take_error", &MoeHostTask::take_error, "The first error of a callback since the last call ('' if none).");
+  m.attr("moe_host_submit") = reinterpret_cast<uintptr_t>(&ktx_moe_host_submit);
+  m.attr("moe_host_sync") = reinterpret_cast<uintptr_t>(&ktx_moe_host_sync);
 
   m.def(
       "pool_run_sum",

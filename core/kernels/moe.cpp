@@ -1,6 +1,7 @@
 #include "moe.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <deque>
@@ -99,9 +100,11 @@ void MoeLayer::forward(const MoeCall& c) {
 void MoeLayer::run(const MoeCall& c) {
   if (c.n <= 0) return;
   if (c.k <= 0) throw std::invalid_argument("MoeLayer: k must be positive");
+  const auto t0 = std::chrono::steady_clock::now();
   const int64_t n = c.n, k = c.k, H = hidden_, I = inter_, slots = n * k;
+  // -1 marks a slot whose expert runs elsewhere (kept on the GPU): it is skipped here.
   for (int64_t i = 0; i < slots; ++i)
-    if (c.ids[i] < 0 || c.ids[i] >= n_experts_)
+    if (c.ids[i] < -1 || c.ids[i] >= n_experts_)
       throw std::invalid_argument("MoeLayer: expert id " + std::to_string(c.ids[i]) + " out of range [0, " +
                                   std::to_string(n_experts_) + ")");
   const KernelTable& t = active_table();
@@ -109,12 +112,14 @@ void MoeLayer::run(const MoeCall& c) {
 
   // Tokens grouped by expert (counting sort): slot ids, their tokens and weights.
   std::vector<int32_t> count(n_experts_ + 1, 0);
-  for (int64_t i = 0; i < slots; ++i) ++count[c.ids[i] + 1];
+  for (int64_t i = 0; i < slots; ++i)
+    if (c.ids[i] >= 0) ++count[c.ids[i] + 1];
   std::vector<int32_t> start(n_experts_ + 1, 0);
   std::partial_sum(count.begin(), count.end(), start.begin());
   std::vector<int32_t> slot_of(slots), token_of(slots), fill(start.begin(), start.end() - 1);
   std::vector<float> weight_of(slots);
   for (int64_t i = 0; i < slots; ++i) {
+    if (c.ids[i] < 0) continue;
     const int32_t at = fill[c.ids[i]]++;
     slot_of[at] = (int32_t)i;
     token_of[at] = (int32_t)(i / k);
@@ -160,6 +165,10 @@ void MoeLayer::run(const MoeCall& c) {
     }
   });
 
+  // Skipped slots' rows are never read by down, but they are quantized with the rest: keep them finite.
+  for (int64_t i = 0; i < slots; ++i)
+    if (c.ids[i] < 0) std::memset(act_.data() + i * I, 0, sizeof(float) * I);
+
   // Down: task = tile of output rows over every active expert in a fixed order.
   const bool down_i8 = uses_int8(t, down_.type, exact_);
   act_acts_.prepare(t, act_.data(), slots, I, down_i8, wants_kq(t, down_.type, exact_), pool);
@@ -183,6 +192,7 @@ void MoeLayer::run(const MoeCall& c) {
     uint16_t* ob = static_cast<uint16_t*>(c.out);
     for (int64_t i = 0; i < n * H; ++i) ob[i] = fp32_to_bf16(outf[i]);
   }
+  busy_ns_ += std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count();
 }
 
 void MoeLayer::submit(const MoeCall& c) {
@@ -216,6 +226,39 @@ void MoeLayer::sync() {
     error_ = nullptr;
     std::rethrow_exception(e);
   }
+}
+
+// Host-callback entry points: plain C functions with one pointer argument, the shape that
+// cuLaunchHostFunc takes, so the GPU stream itself starts and awaits the CPU experts (and a
+// CUDA graph can hold both). Nothing may throw across them: errors are kept in the task.
+extern "C" void ktx_moe_host_submit(void* p) {
+  auto* task = static_cast<MoeHostTask*>(p);
+  try {
+    task->layer->submit(task->call);
+  } catch (const std::exception& e) {
+    task->set_error(e.what());
+  }
+}
+
+extern "C" void ktx_moe_host_sync(void* p) {
+  auto* task = static_cast<MoeHostTask*>(p);
+  try {
+    task->layer->sync();
+  } catch (const std::exception& e) {
+    task->set_error(e.what());
+  }
+}
+
+void MoeHostTask::set_error(const std::string& message) {
+  std::lock_guard<std::mutex> lock(mutex);
+  if (error.empty()) error = message;  // the first failure explains the rest
+}
+
+std::string MoeHostTask::take_error() {
+  std::lock_guard<std::mutex> lock(mutex);
+  std::string e;
+  e.swap(error);
+  return e;
 }
 
 }  // namespace ktx

@@ -7,10 +7,12 @@
 // and results do not depend on scheduling. Tokens are grouped by expert, so a prefill
 // reads each active expert's weights once per step.
 #pragma once
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <exception>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -47,6 +49,8 @@ class MoeLayer {
   void sync();
 
   int64_t n_experts() const { return n_experts_; }
+  // Nanoseconds spent running calls since construction (the benchmark's CPU busy share).
+  int64_t busy_ns() const { return busy_ns_.load(); }
   int64_t hidden() const { return hidden_; }
   int64_t inter() const { return inter_; }
 
@@ -65,6 +69,21 @@ class MoeLayer {
   std::condition_variable done_cv_;
   bool pending_ = false;
   std::exception_ptr error_;
+  std::atomic<int64_t> busy_ns_{0};
 };
+
+// One layer's call with fixed buffers (pinned host memory the GPU copies in and out of),
+// started and awaited from a GPU stream: ktx_moe_host_submit / ktx_moe_host_sync below.
+struct MoeHostTask {
+  MoeLayer* layer;
+  MoeCall call;
+  std::mutex mutex;
+  std::string error;  // first error of a callback (it cannot throw); read with take_error()
+  void set_error(const std::string& message);
+  std::string take_error();
+};
+
+extern "C" void ktx_moe_host_submit(void* task);  // MoeHostTask*: layer->submit(call)
+extern "C" void ktx_moe_host_sync(void* task);    // MoeHostTask*: layer->sync()
 
 }  // namespace ktx

@@ -128,8 +128,8 @@ def test_misuse_is_reported_not_crashed():
     w = torch.ones(2, K)
     with pytest.raises(ValueError, match="expert id 8 out of range"):
         layer(x, torch.tensor([[0, 8], [1, 2]]), w)
-    with pytest.raises(ValueError, match="expert id -1 out of range"):
-        layer.submit(x, torch.tensor([[0, 1], [-1, 2]]), w)
+    with pytest.raises(ValueError, match="expert id -2 out of range"):
+        layer.submit(x, torch.tensor([[0, 1], [-2, 2]]), w)
         layer.sync()
     with pytest.raises(RuntimeError, match="nothing was submitted"):
         layer.sync()
@@ -145,3 +145,52 @@ def test_misuse_is_reported_not_crashed():
     bad = ExpertTensor(tensors[2].data, tensors[2].ggml_type, E, H, _inter((T.Q8_0,) * 3) + 32)
     with pytest.raises(ValueError, match="experts' down"):
         CpuMoE(tensors[0], tensors[1], bad)
+
+
+def test_skipped_slots_equal_zero_weight():
+    # id -1: the slot's expert runs elsewhere (on the GPU); the CPU adds nothing for it, which is
+    # what a weight of 0 on any expert gives (the oracle-checked path above)
+    rng = np.random.default_rng(8)
+    tensors, _ = _experts((T.Q4_K, T.Q4_K, T.Q6_K), rng)
+    layer = CpuMoE(*tensors, threads=2)
+    x = torch.randn(9, H) * 1e-3
+    ids, weights = (torch.from_numpy(a) for a in _routing(rng, 9))
+    skip = torch.rand(ids.shape, generator=torch.Generator().manual_seed(0)) < 0.4
+    zeroed = layer(x, ids, weights.masked_fill(skip, 0.0)).clone()
+    assert torch.equal(layer(x, ids.masked_fill(skip, -1), weights), zeroed)
+    assert not torch.equal(zeroed, layer(x, ids, weights))  # the skipped slots did contribute before
+    all_skipped = layer(x, torch.full_like(ids, -1), weights)
+    assert torch.equal(all_skipped, torch.zeros_like(x))
+
+
+def test_host_callbacks_run_the_layer_on_fixed_buffers():
+    # What a CUDA stream does through cuLaunchHostFunc, called here directly as C functions
+    import ctypes
+
+    rng = np.random.default_rng(9)
+    tensors, _ = _experts((T.Q4_K, T.Q4_K, T.Q8_0), rng)
+    layer = CpuMoE(*tensors, threads=2)
+    n = 5
+    x, out = torch.zeros(n, H), torch.zeros(n, H)
+    ids, weights = torch.zeros(n, K, dtype=torch.int64), torch.zeros(n, K)
+    task = layer.host_task(x, ids, weights, out)
+    callback = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+    submit, sync = callback(task.submit_fn), callback(task.sync_fn)
+    before = layer.busy_seconds
+    for step in range(3):  # the buffers are refilled in place between calls, as before a graph replay
+        xs = torch.randn(n, H) * 1e-3
+        r_ids, r_w = (torch.from_numpy(a) for a in _routing(np.random.default_rng(step), n))
+        x.copy_(xs), ids.copy_(r_ids), weights.copy_(r_w)
+        submit(task.address)
+        sync(task.address)
+        task.check()
+        assert torch.equal(out, layer(xs, r_ids, r_w))
+    assert layer.busy_seconds > before
+    ids[0, 0] = E  # a bad id: the callback records it, check() raises
+    submit(task.address)
+    sync(task.address)
+    with pytest.raises(RuntimeError, match="expert id 8 out of range"):
+        task.check()
+    task.check()  # reported once
+    with pytest.raises(ValueError, match=r"ids must be a contiguous torch\.int64"):
+        layer.host_task(x, ids.int(), weights, out)

@@ -8,14 +8,25 @@ in the entry-point group `ktx.backends`:
     [project.entry-points."ktx.backends"]
     cuda = "ktx.backends.cuda:detect"        # detect() -> Detection, no vendor import
 
-The full protocol (attention, linear, dequantize, graph_runner ...) arrives with the backends'
-issues; a detector stays what decides whether that code is ever imported.
+A detector stays what decides whether a backend's code is ever imported. Once a model is
+placed on a device, its operators ask `kernels(device)` for that backend's kernel module
+(`ktx.backends.<name>.kernels`), which offers (all optional; an operator falls back to its
+PyTorch path for what is missing):
+
+    dequantize(raw, ggml_type, shape, dtype)      GGUF blocks on the device -> tensor
+    gqa_decode(q, k_cache, v_cache, block_table, seq_lens, scale, window, softcap)
+    mla_decode(q_lat, q_pe, cache, block_table, seq_lens, scale, rank)
+    stream_experts(cpu_moe, device)               CPU experts started/awaited in stream order
+    GraphRunner(model, pool, batch_size)          captured decode step
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
+from functools import cache
 from importlib.metadata import entry_points
+from types import ModuleType
 
 ENTRY_POINT_GROUP = "ktx.backends"
 
@@ -66,3 +77,50 @@ def _run_detector(ep) -> Detection:
     if not isinstance(result, Detection):
         return Detection(ep.name, "?", False, f"detector returned {type(result).__name__}, not a Detection")
     return result
+
+
+# torch device type -> the backend package whose kernels serve it (ROCm's torch also says "cuda").
+KERNEL_PACKAGES = {"cuda": "cuda", "xpu": "xpu", "npu": "ascend"}
+
+
+@cache
+def kernels(device_type: str) -> ModuleType | None:
+    """The kernel module of the backend for a torch device type; None for the CPU (the C++
+    kernels are core's own) or where the backend offers none (operators use PyTorch then)."""
+    package = KERNEL_PACKAGES.get(device_type)
+    if package is None:
+        return None
+    try:
+        return importlib.import_module(f"ktx.backends.{package}.kernels")
+    except ModuleNotFoundError as e:
+        if e.name and e.name.startswith(f"ktx.backends.{package}"):
+            return None
+        raise
+
+
+def resolve_device(device: str) -> str:
+    """'auto' -> the first usable accelerator (else 'cpu'); 'cuda', 'cuda:1' ... checked usable.
+
+    KTX_DEVICE overrides 'auto' (the CPU test suite sets it to cpu on GPU machines)."""
+    import os
+
+    if device == "auto":
+        device = os.environ.get("KTX_DEVICE", "auto")
+    if device == "cpu":
+        return "cpu"
+    found: dict[str, Detection] = {}
+    for d in detect_backends():  # CUDA and ROCm builds both say "cuda": keep the usable one
+        if d.device_type in ("cpu", "?"):
+            continue
+        if d.device_type not in found or (d.available and not found[d.device_type].available):
+            found[d.device_type] = d
+    if device == "auto":
+        usable = [d for d in found.values() if d.available]
+        return usable[0].device_type if usable else "cpu"
+    kind, _, index = device.partition(":")
+    if kind not in found or (index and not index.isdigit()):
+        known = ", ".join(["cpu", *sorted(found)])
+        raise ValueError(f"device {device!r}: unknown; use auto, {known} (with :N for one of several)")
+    if not found[kind].available:
+        raise ValueError(f"device {device!r} is not usable here: {found[kind].detail}")
+    return device

@@ -9,6 +9,10 @@ import pytest
 
 from ktx.core import cpu, demo
 
+# `device="auto"` would place models on a GPU where one exists (the device machine); the CPU
+# suite checks the CPU path there too. Tests of the GPU path name their device.
+os.environ.setdefault("KTX_DEVICE", "cpu")
+
 
 @pytest.fixture(scope="session")
 def demo_gguf() -> Path:

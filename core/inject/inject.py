@@ -12,6 +12,7 @@ other module gets its parameters dequantized from the GGUF under the llama.cpp t
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,5 +145,32 @@ def optimize_and_load_gguf(
         config.ktx_rope_interleaved = variant.rope_interleaved if variant else False
     report = inject(model, rules, gf, config, arch, default_device)
     load_weights(model, gf, arch, report.devices, progress)
+    hop_devices(model, report.devices)
     model.eval()
     return report
+
+
+def hop_devices(model: nn.Module, devices: dict[str, str]) -> None:
+    """Where rules split the decoder layers over devices (`cuda:0`, `cuda:1`, ...), each layer,
+    the final norm and the LM head move their inputs to their own device first."""
+    layer_paths = [p for p in devices if re.fullmatch(r"model\.layers\.\d+", p)]
+    if len({devices[p] for p in layer_paths}) < 2:
+        return
+    modules = dict(model.named_modules())
+    for path in [*layer_paths, "model.norm", "lm_head"]:
+        if path in modules and path in devices:
+            modules[path].register_forward_pre_hook(_mover(torch.device(devices[path])), with_kwargs=True)
+
+
+def _mover(device: torch.device):
+    def move(value):
+        if isinstance(value, torch.Tensor):
+            return value.to(device)
+        if isinstance(value, tuple):
+            return tuple(move(v) for v in value)
+        return value
+
+    def hook(module, args, kwargs):
+        return tuple(move(a) for a in args), {k: move(v) for k, v in kwargs.items()}
+
+    return hook

@@ -31,8 +31,8 @@ def attend(
     q: [n, H, D]; k: [S, KVH, D]; v: [S, KVH, Dv] -> [n, H, Dv], all float32.
     """
     n, s = q.shape[0], k.shape[0]
-    qpos = torch.arange(q_start, q_start + n)[:, None]
-    kpos = torch.arange(s)[None, :]
+    qpos = torch.arange(q_start, q_start + n, device=q.device)[:, None]
+    kpos = torch.arange(s, device=q.device)[None, :]
     mask = kpos <= qpos
     if window is not None:
         mask &= qpos - kpos < window
@@ -50,9 +50,22 @@ def attend(
     qg = qh.reshape(kvh, rep * n, d)
     full = bool(mask.all())
     out = F.scaled_dot_product_attention(
-        qg, kh, vh, attn_mask=None if full else mask.repeat(rep, 1).to(q.device), scale=scale
+        qg, kh, vh, attn_mask=None if full else mask.repeat(rep, 1), scale=scale
     )
     return out.reshape(kvh * rep, n, -1).transpose(0, 1)
+
+
+def paged_kernels(op: Operator, name: str):
+    """The backend's paged decode kernel `name` for this step, or None (PyTorch path).
+
+    It applies on an accelerator whose backend has it, when every sequence of the step adds one
+    token: attention then reads the pool through block tables, with no Python-side shapes."""
+    ctx = current()
+    if ctx is None or not op.accelerated or not ctx.decode_only:
+        return None
+    from ..backend import kernels
+
+    return getattr(kernels(op.device.type), name, None)
 
 
 def segments(hidden: torch.Tensor, position_ids: torch.Tensor | None):
@@ -100,15 +113,22 @@ class Attention(Operator):
             freqs = freqs / self.dequant("rope_freqs.weight").cpu()
         self.rope = Rope(freqs, scale, self.interleaved)
 
-    def forward(self, hidden_states: torch.Tensor, position_ids=None, **kwargs):
-        pool, rows, positions = segments(hidden_states, position_ids)
-        x = hidden_states.reshape(-1, hidden_states.shape[-1])  # [N, hidden]
+    def _qkv(self, x: torch.Tensor, positions: torch.Tensor):
+        # x: [N, hidden] -> q [N, H, D], k [N, KVH, D], v [N, KVH, D] float32, q and k rotated
         q = self.q_proj(x).view(x.shape[0], self.heads, self.head_dim).float()
         k = self.k_proj(x).view(x.shape[0], self.kv_heads, self.head_dim).float()
         v = self.v_proj(x).view(x.shape[0], self.kv_heads, self.head_dim).float()
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
-        q, k = self.rope(q, positions), self.rope(k, positions)
+        return self.rope(q, positions), self.rope(k, positions), v
+
+    def forward(self, hidden_states: torch.Tensor, position_ids=None, **kwargs):
+        decode = paged_kernels(self, "gqa_decode")
+        if decode is not None:
+            return self._forward_paged(hidden_states, decode)
+        pool, rows, positions = segments(hidden_states, position_ids)
+        x = hidden_states.reshape(-1, hidden_states.shape[-1])  # [N, hidden]
+        q, k, v = self._qkv(x, positions)
         outs = []
         for rs, seg, start in rows:
             qs, ks, vs = q[rs], k[rs], v[rs]
@@ -118,4 +138,16 @@ class Attention(Operator):
                 ks, vs = pool.read(self.layer_idx, seg.seq, seg.start + seg.length, slots=get)
             outs.append(attend(qs, ks, vs, start, self.scale, self.window, self.softcap))
         o = torch.cat(outs).reshape(*hidden_states.shape[:-1], self.heads * self.head_dim)
+        return self.o_proj(o.to(hidden_states.dtype)), None
+
+    def _forward_paged(self, hidden_states: torch.Tensor, decode):
+        # one new token per sequence: [1, S, hidden] -> [1, S, hidden]
+        ctx = current()
+        dev = ctx.on(self.device)
+        x = hidden_states.reshape(-1, hidden_states.shape[-1])
+        q, k, v = self._qkv(x, dev.positions)
+        ctx.pool.write_rows(self.layer_idx, dev.write_slots, k, v)
+        k_cache, v_cache = ctx.pool.layers[self.layer_idx]
+        o = decode(q, k_cache, v_cache, dev.block_table, dev.seq_lens, self.scale, self.window, self.softcap)
+        o = o.reshape(*hidden_states.shape[:-1], self.heads * self.head_dim)
         return self.o_proj(o.to(hidden_states.dtype)), None

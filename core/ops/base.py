@@ -49,9 +49,28 @@ class Operator(nn.Module):
         return name in self.gguf.tensors
 
     def dequant(self, name: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """The tensor in float32 (shape as numpy/torch order), on this operator's device."""
-        t = self.tensor(name).dequantize(torch.float32)
-        return t.to(device=self.device, dtype=dtype)
+        """The tensor in `dtype` (shape as numpy/torch order), on this operator's device."""
+        return dequant_to(self.tensor(name), self.device, dtype)
+
+    @property
+    def accelerated(self) -> bool:
+        """Placed on an accelerator (weights there are held in bfloat16 by default)."""
+        return self.device.type != "cpu"
+
+
+def dequant_to(t: Any, device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A GGUF tensor dequantized on `device`: there, the GGUF blocks are uploaded and expanded by
+    the backend's kernel (bit-exact with the CPU's), else on the CPU and copied over."""
+    from ..backend import kernels
+
+    kern = kernels(device.type)
+    if kern is not None and hasattr(kern, "dequantize"):
+        raw = torch.from_numpy(t.raw).to(device)
+        try:
+            return kern.dequantize(raw, int(t.type), tuple(t.shape), dtype)
+        except NotImplementedError:
+            pass  # a type without a device kernel: the CPU's result is the same
+    return t.dequantize(torch.float32).to(device=device, dtype=dtype)
 
 
 def adopt(dst: nn.Module, src: nn.Module | None, names: tuple[str, ...]) -> None:

@@ -8,8 +8,13 @@
   Prefill chunks take the same kernels (AVX-512: 16 tokens per register), which measured ~15%
   faster than dequantizing for PyTorch's float32 GEMM on the demo. On other devices, as
   `dequant`.
-- `dequant`: dequantized once at load to `dtype` (float32): the reference path.
-- `gguf`: the GGUF blocks stay in the mmap and are dequantized per call (PyTorch).
+- `dequant`: dequantized once at load to `dtype`: the reference path. `dtype` defaults to
+  float32 on the CPU and bfloat16 on an accelerator (dequantized there by the backend's
+  kernel, bit-exact, then rounded once).
+- `gguf`: the GGUF blocks are kept as they are and dequantized per call: on the CPU from the
+  mmap (PyTorch); on an accelerator they are uploaded and expanded by the backend's kernel
+  before each product, the 4-bit weight-only option for GPUs too small for bf16 weights
+  (Q4_K is 4.5 bits per weight; a call costs one extra pass over the weights).
 """
 
 from __future__ import annotations
@@ -63,25 +68,31 @@ class QuantLinear(Operator):
         orig=None,
         device="cpu",
         weights: str = "auto",
-        dtype: str = "float32",
+        dtype: str | None = None,
         exact: bool | None = None,
         **kwargs,
     ):
         super().__init__(key, gguf, config, orig, device, **kwargs)
         if weights not in MODES:
             raise ValueError(f"QuantLinear weights must be one of {', '.join(MODES)}, not {weights!r}")
-        self.mode, self.dtype = weights, getattr(torch, dtype)
+        self.mode = weights
+        self.dtype = getattr(torch, dtype or ("bfloat16" if self.accelerated else "float32"))
         self.exact = exact
         self.in_features = getattr(orig, "in_features", None)
         self.out_features = getattr(orig, "out_features", None)
-        self.weight = self.weight_t = self.bias = self.source = self.blocks = None
+        self.weight = self.weight_t = self.bias = self.source = self.blocks = self.device_blocks = None
 
     def load(self) -> None:
         name = tied(f"{self.key}.weight", self.gguf.tensors)
         self.source = t = self.tensor(name)
         rows, cols = t.shape[0], t.shape[-1]
         native = self.device.type == "cpu" and cols % 32 == 0 and t.type != GGMLType.F32 and len(t.shape) == 2
-        if self.mode == "auto" and native:
+        if self.accelerated:
+            if self.mode == "gguf":
+                self.device_blocks = torch.from_numpy(t.raw).to(self.device)
+            else:  # [out, in], as cuBLAS takes it
+                self.weight = self.dequant(name, self.dtype)
+        elif self.mode == "auto" and native:
             self.blocks = t.raw
             self.rows = rows
             self.threads = cpu.default_threads()  # read once (sysfs): KTX_THREADS or physical cores
@@ -95,10 +106,12 @@ class QuantLinear(Operator):
             self.bias = self.dequant(f"{self.key}.bias", self.dtype)
 
     def unload(self) -> None:
-        self.weight = self.weight_t = self.bias = self.source = self.blocks = None
+        self.weight = self.weight_t = self.bias = self.source = self.blocks = self.device_blocks = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: [..., in] -> [..., out]
+        if self.accelerated:
+            return self._forward_device(x)
         if self.blocks is not None:
             flat = x.reshape(-1, x.shape[-1])
             y = native_matmul(
@@ -112,6 +125,19 @@ class QuantLinear(Operator):
         y = torch.matmul(x.to(self.weight_t.dtype), self.weight_t)
         return y + self.bias if self.bias is not None else y
 
+    def _forward_device(self, x: torch.Tensor) -> torch.Tensor:
+        # x: [..., in] (any float dtype) -> [..., out] in x's dtype; the product in self.dtype
+        w = self.weight
+        if w is None:  # weights: gguf -> expand the blocks on the device for this call
+            from ..backend import kernels
+
+            t, kern = self.source, kernels(self.device.type)
+            w = kern.dequantize(self.device_blocks, int(t.type), tuple(t.shape), self.dtype)
+        return F.linear(x.to(self.device, self.dtype), w, self.bias).to(x.dtype)
+
     def extra_repr(self) -> str:
+        if self.accelerated:
+            form = f"gguf/{self.source.type.name}" if self.weight is None else str(self.dtype)
+            return f"key={self.key}, weights={self.device}, {form}"
         held = f"gguf-native/{self.source.type.name}" if self.blocks is not None else self.mode
         return f"key={self.key}, weights={held}"

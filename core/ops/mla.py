@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import torch
 
-from .attention import segments
+from ..runtime.context import current
+from .attention import paged_kernels, segments
 from .base import Operator, adopt
 from .rope import Rope, inv_freq
 
@@ -67,7 +68,8 @@ class MLAAttention(Operator):
         # q_nope: [n, H, nope], q_pe: [n, H, rope]; latent: [S, rank + rope] -> [n, H, v]
         c, k_pe = latent[:, : self.rank], latent[:, self.rank :]
         n, s = q_nope.shape[0], latent.shape[0]
-        mask = torch.arange(s)[None, :] <= torch.arange(start, start + n)[:, None]  # [n, S]
+        dev = q_nope.device
+        mask = torch.arange(s, device=dev)[None, :] <= torch.arange(start, start + n, device=dev)[:, None]
         if absorbed:
             q_lat = torch.einsum("nhd,hdr->nhr", q_nope, self.w_k)  # [n, H, rank]
             scores = torch.einsum("nhr,sr->hns", q_lat, c) + torch.einsum("nhd,sd->hns", q_pe, k_pe)
@@ -83,16 +85,23 @@ class MLAAttention(Operator):
         )
         return out[0].transpose(0, 1)
 
-    def forward(self, hidden_states: torch.Tensor, position_ids=None, **kwargs):
-        pool, rows, positions = segments(hidden_states, position_ids)
-        x = hidden_states.reshape(-1, hidden_states.shape[-1])
+    def _project(self, x: torch.Tensor, positions: torch.Tensor):
+        # x: [N, hidden] -> q_nope [N, H, nope], q_pe [N, H, rope] (rotated), latent [N, rank + rope]
         q = self.q_proj(x) if self.q_proj is not None else self.q_b_proj(self.q_a_layernorm(self.q_a_proj(x)))
         q = q.view(x.shape[0], self.heads, self.nope + self.rope_dim).float()
         q_nope, q_pe = q[..., : self.nope], self.rope(q[..., self.nope :], positions)
         ckv = self.kv_a_proj_with_mqa(x).float()
         c = self.kv_a_layernorm(ckv[:, : self.rank])
         k_pe = self.rope(ckv[:, None, self.rank :], positions)[:, 0]
-        latent = torch.cat((c, k_pe), -1)  # [N, rank + rope]
+        return q_nope, q_pe, torch.cat((c, k_pe), -1)
+
+    def forward(self, hidden_states: torch.Tensor, position_ids=None, **kwargs):
+        decode = paged_kernels(self, "mla_decode")
+        if decode is not None:
+            return self._forward_paged(hidden_states, decode)
+        pool, rows, positions = segments(hidden_states, position_ids)
+        x = hidden_states.reshape(-1, hidden_states.shape[-1])
+        q_nope, q_pe, latent = self._project(x, positions)
         outs = []
         for rs, seg, start in rows:
             lat = latent[rs]
@@ -104,4 +113,18 @@ class MLAAttention(Operator):
             absorbed = self.absorb == "always" or (self.absorb == "decode" and n == 1)
             outs.append(self._attend(q_nope[rs], q_pe[rs], lat, start, absorbed))
         o = torch.cat(outs).reshape(*hidden_states.shape[:-1], self.heads * self.v_dim)
+        return self.o_proj(o.to(hidden_states.dtype)), None
+
+    def _forward_paged(self, hidden_states: torch.Tensor, decode):
+        # Absorbed form over the latent cache, one new token per sequence (the backend's kernel).
+        ctx = current()
+        dev = ctx.on(self.device)
+        x = hidden_states.reshape(-1, hidden_states.shape[-1])
+        q_nope, q_pe, latent = self._project(x, dev.positions)
+        ctx.pool.write_rows(self.layer_idx, dev.write_slots, latent)
+        (cache,) = ctx.pool.layers[self.layer_idx]
+        q_lat = torch.einsum("nhd,hdr->nhr", q_nope, self.w_k)  # [S, H, rank]
+        o_lat = decode(q_lat, q_pe, cache, dev.block_table, dev.seq_lens, self.scale, self.rank)
+        o = torch.einsum("nhr,hvr->nhv", o_lat, self.w_v)
+        o = o.reshape(*hidden_states.shape[:-1], self.heads * self.v_dim)
         return self.o_proj(o.to(hidden_states.dtype)), None

@@ -9,9 +9,19 @@ renormalisation and a routed scaling factor. `num_experts_per_tok` (a rule kwarg
 the CPU, with the GGUF blocks left in the mmap; `TorchExperts` is the pure-PyTorch reference
 (each active expert dequantized when used), also what `Experts` falls back to elsewhere or
 with `backend: torch`.
+
+Hybrid (the rest of the model on an accelerator): the CPU experts are started before the
+shared experts and awaited after them. Where the backend offers `stream_experts`, the start
+and the wait are host callbacks on the accelerator's stream, so the step needs no Python
+synchronisation (and fits in a CUDA graph). `gpu_experts: N` keeps N experts of each layer on
+the accelerator (the busiest in a routing profile from `ktx profile`, else the first N); the
+CPU skips those slots (id -1) and the accelerator runs them.
 """
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -147,6 +157,9 @@ class Experts(TorchExperts):
         backend: str = "auto",
         threads: int | None = None,
         exact: bool | None = None,
+        gpu_experts: int = 0,
+        gpu_device: str | None = None,
+        profile: str | None = None,
         **kwargs,
     ):
         super().__init__(key, gguf, config, orig, device, **kwargs)
@@ -154,11 +167,18 @@ class Experts(TorchExperts):
             raise ValueError(f"Experts backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
         if backend == "kernel" and self.device.type != "cpu":
             raise ValueError(f"{key}: backend 'kernel' runs on the CPU; place the experts with device: cpu")
+        if gpu_experts and gpu_device is None:
+            raise ValueError(f"{key}: gpu_experts needs gpu_device (where those experts run)")
         self.backend, self.threads, self.exact = backend, threads, exact
-        self.kernel = self._result = None
+        self.n_gpu, self.profile = int(gpu_experts), profile
+        self.gpu_device = torch.device(gpu_device) if gpu_device else None
+        self.kernel = self._result = self._stream = None
+        self.gpu_ids = self.gpu_slot = self.gpu_w = None
 
     def load(self) -> None:
         super().load()
+        if self.n_gpu:
+            self._load_gpu_experts()
         if self.backend == "torch" or self.device.type != "cpu":
             return
         gate, up, down = (cpu_moe.expert_tensor(self.parts[p][0]) for p in ("gate", "up", "down"))
@@ -166,29 +186,127 @@ class Experts(TorchExperts):
 
     def unload(self) -> None:
         super().unload()
-        self.kernel = None
+        self.kernel = self._stream = self.gpu_ids = self.gpu_slot = self.gpu_w = None
 
+    # -- experts kept on the accelerator -------------------------------------------------------
+    def _load_gpu_experts(self) -> None:
+        n_experts = self.parts["gate"][0].shape[0]
+        chosen = choose_gpu_experts(self.key, n_experts, self.n_gpu, self.profile)
+        dev = self.gpu_device
+        dtype = torch.float32 if dev.type == "cpu" else torch.bfloat16
+        # stacked [N, inter, hidden] (gate, up) and [N, hidden, inter] (down), expanded on the device
+        self.gpu_w = tuple(
+            torch.stack([self._expert_on(part, e, dev, dtype) for e in chosen])
+            for part in ("gate", "up", "down")
+        )
+        self.gpu_ids = torch.tensor(chosen, device=dev)
+        slot = torch.full((n_experts,), -1, dtype=torch.long)
+        slot[chosen] = torch.arange(len(chosen))
+        self.gpu_slot = slot.to(dev)  # expert id -> its index among the GPU experts, or -1
+
+    def _expert_on(self, part: str, e: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        from .base import dequant_to
+
+        t, raw = self.parts[part]
+        one = _ExpertSlice(raw[e], t.type, tuple(t.shape[1:]))
+        return dequant_to(one, device, dtype)
+
+    def _gpu_part(self, x: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor):
+        """(ids for the CPU with the GPU's slots as -1, the GPU experts' weighted sum [n, hidden]).
+
+        Dense over the N kept experts (each token times each, weighted 0 where not routed): no
+        data-dependent shapes, so it can be captured in a graph; N is small."""
+        dev = self.gpu_device
+        local = self.gpu_slot[ids.to(dev)]  # [n, k]
+        on_gpu = local >= 0
+        dense = torch.zeros(ids.shape[0], len(self.gpu_ids), device=dev)
+        dense.scatter_add_(1, local.clamp(min=0), weights.to(dev).float() * on_gpu)  # [n, N]
+        wg, wu, wd = self.gpu_w
+        h = x.to(dev, wg.dtype)
+        act = F.silu(torch.einsum("th,eih->eti", h, wg)) * torch.einsum("th,eih->eti", h, wu)
+        y = torch.einsum("eti,ehi->eth", act, wd).float()  # [N, n, hidden]
+        return ids.masked_fill(on_gpu.to(ids.device), -1), torch.einsum("te,eth->th", dense, y)
+
+    # -- running -------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        if self.kernel is None:
+        if self.kernel is None and self.gpu_w is None:
             return super().forward(x, ids, weights)
-        return self.kernel(x.float(), ids, weights)
+        self.submit(x, ids, weights)
+        return self.sync()
 
     def submit(self, x: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor) -> None:
-        """Starts the experts in the background (kernel backend); collect with sync()."""
+        """Starts the experts (the CPU's in the background); collect the result with sync()."""
+        gpu_part = None
+        if self.gpu_w is not None:
+            ids, gpu_part = self._gpu_part(x, ids, weights)
         if self.kernel is None:
-            self._result = self.forward(x, ids, weights)
+            self._result = (TorchExperts.forward(self, x, ids.clamp(min=0), weights * (ids >= 0)), gpu_part)
+            return
+        stream = self._stream_for(x.device)
+        if stream is not None:
+            stream.submit(x, ids, weights)
         else:
             self.kernel.submit(x.float(), ids, weights)
+        self._result = (None, gpu_part)
 
     def sync(self) -> torch.Tensor:
-        if self.kernel is None:
-            result, self._result = self._result, None
-            return result
-        return self.kernel.sync()
+        """The experts' output [n, hidden] float32, on the device of the input given to submit()."""
+        (cpu_out, gpu_part), self._result = self._result, None
+        if cpu_out is None:
+            cpu_out = self._stream.sync() if self._stream is not None else self.kernel.sync()
+        if gpu_part is not None:
+            return cpu_out.to(gpu_part.device) + gpu_part
+        return cpu_out
+
+    def _stream_for(self, device: torch.device):
+        """The backend's stream-ordered runner of this layer's CPU experts, or None."""
+        if device.type == "cpu":
+            self._stream = None
+            return None
+        if self._stream is None or self._stream.device != device:
+            from ..backend import kernels
+
+            make = getattr(kernels(device.type), "stream_experts", None)
+            self._stream = make(self.kernel, device) if make is not None else None
+        return self._stream
 
     def extra_repr(self) -> str:
         where = "cpu kernels" if self.kernel is not None else "torch reference"
+        if self.gpu_ids is not None:
+            where += f", {len(self.gpu_ids)} experts on {self.gpu_device}"
         return f"key={self.key}, {where}"
+
+
+class _ExpertSlice:
+    """One expert's rows of a stacked GGUF tensor, shaped like a GGUF tensor for dequant_to."""
+
+    def __init__(self, raw, ggml_type, shape):
+        self.raw, self.type, self.shape = raw.reshape(-1), ggml_type, shape
+
+    def dequantize(self, dtype=torch.float32) -> torch.Tensor:
+        return quants.dequantize(self.raw, self.type, self.shape, dtype)
+
+
+def choose_gpu_experts(key: str, n_experts: int, n: int, profile: str | None) -> list[int]:
+    """The n experts of layer `key` to keep on the GPU: the most used in a routing profile
+    (`ktx profile`), or the first n when there is none or it lacks this layer."""
+    n = min(n, n_experts)
+    if profile:
+        try:
+            counts = json.loads(Path(profile).read_text())["layers"].get(key)
+        except (OSError, ValueError, KeyError, AttributeError) as e:
+            raise ModelError(
+                f"routing profile {profile}: cannot read it ({e}); record one with `ktx profile`"
+            ) from e
+        if counts is not None:
+            if len(counts) != n_experts:
+                raise ModelError(
+                    f"routing profile {profile}: layer {key} has {len(counts)} experts, the model "
+                    f"{n_experts}; it was recorded on another model"
+                )
+            order = sorted(range(n_experts), key=lambda e: (-counts[e], e))
+            return sorted(order[:n])
+    return list(range(n))
 
 
 class MoE(Operator):
@@ -211,9 +329,10 @@ class MoE(Operator):
         x = hidden_states.reshape(-1, shape[-1])
         ids, weights = self.gate.route(x)
         shared = self.shared_experts if self.shared_experts is not None else self.shared_expert
-        # Experts on the CPU kernels while the shared experts run on an accelerator: overlap
-        # them. With everything on the CPU the two would only fight over the same cores.
-        overlap = shared is not None and x.device.type != "cpu" and hasattr(self.experts, "submit")
+        # Experts on the CPU kernels while the rest runs on an accelerator: start them, run the
+        # shared experts there, then wait. With everything on the CPU the two would only fight
+        # over the same cores.
+        overlap = x.device.type != "cpu" and hasattr(self.experts, "submit")
         if overlap:
             self.experts.submit(x, ids, weights)
         else:
@@ -225,4 +344,6 @@ class MoE(Operator):
             if overlap:
                 y = self.experts.sync().to(s.device)
             y = y + s
+        elif overlap:
+            y = self.experts.sync().to(x.device)
         return y.to(hidden_states.dtype).reshape(shape)

@@ -32,10 +32,14 @@ def inv_freq(config, dim: int, layer_type: str | None = None) -> tuple[torch.Ten
 class Rope:
     def __init__(self, freqs: torch.Tensor, scale: float, interleaved: bool):
         self.freqs, self.scale, self.interleaved = freqs, scale, interleaved
+        self._on: dict[torch.device, torch.Tensor] = {}
 
     def __call__(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        # x: [T, heads, dim] float32; positions: [T]
-        angles = positions.to(torch.float32)[:, None] * self.freqs[None, :]  # [T, dim/2]
+        # x: [T, heads, dim] float32; positions: [T] (any device: moved to x's)
+        freqs = self._on.get(x.device)
+        if freqs is None:
+            freqs = self._on[x.device] = self.freqs.to(x.device)
+        angles = positions.to(x.device, torch.float32)[:, None] * freqs[None, :]  # [T, dim/2]
         cos = (angles.cos() * self.scale)[:, None, :]
         sin = (angles.sin() * self.scale)[:, None, :]
         if self.interleaved:

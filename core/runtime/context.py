@@ -33,15 +33,52 @@ class Segment:
 
 
 @dataclass
+class DeviceBatch:
+    """The step's indices as tensors on one device, for kernels that must not depend on Python
+    values (paged attention; a CUDA graph replays the same tensors with new contents)."""
+
+    positions: torch.Tensor  # [T] int64: position of each new token
+    write_slots: torch.Tensor  # [T] int64: pool row (block * block_size + offset) of each new token
+    block_table: torch.Tensor  # [S, max_blocks] int32: each sequence's blocks, padded with 0
+    seq_lens: torch.Tensor  # [S] int32: tokens stored once this step's are written
+
+
+@dataclass
 class ForwardBatch:
     pool: BlockPool
     segments: list[Segment]
+    _on: dict = field(default_factory=dict, repr=False)
 
     # Derived once per step, read by every attention layer.
     @cached_property
     def positions(self) -> torch.Tensor:
         """Position of each token of the flat row: [T]."""
         return torch.cat([torch.arange(s.start, s.start + s.length) for s in self.segments])
+
+    @cached_property
+    def decode_only(self) -> bool:
+        """Every sequence adds one token (a decode step: paged attention kernels apply)."""
+        return all(s.length == 1 for s in self.segments)
+
+    def on(self, device: torch.device) -> DeviceBatch:
+        """This step's DeviceBatch on `device` (built once per step and device)."""
+        got = self._on.get(device)
+        if got is None:
+            got = self._on[device] = self._device_batch(device)
+        return got
+
+    def _device_batch(self, device: torch.device) -> DeviceBatch:
+        pool = self.pool
+        width = max(len(s.seq.blocks) for s in self.segments)
+        table = torch.zeros(len(self.segments), width, dtype=torch.int32)
+        for i, s in enumerate(self.segments):
+            table[i, : len(s.seq.blocks)] = torch.tensor(s.seq.blocks, dtype=torch.int32)
+        return DeviceBatch(
+            positions=self.positions.to(device),
+            write_slots=torch.cat([s.slots(pool)[0] for s in self.segments]).to(device),
+            block_table=table.to(device),
+            seq_lens=torch.tensor([s.start + s.length for s in self.segments], dtype=torch.int32).to(device),
+        )
 
     @cached_property
     def rows(self) -> list[tuple[slice, Segment, int]]:

@@ -46,7 +46,12 @@ def kv_specs(model: torch.nn.Module) -> dict[int, tuple[tuple[int, ...], ...]]:
 
 
 def make_pool(model: torch.nn.Module, cache_tokens: int = 4096, block_size: int = 64) -> BlockPool:
-    return BlockPool(kv_specs(model), -(-cache_tokens // block_size), block_size)
+    """A pool for `cache_tokens` tokens; each layer's blocks live on its attention's device
+    (float32 on the CPU, bfloat16 on an accelerator)."""
+    layers = {m.layer_idx: m for m in model.modules() if hasattr(m, "kv_spec")}
+    devices = {i: getattr(m, "device", torch.device("cpu")) for i, m in layers.items()}
+    dtypes = {i: torch.float32 if d.type == "cpu" else torch.bfloat16 for i, d in devices.items()}
+    return BlockPool(kv_specs(model), -(-cache_tokens // block_size), block_size, dtypes, devices)
 
 
 @torch.inference_mode()
@@ -67,7 +72,14 @@ def forward_step(
         )
     for seg in segments:
         seg.seq.length = seg.start + seg.length
-    return out.logits[0].float()
+    logits = out.logits[0].float()
+    if logits.device.type != "cpu":
+        from ..backend import kernels
+
+        finish = getattr(kernels(logits.device.type), "finish_step", None)
+        if finish is not None:
+            finish(logits.device)
+    return logits
 
 
 def prefill(

@@ -29,14 +29,26 @@ class BlockPool:
         specs: dict[int, tuple[tuple[int, ...], ...]],
         num_blocks: int,
         block_size: int = 64,
-        dtype: torch.dtype = torch.float32,
-        device: str | torch.device = "cpu",
+        dtype: torch.dtype | dict[int, torch.dtype] = torch.float32,
+        device: str | torch.device | dict[int, str | torch.device] = "cpu",
     ):
         # specs: layer index -> per-token shapes of the tensors it stores, e.g. ((kvh, d), (kvh, d))
+        # dtype, device: one for all layers, or per layer (layers split over devices)
         self.block_size, self.num_blocks = block_size, num_blocks
+
+        def per_layer(value, layer):
+            return value[layer] if isinstance(value, dict) else value
+
         self.layers = {
             layer: tuple(
-                torch.zeros(num_blocks, block_size, *shape, dtype=dtype, device=device) for shape in shapes
+                torch.zeros(
+                    num_blocks,
+                    block_size,
+                    *shape,
+                    dtype=per_layer(dtype, layer),
+                    device=per_layer(device, layer),
+                )
+                for shape in shapes
             )
             for layer, shapes in specs.items()
         }
@@ -66,6 +78,10 @@ class BlockPool:
         seq.blocks.clear()
         seq.length = 0
 
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for stores in self.layers.values() for t in stores)
+
     def slots(self, seq: SequenceKV, start: int, end: int) -> torch.Tensor:
         """Pool-wide row index of tokens start .. end of `seq` (reserve() them first)."""
         pos = torch.arange(start, end)
@@ -83,8 +99,13 @@ class BlockPool:
         # values: [n, *shape] for tokens start .. start+n
         if slots is None:
             slots = self.slots(seq, start, start + values[0].shape[0])
+        self.write_rows(layer, slots, *values)
+
+    def write_rows(self, layer: int, slots: torch.Tensor, *values: torch.Tensor) -> None:
+        """values[i]: [n, *shape] -> pool rows `slots` [n] (no Python values: graph-capturable)."""
         for store, value in zip(self.layers[layer], values, strict=True):
-            store.view(-1, *store.shape[2:]).index_copy_(0, slots.to(store.device), value.to(store.dtype))
+            flat = store.view(-1, *store.shape[2:])
+            flat.index_copy_(0, slots.to(store.device), value.to(store.device, store.dtype))
 
     def read(
         self, layer: int, seq: SequenceKV, end: int, slots: torch.Tensor | None = None

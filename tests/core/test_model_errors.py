@@ -116,5 +116,15 @@ def test_ktx_core_load_returns_a_callable_model(tiny_llama):
 
 
 def test_unusable_device_is_refused_before_loading(tiny_llama):
-    with pytest.raises(ModelError, match="CPU only"):
-        load(tiny_llama, device="cuda")
+    import torch
+
+    with pytest.raises(ModelError, match="unknown; use auto, cpu, cuda"):
+        load(tiny_llama, device="tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelError, match="'cuda' is not usable here"):
+            load(tiny_llama, device="cuda")
+
+
+def test_gpu_experts_need_an_accelerator(tiny_llama):
+    with pytest.raises(ModelError, match="--gpu-experts keeps experts on an accelerator"):
+        load(tiny_llama, device="cpu", gpu_experts=2)

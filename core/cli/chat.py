@@ -104,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
                 stop=args.stop,
                 chunk_size=args.chunk_size,
                 on_text=write,
+                use_cuda_graph=args.cuda_graph,
             )
         except ValueError as e:  # e.g. the conversation outgrew the context: say so, keep the session
             print(f"ktx: {e} (/reset starts over)", file=sys.stderr)

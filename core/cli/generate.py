@@ -56,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
         chunk_size=args.chunk_size,
         on_text=None if args.json else write,
         ignore_eos=args.ignore_eos,
+        use_cuda_graph=args.cuda_graph,
     )
     if args.json:
         print_json(

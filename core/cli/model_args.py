@@ -19,7 +19,30 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--rules", metavar="YAML", help="placement rules (default: the architecture's own)")
     g.add_argument(
-        "--device", default="auto", help="where the non-expert parts run: auto or cpu (default auto)"
+        "--device",
+        default="auto",
+        help="where all but the routed experts run: auto, cpu, cuda, cuda:N "
+        "(default auto: the GPU when there is one; the experts stay on the CPU)",
+    )
+    g.add_argument(
+        "--gpu-experts",
+        type=int,
+        default=0,
+        metavar="N",
+        help="keep N routed experts per layer on the GPU (the busiest in --profile, else the first N)",
+    )
+    g.add_argument("--profile", metavar="JSON", help="routing profile from `ktx profile` for --gpu-experts")
+    g.add_argument(
+        "--cache-lens",
+        type=int,
+        default=4096,
+        metavar="N",
+        help="KV-cache tokens the memory plan reserves (default 4096)",
+    )
+    g.add_argument(
+        "--cuda-graph",
+        action="store_true",
+        help="replay each decode step as one captured CUDA graph (GPU devices)",
     )
     g.add_argument("--cpu-threads", type=int, metavar="N", help="CPU threads (default: physical cores)")
     g.add_argument(
@@ -87,6 +110,11 @@ def load_model(args: argparse.Namespace, quiet: bool = False) -> Any:
     def progress(stage: str, done: int, total: int) -> None:
         bar.update(task, description=names.get(stage, stage), completed=done, total=total or None)
 
+    def show_plan(plan) -> None:
+        if not quiet:
+            for line in plan.lines():
+                err.print(f"[dim]memory plan: {line}[/dim]")
+
     with bar:
         model = load(
             args.gguf,
@@ -96,6 +124,10 @@ def load_model(args: argparse.Namespace, quiet: bool = False) -> Any:
             cpu_threads=args.cpu_threads,
             num_experts_per_tok=args.experts_per_tok,
             progress=progress,
+            gpu_experts=args.gpu_experts,
+            profile=args.profile,
+            cache_tokens=args.cache_lens,
+            on_plan=show_plan,
         )
     if not quiet:
         import torch
@@ -103,7 +135,8 @@ def load_model(args: argparse.Namespace, quiet: bool = False) -> Any:
         from .. import cpu
 
         err.print(
-            f"[dim]{model.arch.variant} · {model.config.num_hidden_layers} layers · CPU path {cpu.isa()} · "
+            f"[dim]{model.arch.variant} · {model.config.num_hidden_layers} layers · "
+            f"device {model.model.embed_tokens.device} · CPU path {cpu.isa()} · "
             f"{torch.get_num_threads()} threads · loaded in {model.load_seconds:.1f} s[/dim]"
         )
     return model

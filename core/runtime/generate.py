@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .context import ForwardBatch, Segment, forward_batch
+from .forward import layers_forward
 from .kv_cache import BlockPool, SequenceKV
 from .sampler import Sampler, SamplingParams
 from .stops import StopMatcher
@@ -62,17 +63,11 @@ def forward_step(
     for seg in segments:
         pool.reserve(seg.seq, seg.start + seg.length)
     batch = ForwardBatch(pool, segments)
-    last = torch.tensor([rows.stop - 1 for rows, _, _ in batch.rows])
+    last = None if batch.decode_only else torch.tensor([rows.stop - 1 for rows, _, _ in batch.rows])
     with forward_batch(batch), _torch_threads_for(len(input_ids)):
-        out = model(
-            input_ids=input_ids[None],
-            position_ids=batch.positions[None],
-            use_cache=False,
-            logits_to_keep=last,
-        )
+        logits = layers_forward(model, input_ids, batch.positions, last).float()
     for seg in segments:
         seg.seq.length = seg.start + seg.length
-    logits = out.logits[0].float()
     if logits.device.type != "cpu":
         from ..backend import kernels
 
@@ -91,6 +86,19 @@ def prefill(
         chunk = torch.tensor(tokens[i : i + chunk_size], dtype=torch.long)
         logits = forward_step(model, pool, [Segment(seq, seq.length, len(chunk))], chunk)[0]
     return logits
+
+
+def _decode_step(model, pool: BlockPool, use_cuda_graph: bool) -> Callable:
+    """(segments, tokens) -> logits: eager forward_step, or a captured graph's replay."""
+    if not use_cuda_graph:
+        return lambda segments, tokens: forward_step(model, pool, segments, tokens)
+    from ..backend import kernels
+
+    device = model.model.embed_tokens.device
+    runner = getattr(kernels(device.type), "GraphRunner", None)
+    if runner is None:
+        raise ValueError(f"use_cuda_graph: the model is on {device}, whose backend captures no graphs")
+    return runner(model, pool, batch_size=1).step
 
 
 @dataclass
@@ -130,8 +138,12 @@ def prefill_and_generate(
     pool: BlockPool | None = None,
     on_text: Callable[[str], None] | None = None,
     ignore_eos: bool = False,
+    use_cuda_graph: bool = False,
 ) -> Generation:
-    """Generates up to `max_new_tokens` after `input_ids` (list or [1, T]); streams text to `on_text`."""
+    """Generates up to `max_new_tokens` after `input_ids` (list or [1, T]); streams text to `on_text`.
+
+    `use_cuda_graph`: decode steps replay one captured graph (the backend's GraphRunner; the
+    model must sit on an accelerator whose backend has one)."""
     from ..tokenizer.stream import StreamDecoder
 
     tokens = input_ids.reshape(-1).tolist() if isinstance(input_ids, torch.Tensor) else list(input_ids)
@@ -147,6 +159,7 @@ def prefill_and_generate(
     sampling = sampling or SamplingParams(temperature=0.0)
     sampler = Sampler(sampling)
     pool = pool or make_pool(model, len(tokens) + max_new_tokens + 1)
+    step = _decode_step(model, pool, use_cuda_graph)
     seq = SequenceKV()
     gen = Generation(prompt_tokens=len(tokens))
     stops, detok = StopMatcher(stop or []), StreamDecoder(tokenizer, skip_special_tokens=True)
@@ -179,7 +192,7 @@ def prefill_and_generate(
                 break
             if len(gen.tokens) == max_new_tokens:
                 break
-            logits = forward_step(model, pool, [Segment(seq, seq.length, 1)], torch.tensor([token]))[0]
+            logits = step([Segment(seq, seq.length, 1)], torch.tensor([token]))[0]
         if not stopped_by_string:
             text, stopped_by_string = stops.push(detok.flush())
             emit(text if stopped_by_string else text + stops.flush())

@@ -1,0 +1,105 @@
+"""CPU experts run in the order of a CUDA stream: copy out, start, (GPU works), wait, copy in.
+
+`StreamExperts.submit` enqueues on the current stream: the device-to-host copies of the
+layer's input and routing into pinned buffers, then a host callback that starts the CPU MoE
+layer (ktx_moe_host_submit, C++: it returns at once and the layer runs on its own thread).
+The caller then enqueues the shared experts. `sync` enqueues a host callback that waits for
+the layer (ktx_moe_host_sync) and the host-to-device copy of its output. Python never waits,
+and the whole sequence can be captured in a CUDA graph (copies and host nodes).
+
+The callbacks are the C++ kernels' own functions, so no Python (and no GIL) runs on CUDA's
+callback thread; cuLaunchHostFunc is the driver's, reached through ctypes because the kernels
+are built without CUDA. Pinned buffers are shared by all layers of a device with the same
+shapes: stream order keeps one layer's use from overlapping the next.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import weakref
+
+import torch
+
+from ktx.core.cpu_moe import CpuMoE, HostTask
+
+_driver = None
+
+
+def launch_host_func(stream: torch.cuda.Stream, fn: int, arg: int) -> None:
+    """cuLaunchHostFunc(stream, fn, arg): `fn(arg)` runs on a CUDA thread once the stream's work
+    before it is done; work after it waits for it to return."""
+    global _driver
+    if _driver is None:
+        lib = ctypes.CDLL("libcuda.so.1")
+        lib.cuLaunchHostFunc.argtypes = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
+        lib.cuLaunchHostFunc.restype = ctypes.c_int
+        _driver = lib
+    rc = _driver.cuLaunchHostFunc(stream.cuda_stream, fn, arg)
+    if rc != 0:
+        raise RuntimeError(f"cuLaunchHostFunc failed with CUresult {rc}")
+
+
+class _Buffers:
+    """Pinned host buffers for calls of n tokens x k experts: x, ids, weights, out."""
+
+    def __init__(self, n: int, k: int, hidden: int):
+        pin = dict(pin_memory=True)
+        self.x = torch.empty(n, hidden, dtype=torch.float32, **pin)
+        self.ids = torch.empty(n, k, dtype=torch.int64, **pin)
+        self.weights = torch.empty(n, k, dtype=torch.float32, **pin)
+        self.out = torch.empty(n, hidden, dtype=torch.float32, **pin)
+
+
+_shared: dict[tuple, _Buffers] = {}
+_live: weakref.WeakSet = weakref.WeakSet()
+
+
+class StreamExperts:
+    def __init__(self, moe: CpuMoE, device: torch.device):
+        self.moe, self.device = moe, torch.device(device)
+        self.tasks: dict[tuple[int, int], tuple[HostTask, _Buffers]] = {}
+        self._pending: tuple[HostTask, _Buffers] | None = None
+        _live.add(self)
+
+    def _task(self, n: int, k: int) -> tuple[HostTask, _Buffers]:
+        got = self.tasks.get((n, k))
+        if got is None:
+            key = (self.device, n, k, self.moe.hidden)
+            bufs = _shared.get(key)
+            if bufs is None:
+                bufs = _shared[key] = _Buffers(n, k, self.moe.hidden)
+            task = self.moe.host_task(bufs.x, bufs.ids, bufs.weights, bufs.out)
+            got = self.tasks[(n, k)] = (task, bufs)
+        return got
+
+    def submit(self, x: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor) -> None:
+        # x: [n, hidden], ids/weights: [n, k] on self.device
+        if self._pending is not None:
+            raise RuntimeError("StreamExperts.submit: the previous call was not synced")
+        task, bufs = self._task(*ids.shape)
+        stream = torch.cuda.current_stream(self.device)
+        bufs.x.copy_(x, non_blocking=True)
+        bufs.ids.copy_(ids, non_blocking=True)
+        bufs.weights.copy_(weights, non_blocking=True)
+        launch_host_func(stream, HostTask.submit_fn, task.address)
+        self._pending = (task, bufs)
+
+    def sync(self) -> torch.Tensor:
+        """The layer's output [n, hidden] float32 on the device (ready in stream order)."""
+        if self._pending is None:
+            raise RuntimeError("StreamExperts.sync: nothing was submitted")
+        (task, bufs), self._pending = self._pending, None
+        launch_host_func(torch.cuda.current_stream(self.device), HostTask.sync_fn, task.address)
+        return bufs.out.to(self.device, non_blocking=True)
+
+    def check(self) -> None:
+        """Raises what a callback of this layer hit (call after the stream has run)."""
+        for task, _ in self.tasks.values():
+            task.check()
+
+
+def check_all(device: torch.device | None = None) -> None:
+    """Waits for the stream, then raises the first error any CPU experts' callback recorded."""
+    torch.cuda.current_stream(device).synchronize()
+    for runner in list(_live):
+        runner.check()

@@ -1,0 +1,22 @@
+"""What the CUDA backend offers ktx's operators (see ktx.core.backend): imported only once a
+model is placed on a CUDA device, so this is where triton is first imported."""
+
+from __future__ import annotations
+
+import torch
+
+from .dequant import dequantize
+from .graphs import GraphRunner
+from .host_moe import StreamExperts, check_all
+from .paged_attention import gqa_decode, mla_decode
+
+__all__ = ["GraphRunner", "dequantize", "finish_step", "gqa_decode", "mla_decode", "stream_experts"]
+
+
+def stream_experts(moe, device: torch.device) -> StreamExperts:
+    return StreamExperts(moe, device)
+
+
+def finish_step(device: torch.device) -> None:
+    """After a step: wait for the device and raise what the CPU experts' callbacks hit."""
+    check_all(device)

@@ -1,4 +1,4 @@
-"""`ktx bench`: benchmarks of ktx's kernels on this machine (`ktx bench moe`: the CPU MoE layer)."""
+"""`ktx bench`: benchmarks on this machine (`moe`: the CPU MoE layer; `e2e`: a whole model)."""
 
 from __future__ import annotations
 
@@ -60,6 +60,54 @@ def run_moe(args: argparse.Namespace) -> int:
         title = f"ktx MoE layer: {bench.shape.preset} {bench.type_name}, {bench.isa}, {bench.threads} threads"
         moe.plot(rows, args.plot, title)
         print(f"plot: {args.plot}", file=info)
+    return 0
+
+
+E2E_EXAMPLES = """\
+examples:
+  ktx synth --preset v2-lite -o v2-lite.gguf
+  ktx bench e2e --gguf v2-lite.gguf --device cuda --prompt 512,2048,8192 --gen 128 --cuda-graph
+  ktx bench e2e --prompt 64,256 --gen 32            the demo model, on this machine's default device
+
+columns: prefill/s (prompt tokens / time to the first token); TTFT; decode/s; vs floor (decode rate
+/ the CPU experts' floor: DRAM read bandwidth / active expert bytes per token); step ms; cpu ms
+(CPU MoE layers' running time per step); rest ms (a step with the CPU experts skipped: the rest of
+the model); ratio (step / (cpu + rest): below 1 means overlap, the goal is at most 1.2); VRAM
+(peak allocated); RSS (peak resident, mmap'd experts included); spread (routing during prefill:
+least share of experts used by any layer / busiest expert's load vs an even share)."""
+
+
+def run_e2e(args: argparse.Namespace) -> int:
+    from .. import membw
+    from ..bench import e2e
+    from .model_args import load_model
+
+    prompts = moe.parse_tokens(args.prompt)
+    cfg = e2e.E2EConfig(prompts, args.gen, args.chunk_size, args.cuda_graph, args.seed or 0)
+    info = sys.stderr if args.json else sys.stdout
+    model = load_model(args, quiet=args.json)
+    dram = membw.read_gb_s()
+    device = model.model.embed_tokens.device
+    h2d = e2e.h2d_gb_s(device) if device.type == "cuda" else None
+    head = e2e.header(model, dram, h2d, cfg)
+    print(
+        f"{head['model']} · {head['layers']} layers · {head['device']} · CPU {head['cpu_isa']} "
+        f"{head['cpu_threads']} threads · DRAM read {dram:.1f} GB/s"
+        + (f" · pinned H2D {h2d:.1f} GB/s" if h2d else "")
+        + f" · active experts {head['active_expert_mb_per_token']:.1f} MB/token"
+        + (f" (floor {head['decode_floor_tok_s']:.0f} tok/s)" if head["decode_floor_tok_s"] else ""),
+        file=info,
+        flush=True,
+    )
+    if not args.json:
+        print(e2e.TABLE_HEADER, flush=True)
+    rows = []
+    for n in prompts:
+        rows.append(e2e.measure(model, n, cfg))
+        if not args.json:
+            print(e2e.table_row(rows[-1], head["decode_floor_tok_s"]), flush=True)
+    if args.json:
+        sys.stdout.write(json.dumps({**head, "rows": rows}, indent=2) + "\n")
     return 0
 
 
@@ -142,6 +190,25 @@ def add_parser(subcommands) -> None:
     )
     m.add_argument("-q", "--quiet", action="store_true", help="no progress while building the weights")
     m.set_defaults(run=run_moe)
+
+    from .model_args import add_model_flags
+
+    e = benchmarks.add_parser(
+        "e2e",
+        help="a whole model: prefill and decode tokens/s, TTFT, memory, CPU vs GPU time per step",
+        description="Prefill random prompts of the given lengths and decode --gen tokens after each; "
+        "report speed, memory and where a decode step's time goes, against this machine's DRAM "
+        "bandwidth measured in the same run.",
+        epilog=E2E_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    e.add_argument(
+        "--prompt", default="512,2048", help="comma-separated prompt lengths (default: %(default)s)"
+    )
+    e.add_argument("--gen", type=_positive, default=128, help="tokens decoded per prompt (default: 128)")
+    e.add_argument("--json", action="store_true", help="print one JSON object (header and rows)")
+    add_model_flags(e)
+    e.set_defaults(run=run_e2e)
 
 
 def _no_benchmark(parser: argparse.ArgumentParser) -> int:

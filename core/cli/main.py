@@ -11,9 +11,9 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from . import bench, chat, convert, doctor, generate, inspect, rules, synth
+from . import bench, chat, convert, doctor, generate, inspect, profile, rules, synth
 
-SUBCOMMANDS = (chat, generate, doctor, inspect, rules, convert, synth, bench)
+SUBCOMMANDS = (chat, generate, doctor, inspect, rules, convert, synth, bench, profile)
 
 DESCRIPTION = """\
 Run huge Mixture-of-Experts models on one workstation: the routed experts on fast CPU
@@ -29,6 +29,9 @@ examples:
   ktx convert ~/hf/DeepSeek-V2-Lite -o v2-lite.gguf --type q4_k_m
   ktx synth --preset v3 --layers 4 -o v3-4l.gguf   random weights, real shapes (benchmarks)
   ktx bench moe --preset v2-lite --type q4_k   MoE-layer speed, decode to prefill, vs DRAM
+  ktx chat --gguf m.gguf --device cuda         hybrid: experts on the CPU, the rest on the GPU
+  ktx profile --gguf m.gguf -o prof.json       routing counts, for --gpu-experts N --profile
+  ktx bench e2e --gguf m.gguf --prompt 512,2048 --gen 128   prefill/decode tokens/s, TTFT
 
 environment:
   KTX_ISA=scalar|avx2|avx512|amx   force a CPU kernel path

@@ -88,7 +88,7 @@ def prefill(
     return logits
 
 
-def _decode_step(model, pool: BlockPool, use_cuda_graph: bool) -> Callable:
+def decode_step(model, pool: BlockPool, use_cuda_graph: bool) -> Callable:
     """(segments, tokens) -> logits: eager forward_step, or a captured graph's replay."""
     if not use_cuda_graph:
         return lambda segments, tokens: forward_step(model, pool, segments, tokens)
@@ -159,7 +159,7 @@ def prefill_and_generate(
     sampling = sampling or SamplingParams(temperature=0.0)
     sampler = Sampler(sampling)
     pool = pool or make_pool(model, len(tokens) + max_new_tokens + 1)
-    step = _decode_step(model, pool, use_cuda_graph)
+    step = decode_step(model, pool, use_cuda_graph)
     seq = SequenceKV()
     gen = Generation(prompt_tokens=len(tokens))
     stops, detok = StopMatcher(stop or []), StreamDecoder(tokenizer, skip_special_tokens=True)

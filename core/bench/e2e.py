@@ -1,0 +1,189 @@
+"""`ktx bench e2e`: a whole model, prompt to answer: prefill and decode tokens/s, TTFT, memory,
+and where a decode step's time goes (the CPU experts vs the rest of the model).
+
+For each prompt length: random token ids (seeded, away from the special tokens) are prefilled
+in chunks, then `gen` tokens are decoded greedily (end-of-sequence ignored). Routing is
+counted during prefill and reported as its spread over experts (ktx.core.runtime.profile):
+a benchmark whose tokens all go to a few experts would flatter prefill.
+
+A decode step's parts: `cpu_ms` is the time the CPU MoE layers spent running (their own
+clock), `rest_ms` the step time of a second decode pass with every CPU expert slot skipped
+(all of the model but the CPU experts, launch overheads included). Overlap makes the step
+shorter than their sum; `step_vs_parts` = step / (cpu + rest) says how well (≤ 1.2 wanted).
+
+Ceilings measured in the same run: DRAM read bandwidth (the CPU experts' decode floor is
+active expert bytes per token / bandwidth) and, on CUDA, pinned host-to-device bandwidth.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import resource
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..runtime.context import Segment
+from ..runtime.generate import decode_step, make_pool, prefill
+from ..runtime.kv_cache import SequenceKV
+from ..runtime.profile import count_routing, spread
+
+
+@dataclass
+class E2EConfig:
+    prompts: list[int]
+    gen: int = 128
+    chunk_size: int = 512
+    cuda_graph: bool = False
+    seed: int = 0
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _experts(model) -> list:
+    from ..ops.moe import Experts
+
+    return [m for m in model.modules() if isinstance(m, Experts)]
+
+
+def cpu_busy_s(model) -> float:
+    return sum(m.kernel.busy_seconds for m in _experts(model) if m.kernel is not None)
+
+
+def active_expert_bytes(model) -> int:
+    """Bytes of routed-expert weights one token reads from RAM: k experts per MoE layer."""
+    total = 0
+    for m in _experts(model):
+        if m.kernel is None:
+            continue
+        k = int(model.config.num_experts_per_tok)
+        n_experts = m.parts["gate"][0].shape[0]
+        total += k * sum(m.parts[p][0].nbytes for p in ("gate", "up", "down")) // n_experts
+    return total
+
+
+def h2d_gb_s(device: torch.device, nbytes: int = 256 << 20) -> float:
+    host = torch.empty(nbytes, dtype=torch.uint8).pin_memory()
+    dev = torch.empty(nbytes, dtype=torch.uint8, device=device)
+    best = float("inf")
+    for _ in range(5):
+        _sync(device)
+        t0 = time.perf_counter()
+        dev.copy_(host, non_blocking=True)
+        _sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return nbytes / best / 1e9
+
+
+def random_prompt(vocab: int, n: int, seed: int) -> list[int]:
+    low = min(1000, vocab // 4)  # clear of the special and byte tokens at the start of most vocabularies
+    return np.random.default_rng(seed).integers(low, vocab, n).tolist()
+
+
+@contextlib.contextmanager
+def cpu_experts_off(model):
+    experts = _experts(model)
+    for m in experts:
+        m.cpu_off = True
+    try:
+        yield
+    finally:
+        for m in experts:
+            m.cpu_off = False
+
+
+def _decode(model, pool, seq, logits, gen: int, cuda_graph: bool, device) -> float:
+    """Seconds for `gen` greedy decode steps after `logits`."""
+    step = decode_step(model, pool, cuda_graph)
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(gen):
+        token = int(logits.argmax())
+        logits = step([Segment(seq, seq.length, 1)], torch.tensor([token]))[0]
+    _sync(device)
+    return time.perf_counter() - t0
+
+
+def measure(model, n_prompt: int, cfg: E2EConfig) -> dict[str, Any]:
+    device = model.model.embed_tokens.device
+    vocab = int(model.config.vocab_size)
+    ids = random_prompt(vocab, n_prompt, cfg.seed + n_prompt)
+    pool = make_pool(model, n_prompt + 2 * cfg.gen + 1)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    with torch.inference_mode():
+        seq = SequenceKV()
+        _sync(device)
+        t0 = time.perf_counter()
+        with count_routing(model) as counts:
+            logits = prefill(model, pool, seq, ids, cfg.chunk_size)
+        int(logits.argmax())  # the first token: TTFT ends here
+        ttft = time.perf_counter() - t0
+        busy0 = cpu_busy_s(model)
+        decode_s = _decode(model, pool, seq, logits, cfg.gen, cfg.cuda_graph, device)
+        cpu_s = cpu_busy_s(model) - busy0
+        # as many steps again, on with the same sequence, with every CPU expert slot skipped:
+        # the rest of the model's time at nearly the same context length
+        with cpu_experts_off(model):
+            rest_s = _decode(model, pool, seq, logits, cfg.gen, cfg.cuda_graph, device)
+        pool.free(seq)
+    step_ms, cpu_ms, rest_ms = (1e3 * s / cfg.gen for s in (decode_s, cpu_s, rest_s))
+    row = {
+        "prompt_tokens": n_prompt,
+        "gen_tokens": cfg.gen,
+        "prefill_tok_s": n_prompt / ttft,
+        "ttft_s": ttft,
+        "decode_tok_s": cfg.gen / decode_s,
+        "step_ms": step_ms,
+        "cpu_experts_ms": cpu_ms,
+        "rest_ms": rest_ms,
+        "step_vs_parts": step_ms / (cpu_ms + rest_ms) if cpu_ms + rest_ms else None,
+        "cpu_busy_share": cpu_ms / step_ms,
+        "rest_busy_share": min(1.0, rest_ms / step_ms),
+        "peak_vram_gb": torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else 0.0,
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9,
+        "routing": spread(counts),
+    }
+    return row
+
+
+def header(model, dram_gb_s: float, h2d: float | None, cfg: E2EConfig) -> dict[str, Any]:
+    from .. import cpu
+
+    per_token = active_expert_bytes(model)
+    return {
+        "model": model.arch.variant,
+        "layers": int(model.config.num_hidden_layers),
+        "device": str(model.model.embed_tokens.device),
+        "cpu_isa": cpu.isa(),
+        "cpu_threads": cpu.default_threads(),
+        "cuda_graph": cfg.cuda_graph,
+        "dram_read_gb_s": dram_gb_s,
+        "h2d_pinned_gb_s": h2d,
+        "active_expert_mb_per_token": per_token / 1e6,
+        "decode_floor_tok_s": dram_gb_s * 1e9 / per_token if per_token else None,
+    }
+
+
+def table_row(row: dict[str, Any], floor: float | None) -> str:
+    frac = f"{row['decode_tok_s'] / floor:6.1%}" if floor else "     -"
+    r = row["routing"]
+    spread_text = f"{r['min_experts_used']:.0%}/{r['max_load_vs_even']:.1f}x" if r else "-"
+    return (
+        f"{row['prompt_tokens']:>7} {row['prefill_tok_s']:>10.1f} {row['ttft_s']:>8.2f} "
+        f"{row['decode_tok_s']:>9.1f} {frac:>7} {row['step_ms']:>8.2f} {row['cpu_experts_ms']:>8.2f} "
+        f"{row['rest_ms']:>8.2f} {row['step_vs_parts'] or 0:>6.2f} {row['peak_vram_gb']:>6.2f} "
+        f"{row['peak_rss_gb']:>6.2f} {spread_text:>11}"
+    )
+
+
+TABLE_HEADER = (
+    f"{'prompt':>7} {'prefill/s':>10} {'TTFT s':>8} {'decode/s':>9} {'vs floor':>7} {'step ms':>8} "
+    f"{'cpu ms':>8} {'rest ms':>8} {'ratio':>6} {'VRAM':>6} {'RSS':>6} {'spread':>11}"
+)

@@ -1,0 +1,59 @@
+"""`ktx profile` and `ktx bench e2e` on a tiny MoE model (CPU): what they record is consistent
+with what the model did."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from tiny_models import make_tiny
+
+from ktx.core.cli.main import main
+from ktx.core.convert.hf_to_gguf import convert_hf
+
+
+@pytest.fixture(scope="module")
+def tiny_moe(tmp_path_factory):
+    d = tmp_path_factory.mktemp("qwen3moe")
+    path = d / "m.gguf"
+    convert_hf(make_tiny("qwen3moe", d / "hf"), path, "q4_k_m", progress=False)
+    return path
+
+
+def test_profile_counts_every_routing_decision(tiny_moe, tmp_path, capsys):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("hello world, this is a test\n\ndef f(x):\\n    return x\n")
+    out = tmp_path / "profile.json"
+    assert (
+        main(
+            ["profile", "--gguf", str(tiny_moe), "--device", "cpu", "--prompts", str(prompts), "-o", str(out)]
+        )
+        == 0
+    )
+    record = json.loads(out.read_text())
+    assert record["prompts"] == 2  # the blank line is not a prompt
+    k = record["experts_per_token"]
+    assert record["layers"]  # every MoE layer, each expert's count
+    for counts in record["layers"].values():
+        assert sum(counts) == record["tokens"] * k  # each token picks k experts in every layer
+    assert "experts used per layer" in capsys.readouterr().err
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n \n")
+    assert main(["profile", "--gguf", str(tiny_moe), "--prompts", str(empty), "-o", str(out)]) == 1
+
+
+def test_bench_e2e_reports_speed_memory_and_the_step_split(tiny_moe, capsys):
+    argv = ["bench", "e2e", "--gguf", str(tiny_moe), "--device", "cpu", "--prompt", "8,30", "--gen", "4"]
+    assert main([*argv, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["device"] == "cpu" and report["dram_read_gb_s"] > 0
+    assert report["active_expert_mb_per_token"] > 0 and report["decode_floor_tok_s"] > 0
+    assert [r["prompt_tokens"] for r in report["rows"]] == [8, 30]
+    for row in report["rows"]:
+        assert row["prefill_tok_s"] > 0 and row["decode_tok_s"] > 0 and row["ttft_s"] > 0
+        assert row["cpu_experts_ms"] > 0 and row["rest_ms"] > 0  # both parts of a step were timed
+        assert row["step_ms"] == pytest.approx(1e3 / row["decode_tok_s"])
+        assert 0 < row["routing"]["min_experts_used"] <= 1 and row["routing"]["max_load_vs_even"] >= 1
+    assert main(argv) == 0
+    table = capsys.readouterr().out
+    assert "prefill/s" in table and "DRAM read" in table

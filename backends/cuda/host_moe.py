@@ -40,16 +40,22 @@ def launch_host_func(stream: torch.cuda.Stream, fn: int, arg: int) -> None:
 
 
 class _Buffers:
-    """Pinned host buffers for calls of n tokens x k experts: x, ids, weights, out."""
+    """Pinned host buffers for calls of up to `rows` tokens x k experts: x, ids, weights, out."""
 
-    def __init__(self, n: int, k: int, hidden: int):
+    def __init__(self, rows: int, k: int, hidden: int):
         pin = dict(pin_memory=True)
-        self.x = torch.empty(n, hidden, dtype=torch.float32, **pin)
-        self.ids = torch.empty(n, k, dtype=torch.int64, **pin)
-        self.weights = torch.empty(n, k, dtype=torch.float32, **pin)
-        self.out = torch.empty(n, hidden, dtype=torch.float32, **pin)
+        self.x = torch.empty(rows, hidden, dtype=torch.float32, **pin)
+        self.ids = torch.empty(rows, k, dtype=torch.int64, **pin)
+        self.weights = torch.empty(rows, k, dtype=torch.float32, **pin)
+        self.out = torch.empty(rows, hidden, dtype=torch.float32, **pin)
+
+    def first(self, n: int) -> tuple[torch.Tensor, ...]:
+        """Views of the first n rows (contiguous: the tasks for n tokens use these)."""
+        return self.x[:n], self.ids[:n], self.weights[:n], self.out[:n]
 
 
+# Shared by every layer on a device, sized by powers of two: prefill chunks of any length
+# reuse a few buffers instead of pinning new memory for each distinct token count.
 _shared: dict[tuple, _Buffers] = {}
 _live: weakref.WeakSet = weakref.WeakSet()
 
@@ -57,40 +63,41 @@ _live: weakref.WeakSet = weakref.WeakSet()
 class StreamExperts:
     def __init__(self, moe: CpuMoE, device: torch.device):
         self.moe, self.device = moe, torch.device(device)
-        self.tasks: dict[tuple[int, int], tuple[HostTask, _Buffers]] = {}
-        self._pending: tuple[HostTask, _Buffers] | None = None
+        # one small task per (tokens, k) seen, kept: a queued callback may still point at it
+        self.tasks: dict[tuple[int, int], tuple[HostTask, tuple[torch.Tensor, ...]]] = {}
+        self._pending: tuple[HostTask, tuple[torch.Tensor, ...]] | None = None
         _live.add(self)
 
-    def _task(self, n: int, k: int) -> tuple[HostTask, _Buffers]:
+    def _task(self, n: int, k: int) -> tuple[HostTask, tuple[torch.Tensor, ...]]:
         got = self.tasks.get((n, k))
         if got is None:
-            key = (self.device, n, k, self.moe.hidden)
+            rows = 1 << max(0, n - 1).bit_length()
+            key = (self.device, rows, k, self.moe.hidden)
             bufs = _shared.get(key)
             if bufs is None:
-                bufs = _shared[key] = _Buffers(n, k, self.moe.hidden)
-            task = self.moe.host_task(bufs.x, bufs.ids, bufs.weights, bufs.out)
-            got = self.tasks[(n, k)] = (task, bufs)
+                bufs = _shared[key] = _Buffers(rows, k, self.moe.hidden)
+            views = bufs.first(n)
+            got = self.tasks[(n, k)] = (self.moe.host_task(*views), views)
         return got
 
     def submit(self, x: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor) -> None:
         # x: [n, hidden], ids/weights: [n, k] on self.device
         if self._pending is not None:
             raise RuntimeError("StreamExperts.submit: the previous call was not synced")
-        task, bufs = self._task(*ids.shape)
-        stream = torch.cuda.current_stream(self.device)
-        bufs.x.copy_(x, non_blocking=True)
-        bufs.ids.copy_(ids, non_blocking=True)
-        bufs.weights.copy_(weights, non_blocking=True)
-        launch_host_func(stream, HostTask.submit_fn, task.address)
-        self._pending = (task, bufs)
+        task, (bx, bids, bw, _) = got = self._task(*ids.shape)
+        bx.copy_(x, non_blocking=True)
+        bids.copy_(ids, non_blocking=True)
+        bw.copy_(weights, non_blocking=True)
+        launch_host_func(torch.cuda.current_stream(self.device), HostTask.submit_fn, task.address)
+        self._pending = got
 
     def sync(self) -> torch.Tensor:
         """The layer's output [n, hidden] float32 on the device (ready in stream order)."""
         if self._pending is None:
             raise RuntimeError("StreamExperts.sync: nothing was submitted")
-        (task, bufs), self._pending = self._pending, None
+        (task, views), self._pending = self._pending, None
         launch_host_func(torch.cuda.current_stream(self.device), HostTask.sync_fn, task.address)
-        return bufs.out.to(self.device, non_blocking=True)
+        return views[3].to(self.device, non_blocking=True)
 
     def check(self) -> None:
         """Raises what a callback of this layer hit (call after the stream has run)."""

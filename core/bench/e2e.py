@@ -21,6 +21,7 @@ import contextlib
 import resource
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -153,11 +154,40 @@ def measure(model, n_prompt: int, cfg: E2EConfig) -> dict[str, Any]:
     return row
 
 
+def machine() -> dict[str, str]:
+    """When, where and at which commit (KTX_COMMIT, else git) a result was measured."""
+    import datetime
+    import os
+    import platform
+    import subprocess
+
+    cpu_name = platform.processor()
+    with contextlib.suppress(OSError):
+        names = [ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("model name")]
+        cpu_name = names[0].split(":", 1)[1].strip() if names else cpu_name
+    commit = os.environ.get("KTX_COMMIT", "")
+    if not commit:
+        try:
+            commit = subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            commit = ""
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else ""
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "cpu": cpu_name,
+        "gpu": gpu,
+        "commit": commit or "unknown",
+    }
+
+
 def header(model, dram_gb_s: float, h2d: float | None, cfg: E2EConfig) -> dict[str, Any]:
     from .. import cpu
 
     per_token = active_expert_bytes(model)
     return {
+        **machine(),
         "model": model.arch.variant,
         "layers": int(model.config.num_hidden_layers),
         "device": str(model.model.embed_tokens.device),

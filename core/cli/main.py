@@ -37,6 +37,7 @@ environment:
   KTX_ISA=scalar|avx2|avx512|amx   force a CPU kernel path
   KTX_THREADS=N                    threads for the CPU kernels (default: one per physical core)
   KTX_EXACT=1                      CPU kernels keep activations float32 (default: int8, like llama.cpp)
+  KTX_DEVICE=cpu|cuda              what --device auto picks (default: the GPU when there is one)
 
 Run 'ktx COMMAND --help' for a command's options."""
 

@@ -136,6 +136,7 @@ class Attention(Operator):
                 put, get = seg.slots(pool)
                 pool.write(self.layer_idx, seg.seq, seg.start, ks, vs, slots=put)
                 ks, vs = pool.read(self.layer_idx, seg.seq, seg.start + seg.length, slots=get)
+                ks, vs = ks.float(), vs.float()  # an accelerator's pool holds bfloat16
             outs.append(attend(qs, ks, vs, start, self.scale, self.window, self.softcap))
         o = torch.cat(outs).reshape(*hidden_states.shape[:-1], self.heads * self.head_dim)
         return self.o_proj(o.to(hidden_states.dtype)), None

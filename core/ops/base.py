@@ -6,6 +6,7 @@ allocates nothing until `load()`, so a model built on the meta device stays free
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -65,7 +66,9 @@ def dequant_to(t: Any, device: torch.device, dtype: torch.dtype = torch.float32)
 
     kern = kernels(device.type)
     if kern is not None and hasattr(kern, "dequantize"):
-        raw = torch.from_numpy(t.raw).to(device)
+        with warnings.catch_warnings():  # a read-only mmap view: only ever copied from here
+            warnings.simplefilter("ignore", UserWarning)
+            raw = torch.from_numpy(t.raw).to(device)
         try:
             return kern.dequantize(raw, int(t.type), tuple(t.shape), dtype)
         except NotImplementedError:

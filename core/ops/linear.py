@@ -89,7 +89,7 @@ class QuantLinear(Operator):
         native = self.device.type == "cpu" and cols % 32 == 0 and t.type != GGMLType.F32 and len(t.shape) == 2
         if self.accelerated:
             if self.mode == "gguf":
-                self.device_blocks = torch.from_numpy(t.raw).to(self.device)
+                self.device_blocks = torch.from_numpy(t.raw.copy()).to(self.device)
             else:  # [out, in], as cuBLAS takes it
                 self.weight = self.dequant(name, self.dtype)
         elif self.mode == "auto" and native:

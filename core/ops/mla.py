@@ -109,6 +109,7 @@ class MLAAttention(Operator):
                 put, get = seg.slots(pool)
                 pool.write(self.layer_idx, seg.seq, seg.start, lat, slots=put)
                 (lat,) = pool.read(self.layer_idx, seg.seq, seg.start + seg.length, slots=get)
+                lat = lat.float()  # an accelerator's pool holds bfloat16
             n = rs.stop - rs.start
             absorbed = self.absorb == "always" or (self.absorb == "decode" and n == 1)
             outs.append(self._attend(q_nope[rs], q_pe[rs], lat, start, absorbed))

@@ -11,9 +11,9 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from . import bench, chat, convert, doctor, generate, inspect, profile, rules, synth
+from . import bench, chat, convert, doctor, generate, inspect, profile, rules, serve, synth
 
-SUBCOMMANDS = (chat, generate, doctor, inspect, rules, convert, synth, bench, profile)
+SUBCOMMANDS = (chat, generate, serve, doctor, inspect, rules, convert, synth, bench, profile)
 
 DESCRIPTION = """\
 Run huge Mixture-of-Experts models on one workstation: the routed experts on fast CPU
@@ -23,6 +23,7 @@ EXAMPLES = """\
 examples:
   ktx chat                    chat with the demo model
   ktx generate --prompt Hi    one answer, with prefill/decode tokens/s
+  ktx serve --web             OpenAI + Ollama APIs and a chat page on http://127.0.0.1:10002
   ktx doctor                  what this machine offers and which kernels ktx will use
   ktx inspect model.gguf      architecture, tokenizer and tensor types of a GGUF model
   ktx inspect --json | jq .   the demo model's report, for scripts

@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 
-def add_model_flags(p: argparse.ArgumentParser) -> None:
+def add_model_flags(p: argparse.ArgumentParser, sampling: bool = True) -> None:
     g = p.add_argument_group("model")
     g.add_argument(
         "--gguf", metavar="FILE|DIR", help="GGUF file, split shard or folder (default: the demo model)"
@@ -52,6 +52,11 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
         help="run K routed experts per token instead "
         "of the trained number (faster, slightly different answers)",
     )
+    if sampling:
+        add_sampling_flags(p)
+
+
+def add_sampling_flags(p: argparse.ArgumentParser) -> None:
     s = p.add_argument_group("sampling")
     s.add_argument("--max-new-tokens", type=int, default=512, metavar="N", help="default 512")
     s.add_argument(

@@ -182,6 +182,9 @@ PYBIND11_MODULE(_kernels, m) {
            py::arg("x_bf16"), py::arg("out"), py::arg("out_bf16"), py::keep_alive<1, 2>())
       .def_property_readonly("address", [](MoeHostTask& t) { return reinterpret_cast<uintptr_t>(&t); })
       .def("take_error", &MoeHostTask::take_error, "The first error of a callback since the last call ('' if none).");
+  m.def("set_batch_invariant_rows", &set_batch_invariant_rows, py::arg("n"),
+        "Products of at most n activation rows compute each row as alone (0: off; see qmatmul.h).");
+  m.def("batch_invariant_rows", &batch_invariant_rows);
   m.attr("moe_host_submit") = reinterpret_cast<uintptr_t>(&ktx_moe_host_submit);
   m.attr("moe_host_sync") = reinterpret_cast<uintptr_t>(&ktx_moe_host_sync);
 

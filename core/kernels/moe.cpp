@@ -169,7 +169,10 @@ void MoeLayer::run(const MoeCall& c) {
   for (int64_t i = 0; i < slots; ++i)
     if (c.ids[i] < 0) std::memset(act_.data() + i * I, 0, sizeof(float) * I);
 
-  // Down: task = tile of output rows over every active expert in a fixed order.
+  // Down: task = tile of output rows over every active expert, in expert order: a token's
+  // sum over its experts is then added up the same way whatever else is in the batch.
+  std::vector<int32_t> by_id(active);
+  std::sort(by_id.begin(), by_id.end());
   const bool down_i8 = uses_int8(t, down_.type, exact_);
   act_acts_.prepare(t, act_.data(), slots, I, down_i8, wants_kq(t, down_.type, exact_), pool);
   float* outf = static_cast<float*>(c.out);
@@ -182,7 +185,7 @@ void MoeLayer::run(const MoeCall& c) {
     const int64_t r0 = task * rows2;
     const int nr = (int)std::min<int64_t>(rows2, H - r0);
     for (int64_t i = 0; i < n; ++i) std::memset(outf + i * H + r0, 0, sizeof(float) * nr);
-    for (int32_t e : active) {
+    for (int32_t e : by_id) {
       const int32_t s0 = start[e];
       tile_product(t, down_.expert(e), r0, nr, act_acts_, down_i8,
                    {slot_of.data() + s0, token_of.data() + s0, weight_of.data() + s0, count[e + 1], outf + r0, H, true});

@@ -1,6 +1,7 @@
 #include "qmatmul.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -97,9 +98,17 @@ Scratch& thread_scratch() {
 
 }  // namespace
 
+namespace {
+std::atomic<int> g_invariant_rows{0};
+}
+
+void set_batch_invariant_rows(int n) { g_invariant_rows.store(n < 0 ? 0 : n); }
+int batch_invariant_rows() { return g_invariant_rows.load(std::memory_order_relaxed); }
+
 void tile_product(const KernelTable& t, const QMatrix& m, int64_t r0, int nr, const Activations& x, bool int8,
                   TileOut o) {
   if (o.n <= 0 || nr <= 0) return;
+  const bool invariant = o.n <= batch_invariant_rows();
   const TypeSize ts = type_size(m.type);
   const int64_t nb = m.cols / ts.block_size, rb = m.row_bytes(), ng = m.cols / 16;
   const uint8_t* src = m.data + r0 * rb;
@@ -114,7 +123,7 @@ void tile_product(const KernelTable& t, const QMatrix& m, int64_t r0, int nr, co
   // Fused kernels: up to kFusedRows activation rows per pass over a weight row.
   const bool fused_i8 = int8 && t.fused[m.type] && (!t.fused_kq_order[m.type] || x.has_kq());
   const bool fused_f = !int8 && t.fused_f32[m.type];
-  if (o.n <= kFusedMaxRows && (fused_i8 || fused_f)) {
+  if ((o.n <= kFusedMaxRows || invariant) && (fused_i8 || fused_f)) {
     const ActI8 a = fused_i8 && t.fused_kq_order[m.type] ? x.int8_kq() : x.int8();
     const int8_t* q[kFusedRows];
     const float *d[kFusedRows], *sc[kFusedRows], *f[kFusedRows];
@@ -137,7 +146,7 @@ void tile_product(const KernelTable& t, const QMatrix& m, int64_t r0, int nr, co
   }
   // Few activation rows: decode a row and use it at once, while it is in L1. Many: decode
   // the tile, then pass the activations over it block by block (each stays in L2).
-  const bool row_at_a_time = o.n < kPanelMinRows;
+  const bool row_at_a_time = o.n < kPanelMinRows || invariant;
   const int held = row_at_a_time ? 1 : nr;
   if (int8) {
     if ((int64_t)s.q.size() < held * m.cols) s.q.resize(held * m.cols);
@@ -164,7 +173,20 @@ void tile_product(const KernelTable& t, const QMatrix& m, int64_t r0, int nr, co
     if (row_at_a_time) {
       TileOut one = o;
       one.y = o.y + r;
-      multiply(1, one);
+      if (!invariant || o.n < kPanelMinRows) {
+        multiply(1, one);
+        continue;
+      }
+      // each activation row alone, as a call with that one row would compute it
+      for (int i = 0; i < o.n; ++i) {
+        const int32_t self = i;
+        TileOut single = one;
+        single.n = 1;
+        single.xrow = o.xrow ? o.xrow + i : &self;
+        single.yrow = o.yrow ? o.yrow + i : &self;
+        single.yscale = o.yscale ? o.yscale + i : nullptr;
+        multiply(1, single);
+      }
     }
   }
   if (!row_at_a_time) multiply(nr, o);

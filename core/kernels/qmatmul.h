@@ -58,6 +58,13 @@ void tile_product(const KernelTable& t, const QMatrix& m, int64_t r0, int nr, co
 // row (decode), more when many do, so the activations are streamed fewer times.
 int rows_per_task(const QMatrix& m, int64_t n_act_rows, int n_threads);
 
+// Batch invariance: while set to N > 0, products with at most N activation rows compute each
+// row as it would be computed alone (fused kernels, or one row at a time; no panels or AMX
+// tiles, whose summation order differs), so a row's result does not depend on the rows it is
+// batched with. The server sets it: batched decode then gives a single request's tokens.
+void set_batch_invariant_rows(int n);
+int batch_invariant_rows();
+
 // y[n][rows] = x[n][cols] @ W^T (float32). exact: float32 activations for every type.
 void qmatmul(const QMatrix& w, const float* x, int64_t n, float* y, bool exact, int n_threads);
 

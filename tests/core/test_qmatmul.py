@@ -105,6 +105,39 @@ def test_results_do_not_depend_on_the_thread_count(threads):
     np.testing.assert_array_equal(_qmatmul(T.Q6_K, raw, 300, 512, x, False, threads=threads), base)
 
 
+@pytest.fixture
+def batch_invariant():
+    _kernels.set_batch_invariant_rows(64)
+    yield
+    _kernels.set_batch_invariant_rows(0)
+
+
+@pytest.mark.parametrize("ggml_type", INT8 + FLOAT, ids=lambda t: t.name)
+@pytest.mark.parametrize("exact", [False, True])
+def test_batch_invariant_rows_equal_each_row_alone(ggml_type, exact, isa, batch_invariant):
+    # What the server relies on for batched decode: a row's result, bit for bit, does not
+    # depend on how many rows share the call (up to the set limit; 16 would take panels or AMX
+    # tiles otherwise)
+    rng = np.random.default_rng(11)
+    cols = _cols(ggml_type)
+    raw = random_weights(ggml_type, 40, cols, rng)
+    x = rng.standard_normal((16, cols), dtype=np.float32)
+    together = _qmatmul(ggml_type, raw, 40, cols, x, exact)
+    alone = np.concatenate([_qmatmul(ggml_type, raw, 40, cols, x[i : i + 1], exact) for i in range(16)])
+    np.testing.assert_array_equal(together, alone)
+
+
+def test_without_batch_invariance_batches_may_differ():
+    # the test above could not fail if rows were always computed alone: here they are not
+    rng = np.random.default_rng(12)
+    raw = random_weights(T.Q4_K, 40, 512, rng)
+    x = rng.standard_normal((16, 512), dtype=np.float32)
+    together = _qmatmul(T.Q4_K, raw, 40, 512, x, False)
+    alone = np.concatenate([_qmatmul(T.Q4_K, raw, 40, 512, x[i : i + 1], False) for i in range(16)])
+    if "avx512" in cpu.supported_isas():
+        assert not np.array_equal(together, alone)
+
+
 @pytest.mark.parametrize(
     ("ggml_type", "cols", "message"),
     [

@@ -1,0 +1,151 @@
+"""`ktx serve`: the OpenAI- and Ollama-compatible HTTP server (ktx.server) over one model."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import sys
+from pathlib import Path
+
+from .model_args import add_model_flags, load_model
+
+EXAMPLES = """\
+examples:
+  ktx serve --web                                   the demo model; chat at http://127.0.0.1:10002/web/
+  ktx serve --gguf model.gguf --device cuda --host 0.0.0.0 --api-key $KEY
+  curl http://127.0.0.1:10002/v1/chat/completions -H 'content-type: application/json' \\
+       -d '{"messages": [{"role": "user", "content": "Hi"}], "stream": true}'
+  OLLAMA_HOST=127.0.0.1:10002 ollama run ktx         the Ollama CLI against ktx
+
+API: /v1/chat/completions, /v1/completions, /v1/models (OpenAI); /api/chat, /api/generate,
+/api/tags, /api/show, /api/ps, /api/version (Ollama); /health, /metrics (Prometheus); /web.
+When a request gives both, max_completion_tokens wins over max_tokens.
+"""
+
+
+def add_parser(subcommands) -> None:
+    p = subcommands.add_parser(
+        "serve",
+        help="serve a model over OpenAI- and Ollama-compatible HTTP APIs (and a web UI)",
+        description="Serve a model over HTTP: OpenAI and Ollama APIs with continuous batching, "
+        "a prefix cache, Prometheus metrics and an optional web chat page.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_model_flags(p, sampling=False)
+    p.set_defaults(cache_lens=8192)
+    s = p.add_argument_group("server")
+    s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    s.add_argument("--port", type=int, default=10002, help="port (default 10002)")
+    s.add_argument("--web", action="store_true", help="serve the chat page at /web")
+    s.add_argument(
+        "--api-key",
+        default=os.environ.get("KTX_API_KEY"),
+        help="require 'Authorization: Bearer KEY' on every route but /health (default: $KTX_API_KEY)",
+    )
+    s.add_argument("--served-model-name", metavar="NAME", help="the model's name in the APIs")
+    s.add_argument(
+        "--max-batch-size", type=int, default=8, metavar="N", help="requests run together (default 8)"
+    )
+    s.add_argument(
+        "--chunk-size", type=int, default=512, metavar="N", help="prefill chunk in tokens (default 512)"
+    )
+    s.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=512,
+        metavar="N",
+        help="completion length when a request names none (default 512)",
+    )
+    c = p.add_argument_group("prefix cache")
+    c.add_argument("--no-prefix-cache", action="store_true", help="do not reuse KV of shared prompt prefixes")
+    c.add_argument(
+        "--prefix-cache-ram-gb",
+        type=float,
+        default=2.0,
+        metavar="GB",
+        help="RAM for prefix blocks evicted from the KV pool (default 2)",
+    )
+    c.add_argument(
+        "--prefix-cache-dir", type=Path, metavar="DIR", help="a disk tier for evicted prefix blocks"
+    )
+    c.add_argument(
+        "--prefix-cache-disk-gb",
+        type=float,
+        default=10.0,
+        metavar="GB",
+        help="size cap of the disk tier (default 10)",
+    )
+    s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(run=run)
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def model_name(gguf: str | None) -> str:
+    if gguf is None:
+        return "gemma-3-270m-demo"
+    path = Path(gguf)
+    return (path.stem if path.suffix == ".gguf" else path.name).lower()
+
+
+def build_app(args: argparse.Namespace):
+    """The model, engine and app for these arguments (what `run` serves; tests call it too)."""
+    from ktx.server.app import create_app
+    from ktx.server.engine import Engine
+    from ktx.server.prefix_cache import PrefixCache
+
+    for flag in ("max_batch_size", "chunk_size", "max_new_tokens", "cache_lens"):
+        if getattr(args, flag) < 1:
+            raise ValueError(f"--{flag.replace('_', '-')} must be at least 1")
+    model = load_model(args)
+    source = Path(model.gguf.paths[0])
+    stat = source.stat()
+    salt = f"{source.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:{model.model.embed_tokens.device}"
+    cache = PrefixCache(
+        salt=salt,
+        enabled=not args.no_prefix_cache,
+        ram_bytes=int(args.prefix_cache_ram_gb * 1e9),
+        disk_dir=args.prefix_cache_dir,
+        disk_bytes=int(args.prefix_cache_disk_gb * 1e9),
+    )
+    engine = Engine(
+        model,
+        model_name=args.served_model_name or model_name(args.gguf),
+        max_batch_size=args.max_batch_size,
+        cache_tokens=args.cache_lens,
+        chunk_size=args.chunk_size,
+        max_new_tokens=args.max_new_tokens,
+        prefix_cache=cache,
+    )
+    return create_app(engine, api_key=args.api_key, web=args.web)
+
+
+def run(args: argparse.Namespace) -> int:
+    import logging
+
+    import uvicorn
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if not _loopback(args.host) and not args.api_key:
+        print(
+            f"ktx: warning: serving on {args.host} without --api-key: anyone who can reach this port "
+            "can use the model",
+            file=sys.stderr,
+        )
+    app = build_app(args)
+    engine = app.state.engine
+    base = f"http://{args.host}:{args.port}"
+    print(f"serving {engine.model_name} at {base}/v1 (OpenAI) and {base}/api (Ollama)", file=sys.stderr)
+    if args.web:
+        print(f"web chat: {base}/web/", file=sys.stderr)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=15)
+    return 0

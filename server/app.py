@@ -1,0 +1,186 @@
+"""The FastAPI app: OpenAI (/v1) and Ollama (/api) routes, health, metrics, the web UI.
+
+Every error reaches the client as a JSON error object with a fitting status: OpenAI's shape
+(`{"error": {"message", "type", "param", "code"}}`) on /v1 and elsewhere, Ollama's
+(`{"error": "..."}`) on /api. Malformed JSON and invalid fields are 400s, unknown routes
+404s, and anything unexpected a 500 whose body names the error but never carries a traceback
+(that goes to the log).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import time
+import uuid
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
+
+from ktx.core import __version__
+
+from . import openai_api
+from .engine import Engine
+from .errors import RequestError
+from .metrics import Metrics
+
+log = logging.getLogger("ktx.server")
+WEB_DIR = Path(__file__).parent / "web"
+# Paths open without the API key: liveness, and the web page's static files (a browser cannot
+# send the header when it loads a page; every API call the page makes carries it).
+OPEN_PATHS = ("/health",)
+OPEN_PREFIXES = ("/web",)
+
+
+def create_app(
+    engine: Engine, *, api_key: str | None = None, web: bool = False, grace_s: float = 10.0
+) -> FastAPI:
+    metrics = engine.metrics or Metrics()
+    engine.metrics = metrics
+    metrics.bind(engine.stats)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if not engine._thread.is_alive():
+            engine.start()
+        yield
+        engine.shutdown(grace_s)  # finishes in-flight requests, cancels what is left
+
+    app = FastAPI(title="ktx", version=__version__, lifespan=lifespan)
+    app.state.engine = engine
+    app.include_router(openai_api.router)
+    try:
+        from . import ollama_api
+    except ImportError:  # written separately; the OpenAI API does not need it
+        ollama_api = None
+    if ollama_api is not None:
+        app.include_router(ollama_api.router)
+
+    @app.get("/health", tags=["operations"])
+    async def health() -> dict:
+        return {"status": "ok", "model": engine.model_name, **engine.stats()}
+
+    @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
+    async def prometheus() -> Response:
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @app.get("/", include_in_schema=False, response_model=None)
+    async def root():
+        return RedirectResponse("/web/") if web else PlainTextResponse("ktx is running")
+
+    if web:
+        app.mount("/web", StaticFiles(directory=WEB_DIR, html=True), name="web")
+
+    @app.middleware("http")
+    async def auth_and_log(request: Request, call_next):
+        start = time.perf_counter()
+        rid = uuid.uuid4().hex[:12]
+        path = request.url.path
+        if api_key and path not in OPEN_PATHS and not path.startswith(OPEN_PREFIXES):
+            given = request.headers.get("authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
+                response = _error_response(
+                    path,
+                    RequestError(
+                        "missing or wrong API key (Authorization: Bearer ...)",
+                        status=401,
+                        type="authentication_error",
+                        code="invalid_api_key",
+                    ),
+                )
+                _log(request, response.status_code, start, rid)
+                return response
+        try:
+            response = await call_next(request)
+        except Exception as e:  # the last line of defence: no traceback to the client
+            log.exception("unhandled error on %s", path)
+            response = _error_response(path, _internal(e))
+        if response.status_code >= 400:
+            metrics.http_errors.labels(str(response.status_code)).inc()
+        _log(request, response.status_code, start, rid)
+        response.headers["x-request-id"] = rid
+        return response
+
+    @app.exception_handler(RequestError)
+    async def on_request_error(request: Request, e: RequestError):
+        return _error_response(request.url.path, e)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_invalid(request: Request, e: RequestValidationError):
+        return _error_response(request.url.path, _validation_error(e))
+
+    @app.exception_handler(HTTPException)
+    async def on_http(request: Request, e: HTTPException):
+        kind = "not_found_error" if e.status_code == 404 else "invalid_request_error"
+        return _error_response(request.url.path, RequestError(str(e.detail), status=e.status_code, type=kind))
+
+    @app.exception_handler(Exception)
+    async def on_any(request: Request, e: Exception):
+        log.exception("unhandled error on %s", request.url.path)
+        return _error_response(request.url.path, _internal(e))
+
+    return app
+
+
+def _internal(e: Exception) -> RequestError:
+    return RequestError(f"internal error: {type(e).__name__}", status=500, type="server_error")
+
+
+def _validation_error(e: RequestValidationError) -> RequestError:
+    """FastAPI's 422 list of problems -> one 400 naming the first field (as OpenAI does)."""
+    errors = e.errors()
+    if not errors:
+        return RequestError("invalid request")
+    first = errors[0]
+    if first.get("type") == "json_invalid":
+        why = first.get("ctx", {}).get("error", "")
+        return RequestError(f"the body is not valid JSON: {why}".rstrip(": "))
+    if first.get("type") == "missing" and tuple(first.get("loc", ())) == ("body",):
+        return RequestError("the request needs a JSON body")
+    # A field of several allowed types reports one error per type; the one that is not a mere
+    # type mismatch says what is wrong (a list of 5 stops is not "not a string").
+    param = _param(first)
+    same = [e for e in errors if _param(e) == param]
+    best = next((e for e in same if not str(e.get("type", "")).endswith("_type")), first)
+    more = len({_param(e) for e in errors}) - 1
+    suffix = f" (and {more} more field{'s' if more > 1 else ''})" if more else ""
+    return RequestError(f"{param or 'body'}: {best.get('msg', 'invalid')}{suffix}", param=param)
+
+
+def _param(error: dict) -> str | None:
+    """The field's path (`messages.0.role`), without pydantic's union-member tags (`str`, `list[str]`)."""
+    parts = []
+    for p in error.get("loc", ()):
+        if p == "body" and not parts:
+            continue
+        if isinstance(p, str) and (p in ("str", "int", "float", "bool") or "[" in p):
+            continue
+        parts.append(str(p))
+    return ".".join(parts) or None
+
+
+def _error_response(path: str, e: RequestError) -> JSONResponse:
+    if path.startswith("/api/"):
+        return JSONResponse({"error": e.message}, status_code=e.status)
+    return JSONResponse(e.openai(), status_code=e.status)
+
+
+def _log(request: Request, status: int, start: float, rid: str) -> None:
+    log.info(
+        json.dumps(
+            {
+                "event": "http",
+                "id": rid,
+                "method": request.method,
+                "path": request.url.path,
+                "status": status,
+                "ms": round((time.perf_counter() - start) * 1e3, 1),
+            }
+        )
+    )

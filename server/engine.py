@@ -1,0 +1,371 @@
+"""The engine: one scheduler thread owns the model and runs every request in one batch.
+
+Requests join the running batch between steps (continuous batching, up to `max_batch_size`).
+A step is one flat row of tokens: one new token for each decoding request, plus a chunk of
+at most `chunk_size` prompt tokens of one request still in prefill, so a long prompt never
+stalls the others' decode for more than a chunk. Each request holds KV blocks from the
+runtime's shared pool for its prompt and its `max_new_tokens`, reserved when it is admitted
+(a request never runs out of cache midway), and given back when it finishes, fails or is
+cancelled (a client that disconnects: the scheduler frees its blocks before the next step).
+Shared prompt prefixes reuse cached blocks (prefix_cache.py).
+
+The HTTP side talks to it through `Engine.generate`, an async iterator of events; the
+scheduler thread hands events to the request's event loop with call_soon_threadsafe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ktx.core.runtime.context import Segment
+from ktx.core.runtime.generate import forward_step, make_pool
+from ktx.core.runtime.kv_cache import SequenceKV
+from ktx.core.runtime.sampler import Sampler, SamplingParams
+from ktx.core.runtime.stops import StopMatcher
+from ktx.core.tokenizer.stream import StreamDecoder
+
+from .errors import RequestError
+from .prefix_cache import PrefixCache
+
+log = logging.getLogger("ktx.server")
+
+
+@dataclass
+class GenerationRequest:
+    prompt_ids: list[int]
+    max_new_tokens: int
+    sampling: SamplingParams = field(default_factory=lambda: SamplingParams(temperature=0.0))
+    stop: list[str] = field(default_factory=list)
+    ignore_eos: bool = False
+
+
+@dataclass
+class TokenEvent:
+    text: str  # new text (may be "" while a multi-byte character or a possible stop string is held back)
+    token_id: int
+
+
+@dataclass
+class FinishEvent:
+    finish_reason: str  # "stop" | "length" | "cancelled" | "error"
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int = 0  # prompt tokens whose KV came from the prefix cache
+    queue_s: float = 0.0  # waiting for a batch slot and cache blocks
+    prefill_s: float = 0.0  # admission to the first token
+    decode_s: float = 0.0  # first token to the end
+    text: str = ""  # the whole completion
+    error: str | None = None
+
+
+class _Live:
+    """A request inside the scheduler."""
+
+    _ids = itertools.count()
+
+    def __init__(self, req: GenerationRequest, loop: asyncio.AbstractEventLoop, tokenizer):
+        self.id = next(self._ids)
+        self.req, self.loop = req, loop
+        self.events: asyncio.Queue = asyncio.Queue()
+        self.seq = SequenceKV()
+        self.prefilled = 0  # prompt tokens whose KV is in the cache
+        self.cached = 0
+        self.generated: list[int] = []
+        self.next_input: int | None = None  # the token the next decode step feeds
+        self.sampler = Sampler(req.sampling)
+        self.stops = StopMatcher(req.stop)
+        self.detok = StreamDecoder(tokenizer, skip_special_tokens=True)
+        self.text: list[str] = []
+        self.cancelled = False
+        self.t_submit = time.perf_counter()
+        self.t_admit = self.t_first = self.t_last = 0.0
+
+    def send(self, event) -> None:
+        self.loop.call_soon_threadsafe(self.events.put_nowait, event)
+
+
+class Engine:
+    def __init__(
+        self,
+        model,
+        *,
+        model_name: str = "ktx",
+        max_batch_size: int = 8,
+        cache_tokens: int = 8192,
+        chunk_size: int = 512,
+        max_new_tokens: int = 512,
+        block_size: int = 64,
+        prefix_cache: PrefixCache | None = None,
+        metrics=None,
+    ):
+        self.model, self.tokenizer = model, model.tokenizer
+        self.model_name = model_name
+        # names a client may use for it (Ollama clients add a ":latest" tag)
+        base = model_name.removesuffix(":latest")
+        self.model_names = {model_name, base, f"{base}:latest"}
+        self.max_batch_size, self.chunk_size = max_batch_size, chunk_size
+        self.default_max_new_tokens = max_new_tokens
+        self.context = int(getattr(model.config, "max_position_embeddings", 0) or 1 << 30)
+        self.pool = make_pool(model, cache_tokens, block_size)
+        self.cache = prefix_cache or PrefixCache(self.pool, salt=model_name)
+        self.cache.attach(self.pool)
+        self.metrics = metrics
+        self.eos = set(getattr(self.tokenizer, "eos_token_ids", ()) or ())
+        self._waiting: deque[_Live] = deque()
+        self._running: list[_Live] = []
+        self._cv = threading.Condition()
+        self._stop = False
+        self._drain = False
+        self._thread = threading.Thread(target=self._loop, name="ktx-scheduler", daemon=True)
+        self.started = time.time()
+
+    # -- the HTTP side -------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def shutdown(self, grace_s: float = 10.0) -> None:
+        """Stops taking requests, lets running ones finish for up to `grace_s`, cancels the rest."""
+        with self._cv:
+            self._drain = True
+            self._cv.notify_all()
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline and (self._running or self._waiting):
+            time.sleep(0.02)
+        with self._cv:
+            self._stop = True
+            self._cv.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
+
+    def resolve_max_tokens(self, n_prompt: int, requested: int | None, param: str = "max_tokens") -> int:
+        """The completion budget for a prompt, or a RequestError (400) that says what to change."""
+        if n_prompt == 0:
+            raise RequestError("the prompt is empty", param="messages")
+        room = min(self.context, self.pool.capacity) - n_prompt
+        if room < 1:
+            limit = "context" if self.context <= self.pool.capacity else "KV cache (--cache-lens)"
+            raise RequestError(
+                f"the prompt has {n_prompt} tokens; the model's {limit} holds "
+                f"{min(self.context, self.pool.capacity)}: shorten it",
+                param="messages",
+                code="context_length_exceeded",
+            )
+        if requested is None:
+            return min(self.default_max_new_tokens, room)
+        if requested < 1:
+            raise RequestError(f"{param} must be at least 1", param=param)
+        if requested > room:
+            raise RequestError(
+                f"{param} {requested} with a {n_prompt}-token prompt exceeds the "
+                f"{n_prompt + room}-token limit: at most {room}",
+                param=param,
+                code="context_length_exceeded",
+            )
+        return requested
+
+    async def generate(self, req: GenerationRequest) -> AsyncIterator[TokenEvent | FinishEvent]:
+        """Runs `req` in the batch; yields TokenEvents then one FinishEvent. Leaving the iteration
+        early (a client gone) cancels the request and frees its blocks."""
+        if self._drain:
+            raise RequestError("the server is shutting down", status=503, type="server_error")
+        live = _Live(req, asyncio.get_running_loop(), self.tokenizer)
+        with self._cv:
+            self._waiting.append(live)
+            self._cv.notify_all()
+        if self.metrics:
+            self.metrics.requests.inc()
+        finished = False
+        try:
+            while True:
+                event = await live.events.get()
+                yield event
+                if isinstance(event, FinishEvent):
+                    finished = True
+                    return
+        finally:
+            if not finished:
+                self.cancel(live)
+
+    def cancel(self, live: _Live) -> None:
+        with self._cv:
+            live.cancelled = True
+            self._cv.notify_all()
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "running": len(self._running),
+            "waiting": len(self._waiting),
+            "kv_blocks_total": self.pool.num_blocks,
+            "kv_blocks_used": self.pool.used_blocks,
+            "kv_blocks_cached": self.cache.idle_blocks,
+            "kv_blocks_in_requests": self.pool.used_blocks - self.cache.idle_blocks,
+        }
+
+    # -- the scheduler thread ------------------------------------------------------------------
+    def _loop(self) -> None:
+        from ktx.core import _kernels
+
+        torch.set_flush_denormal(True)  # a per-thread flag: this thread runs the model
+        _kernels.set_batch_invariant_rows(self.max_batch_size)
+        while True:
+            with self._cv:
+                while not self._stop and not self._running and not self._waiting:
+                    self._cv.wait(timeout=0.5)
+                if self._stop:
+                    break
+            self._drop_cancelled()
+            self._admit()
+            if self._running:
+                try:
+                    self._step()
+                except Exception as e:  # a bug or a kernel error: fail this batch, keep serving
+                    log.exception("step failed")
+                    for live in list(self._running):
+                        self._finish(live, "error", error=f"{type(e).__name__}: {e}")
+            elif self._waiting:
+                time.sleep(0.001)  # blocks are held by cancelled requests being dropped
+        for live in [*self._running, *self._waiting]:
+            self._finish(live, "cancelled")
+
+    def _drop_cancelled(self) -> None:
+        with self._cv:
+            waiting = [w for w in self._waiting if w.cancelled]
+            for w in waiting:
+                self._waiting.remove(w)
+        for live in waiting:
+            self._finish(live, "cancelled", admitted=False)
+        for live in [r for r in self._running if r.cancelled]:
+            self._finish(live, "cancelled")
+
+    def _admit(self) -> None:
+        while len(self._running) < self.max_batch_size:
+            with self._cv:
+                if not self._waiting:
+                    return
+                live = self._waiting[0]
+            req = live.req
+            need = len(req.prompt_ids) + req.max_new_tokens
+            live.cached = self.cache.match(live.seq, req.prompt_ids)
+            if not self.cache.reserve(live.seq, need):
+                self.cache.release(live.seq, [], 0)  # give the matched blocks back; wait for room
+                live.seq = SequenceKV()
+                return
+            with self._cv:
+                self._waiting.popleft()
+            live.prefilled = live.cached
+            live.t_admit = time.perf_counter()
+            self._running.append(live)
+
+    def _step(self) -> None:
+        """One decode step for every request past its prompt, then one prompt chunk of one
+        request, as two forward passes: a decode row is computed as it would be alone (the
+        kernels run batch-invariant for batches up to max_batch_size), and the chunk exactly as
+        a single request's prefill, so batched greedy decoding gives a lone request's tokens."""
+        decoding = [r for r in self._running if r.next_input is not None]
+        if decoding:
+            segments = [Segment(r.seq, r.seq.length, 1) for r in decoding]
+            tokens = torch.tensor([r.next_input for r in decoding], dtype=torch.long)
+            if self.metrics:
+                self.metrics.batch_size.observe(len(segments))
+            logits = forward_step(self.model, self.pool, segments, tokens)
+            for live, row in zip(decoding, logits, strict=True):
+                self._advance(live, row)
+        live = next((r for r in self._running if r.next_input is None and not r.generated), None)
+        if live is not None:
+            prompt = live.req.prompt_ids
+            chunk = prompt[live.prefilled : live.prefilled + self.chunk_size]
+            seg = Segment(live.seq, live.prefilled, len(chunk))
+            logits = forward_step(self.model, self.pool, [seg], torch.tensor(chunk, dtype=torch.long))
+            live.prefilled += len(chunk)
+            if live.prefilled == len(prompt):
+                self._advance(live, logits[0])
+
+    def _advance(self, live: _Live, logits: torch.Tensor) -> None:
+        req = live.req
+        token = live.sampler.sample(logits, prompt_tokens=req.prompt_ids, generated=live.generated)
+        now = time.perf_counter()
+        if not live.t_first:
+            live.t_first = now
+            if self.metrics:
+                self.metrics.ttft.observe(now - live.t_submit)
+        elif self.metrics:
+            self.metrics.itl.observe(now - live.t_last)
+        live.t_last = now
+        if token in self.eos and not req.ignore_eos:
+            self._flush(live)
+            self._finish(live, "stop")
+            return
+        live.generated.append(token)
+        text, stopped = live.stops.push(live.detok.push(token))
+        self._emit(live, text, token)
+        if stopped:
+            self._finish(live, "stop")
+        elif len(live.generated) >= req.max_new_tokens:
+            self._flush(live)
+            self._finish(live, "length")
+        else:
+            live.next_input = token
+
+    def _flush(self, live: _Live) -> None:
+        text, stopped = live.stops.push(live.detok.flush())
+        if not stopped:
+            text += live.stops.flush()
+        if text:
+            self._emit(live, text, -1)
+
+    def _emit(self, live: _Live, text: str, token: int) -> None:
+        live.text.append(text)
+        live.send(TokenEvent(text, token))
+
+    def _finish(self, live: _Live, reason: str, error: str | None = None, admitted: bool = True) -> None:
+        if admitted:
+            if live in self._running:
+                self._running.remove(live)
+            # the KV of the prompt and the generated tokens (all but the last, never fed back)
+            stored = [*live.req.prompt_ids, *live.generated][: live.seq.length]
+            self.cache.release(live.seq, stored, live.seq.length if reason != "error" else 0)
+        now = time.perf_counter()
+        admit = live.t_admit or now
+        first = live.t_first or now
+        if self.metrics:
+            self.metrics.tokens_in.inc(len(live.req.prompt_ids))
+            self.metrics.tokens_out.inc(len(live.generated))
+            self.metrics.prefix_hit_tokens.inc(live.cached)
+            self.metrics.finished.labels(reason).inc()
+        live.send(
+            FinishEvent(
+                finish_reason=reason,
+                prompt_tokens=len(live.req.prompt_ids),
+                completion_tokens=len(live.generated),
+                cached_tokens=live.cached,
+                queue_s=admit - live.t_submit,
+                prefill_s=first - admit,
+                decode_s=now - first,
+                text="".join(live.text),
+                error=error,
+            )
+        )
+
+    # -- tests and tools -----------------------------------------------------------------------
+    def idle(self) -> bool:
+        return not self._running and not self._waiting
+
+
+@contextlib.contextmanager
+def running(engine: Engine):
+    engine.start()
+    try:
+        yield engine
+    finally:
+        engine.shutdown()

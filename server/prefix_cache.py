@@ -176,7 +176,7 @@ class PrefixCache:
             path = self.disk_dir / f"{name.hex()}.kv"
             try:
                 data = torch.load(path, weights_only=True)
-            except (OSError, RuntimeError, EOFError, ValueError):  # gone or damaged: a miss
+            except Exception:  # gone, damaged or foreign (any unpickling error): a miss, never a crash
                 data = None
             self.disk_used -= self.disk.pop(name)
             path.unlink(missing_ok=True)

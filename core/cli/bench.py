@@ -111,6 +111,89 @@ def run_e2e(args: argparse.Namespace) -> int:
     return 0
 
 
+SERVE_EXAMPLES = """\
+examples:
+  ktx bench serve                                   the demo model, concurrency 1,4,8,16
+  ktx bench serve --url http://127.0.0.1:10002 --concurrency 1,8 --max-tokens 128
+
+Without --url a server is started in this process on a free loopback port (model flags as for
+ktx serve; --max-batch-size defaults to the largest concurrency). Each level sends --requests
+streaming greedy chat requests (default: 2 per client, at least 8) of mixed prompt lengths.
+columns: out tok/s (completion tokens / the level's wall time); vs c=1; TTFT and ITL (time between
+streamed chunks of one answer) percentiles; errors."""
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .. import membw
+    from ..bench import serve as sb
+
+    levels = moe.parse_tokens(args.concurrency)
+    info = sys.stderr if args.json else sys.stdout
+    server = None
+    url = args.url
+    if url is None:
+        from .serve import build_app
+
+        if args.max_batch_size is None:
+            args.max_batch_size = max(levels)
+        args.web, args.api_key = False, None
+        server, url = _start_server(build_app(args))
+        model = server.config.app.state.engine
+        name, weight_bytes = model.model_name, sum(t.nbytes for t in model.model.gguf.tensors.values())
+    else:
+        import httpx
+
+        name, weight_bytes = httpx.get(f"{url}/v1/models", timeout=30).json()["data"][0]["id"], None
+    dram = membw.read_gb_s()
+    line = f"{name} at {url} · DRAM read {dram:.1f} GB/s"
+    if weight_bytes:
+        ceiling = dram * 1e9 / weight_bytes
+        line += f" · weights {weight_bytes / 1e6:.0f} MB: single-stream ceiling {ceiling:.0f} tok/s"
+    print(line, file=info, flush=True)
+    rows = []
+    try:
+        if not args.json:
+            print(sb.table_header(), flush=True)
+        for c in levels:
+            n = args.requests or max(8, 2 * c)
+            row = asyncio.run(sb.run_level(url, name, c, sb.prompts(n, seed=c), args.max_tokens))
+            rows.append(row)
+            if not args.json:
+                print(sb.table_row(row, rows[0]["output_tok_s"]), flush=True)
+    finally:
+        if server is not None:
+            server.should_exit = True
+    head = {"model": name, "url": url, "dram_read_gb_s": dram, "weight_bytes": weight_bytes}
+    if args.json:
+        sys.stdout.write(json.dumps({**head, "rows": rows}, indent=2) + "\n")
+    return 0
+
+
+def _start_server(app):
+    import socket
+    import threading
+    import time
+
+    import httpx
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return server, url
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise RuntimeError("the benchmark's server did not start")
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -209,6 +292,37 @@ def add_parser(subcommands) -> None:
     e.add_argument("--json", action="store_true", help="print one JSON object (header and rows)")
     add_model_flags(e)
     e.set_defaults(run=run_e2e)
+
+    sv = benchmarks.add_parser(
+        "serve",
+        help="the HTTP server under load: output tokens/s, TTFT and inter-token latency by concurrency",
+        description="Load `ktx serve` with N concurrent streaming clients and report throughput and "
+        "latency percentiles per concurrency level.",
+        epilog=SERVE_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sv.add_argument("--url", help="an already running server (default: start one here)")
+    sv.add_argument("--concurrency", default="1,4,8,16", help="comma-separated levels (default: %(default)s)")
+    sv.add_argument(
+        "--requests", type=_positive, help="requests per level (default: 2 per client, at least 8)"
+    )
+    sv.add_argument(
+        "--max-tokens", type=_positive, default=64, help="completion tokens per request (default 64)"
+    )
+    sv.add_argument("--max-batch-size", type=_positive, help="the started server's (default: largest level)")
+    sv.add_argument("--json", action="store_true", help="print one JSON object (header and rows)")
+    add_model_flags(sv, sampling=False)
+    sv.set_defaults(
+        run=run_serve,
+        cache_lens=16384,
+        chunk_size=512,
+        max_new_tokens=512,
+        served_model_name=None,
+        no_prefix_cache=True,  # every request is new text; a warm cache would flatter TTFT
+        prefix_cache_ram_gb=0.0,
+        prefix_cache_dir=None,
+        prefix_cache_disk_gb=0.0,
+    )
 
 
 def _no_benchmark(parser: argparse.ArgumentParser) -> int:

@@ -177,8 +177,7 @@ class Engine:
     async def generate(self, req: GenerationRequest) -> AsyncIterator[TokenEvent | FinishEvent]:
         """Runs `req` in the batch; yields TokenEvents then one FinishEvent. Leaving the iteration
         early (a client gone) cancels the request and frees its blocks."""
-        if self._drain:
-            raise RequestError("the server is shutting down", status=503, type="server_error")
+        self.check_accepting()
         live = _Live(req, asyncio.get_running_loop(), self.tokenizer)
         with self._cv:
             self._waiting.append(live)
@@ -196,6 +195,10 @@ class Engine:
         finally:
             if not finished:
                 self.cancel(live)
+
+    def check_accepting(self) -> None:
+        if self._drain:
+            raise RequestError("the server is shutting down", status=503, type="server_error")
 
     def cancel(self, live: _Live) -> None:
         with self._cv:

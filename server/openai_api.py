@@ -73,6 +73,7 @@ async def _complete(engine: Engine, body, ids: list[int], chat: bool):
     reqs = [
         GenerationRequest(ids, max_new, body.sampling(i), body.stops()) for i in range(body.n)
     ]  # sampling errors raise here, before anything is queued
+    engine.check_accepting()  # a 503 now, before a streamed response has sent its status
     rid = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
     meta = {"id": rid, "created": int(time.time()), "model": engine.model_name}
     if body.stream:
@@ -124,8 +125,11 @@ async def _merged(engine: Engine, reqs: list[GenerationRequest]) -> AsyncIterato
     queue: asyncio.Queue = asyncio.Queue()
 
     async def pump(i: int, req: GenerationRequest) -> None:
-        async for event in engine.generate(req):
-            await queue.put((i, event))
+        try:
+            async for event in engine.generate(req):
+                await queue.put((i, event))
+        except RequestError as e:  # refused (shutting down): end this choice with the reason
+            await queue.put((i, FinishEvent("error", len(req.prompt_ids), 0, error=e.message)))
 
     tasks = [asyncio.create_task(pump(i, r)) for i, r in enumerate(reqs)]
     try:
@@ -157,18 +161,22 @@ async def _stream(engine: Engine, reqs, meta: dict, chat: bool, include_usage: b
         for i in range(len(reqs)):
             yield chunk(i, None, None, role=True)
     finishes: list[FinishEvent | None] = [None] * len(reqs)
-    async for i, event in _merged(engine, reqs):
-        if isinstance(event, TokenEvent):
-            if event.text:
-                yield chunk(i, event.text, None)
-            continue
-        if event.finish_reason in ("error", "cancelled"):
-            why = event.error or "the request was cancelled (the server is shutting down)"
-            error = RequestError(f"generation failed: {why}", status=500, type="server_error")
-            yield _sse(error.openai())
-            return
-        finishes[i] = event
-        yield chunk(i, None, event.finish_reason)
+    try:
+        async for i, event in _merged(engine, reqs):
+            if isinstance(event, TokenEvent):
+                if event.text:
+                    yield chunk(i, event.text, None)
+                continue
+            if event.finish_reason in ("error", "cancelled"):
+                why = event.error or "the request was cancelled (the server is shutting down)"
+                failed = RequestError(f"generation failed: {why}", status=500, type="server_error")
+                yield _sse(failed.openai())
+                return
+            finishes[i] = event
+            yield chunk(i, None, event.finish_reason)
+    except RequestError as e:  # refused once the response had started: say so in the stream
+        yield _sse(e.openai())
+        return
     if include_usage:
         yield _sse({**meta, "object": kind, "choices": [], "usage": _usage(finishes)})
     yield _sse("[DONE]")

@@ -271,3 +271,14 @@ def test_health_and_metrics(client, live):
         "ktx_prefix_cache_hit_tokens_total",
     ):
         assert name in text, name
+
+
+def test_requests_during_shutdown_get_503_not_a_cut_stream(live):
+    live.engine._drain = True  # what shutdown sets first
+    try:
+        for stream in (False, True):
+            body = {"messages": _messages("Hi"), "max_tokens": 2, "stream": stream}
+            r = httpx.post(f"{live.url}/v1/chat/completions", json=body, timeout=30)
+            assert r.status_code == 503 and r.json()["error"]["type"] == "server_error"
+    finally:
+        live.engine._drain = False

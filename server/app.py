@@ -77,35 +77,7 @@ def create_app(
     if web:
         app.mount("/web", StaticFiles(directory=WEB_DIR, html=True), name="web")
 
-    @app.middleware("http")
-    async def auth_and_log(request: Request, call_next):
-        start = time.perf_counter()
-        rid = uuid.uuid4().hex[:12]
-        path = request.url.path
-        if api_key and path not in OPEN_PATHS and not path.startswith(OPEN_PREFIXES):
-            given = request.headers.get("authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
-                response = _error_response(
-                    path,
-                    RequestError(
-                        "missing or wrong API key (Authorization: Bearer ...)",
-                        status=401,
-                        type="authentication_error",
-                        code="invalid_api_key",
-                    ),
-                )
-                _log(request, response.status_code, start, rid)
-                return response
-        try:
-            response = await call_next(request)
-        except Exception as e:  # the last line of defence: no traceback to the client
-            log.exception("unhandled error on %s", path)
-            response = _error_response(path, _internal(e))
-        if response.status_code >= 400:
-            metrics.http_errors.labels(str(response.status_code)).inc()
-        _log(request, response.status_code, start, rid)
-        response.headers["x-request-id"] = rid
-        return response
+    app.add_middleware(_AuthAndLog, api_key=api_key, metrics=metrics)
 
     @app.exception_handler(RequestError)
     async def on_request_error(request: Request, e: RequestError):
@@ -126,6 +98,54 @@ def create_app(
         return _error_response(request.url.path, _internal(e))
 
     return app
+
+
+class _AuthAndLog:
+    """Pure ASGI middleware (not BaseHTTPMiddleware, which hides client disconnects from the
+    endpoints): checks the API key, counts error statuses, logs one JSON line per request."""
+
+    def __init__(self, app, api_key: str | None, metrics: Metrics):
+        self.app, self.api_key, self.metrics = app, api_key, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start, rid, path = time.perf_counter(), uuid.uuid4().hex[:12], scope["path"]
+        status = {"code": 500}
+
+        async def send_logged(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                message.setdefault("headers", []).append((b"x-request-id", rid.encode()))
+            await send(message)
+
+        try:
+            if self.api_key and path not in OPEN_PATHS and not path.startswith(OPEN_PREFIXES):
+                given = dict(scope.get("headers", [])).get(b"authorization", b"")
+                if not hmac.compare_digest(given, f"Bearer {self.api_key}".encode()):
+                    denied = RequestError(
+                        "missing or wrong API key (Authorization: Bearer ...)",
+                        status=401,
+                        type="authentication_error",
+                        code="invalid_api_key",
+                    )
+                    return await _error_response(path, denied)(scope, receive, send_logged)
+            await self.app(scope, receive, send_logged)
+        finally:
+            if status["code"] >= 400:
+                self.metrics.http_errors.labels(str(status["code"])).inc()
+            log.info(
+                json.dumps(
+                    {
+                        "event": "http",
+                        "id": rid,
+                        "method": scope.get("method"),
+                        "path": path,
+                        "status": status["code"],
+                        "ms": round((time.perf_counter() - start) * 1e3, 1),
+                    }
+                )
+            )
 
 
 def _internal(e: Exception) -> RequestError:
@@ -169,18 +189,3 @@ def _error_response(path: str, e: RequestError) -> JSONResponse:
     if path.startswith("/api/"):
         return JSONResponse({"error": e.message}, status_code=e.status)
     return JSONResponse(e.openai(), status_code=e.status)
-
-
-def _log(request: Request, status: int, start: float, rid: str) -> None:
-    log.info(
-        json.dumps(
-            {
-                "event": "http",
-                "id": rid,
-                "method": request.method,
-                "path": request.url.path,
-                "status": status,
-                "ms": round((time.perf_counter() - start) * 1e3, 1),
-            }
-        )
-    )

@@ -35,6 +35,7 @@ from ktx.core.runtime.sampler import SamplingParams
 
 from .engine import Engine, FinishEvent, GenerationRequest, TokenEvent
 from .errors import RequestError
+from .openai_api import _collect, until_disconnected
 from .protocol import chat_prompt_ids
 
 router = APIRouter(prefix="/api", tags=["ollama"])
@@ -155,7 +156,7 @@ async def chat(body: ChatBody, request: Request):
             raise RequestError(f"messages[{i}].images: this model reads text only")
     messages = [{"role": m.role, "content": m.content or ""} for m in body.messages]
     ids = chat_prompt_ids(engine.tokenizer, messages)
-    return await _answer(engine, body, ids, chat=True, t0=t0)
+    return await _answer(engine, body, ids, chat=True, t0=t0, request=request)
 
 
 @router.post("/generate", response_model=None)
@@ -172,7 +173,7 @@ async def generate(body: GenerateBody, request: Request):
     else:
         system = [{"role": "system", "content": body.system}] if body.system else []
         ids = chat_prompt_ids(engine.tokenizer, [*system, {"role": "user", "content": body.prompt}])
-    return await _answer(engine, body, ids, chat=False, t0=t0)
+    return await _answer(engine, body, ids, chat=False, t0=t0, request=request)
 
 
 def _loaded(model: str, chat: bool) -> JSONResponse:
@@ -207,13 +208,13 @@ def _failure(finish: FinishEvent) -> RequestError:
     return RequestError(f"generation failed: {finish.error}", status=500)
 
 
-async def _answer(engine: Engine, body: _Body, ids: list[int], chat: bool, t0: float):
+async def _answer(engine: Engine, body: _Body, ids: list[int], chat: bool, t0: float, request: Request):
     req = (body.options or OllamaOptions()).request(engine, ids)  # 400s here, before anything runs
+    engine.check_accepting()  # a 503 before a stream's status line, not inside it
     if body.stream:
         lines = _ndjson(engine, req, body.model, chat, t0)
         return StreamingResponse(lines, media_type="application/x-ndjson")
-    async for event in engine.generate(req):
-        finish = event  # the last event is the FinishEvent
+    finish = await until_disconnected(request, _collect(engine, req))
     if finish.finish_reason not in ("stop", "length"):
         raise _failure(finish)
     return JSONResponse({**_head(body.model), **_piece(finish.text, chat), **_final(finish, t0)})

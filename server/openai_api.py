@@ -56,7 +56,7 @@ async def chat_completions(body: ChatRequest, request: Request):
     engine = engine_of(request)
     check_model(engine, body.model)
     ids = chat_prompt_ids(engine.tokenizer, body.conversation())
-    return await _complete(engine, body, ids, chat=True)
+    return await _complete(engine, body, ids, chat=True, request=request)
 
 
 @router.post("/completions", response_model=None)
@@ -64,10 +64,10 @@ async def completions(body: CompletionRequest, request: Request):
     engine = engine_of(request)
     check_model(engine, body.model)
     ids = completion_prompt_ids(engine.tokenizer, body.prompt)
-    return await _complete(engine, body, ids, chat=False)
+    return await _complete(engine, body, ids, chat=False, request=request)
 
 
-async def _complete(engine: Engine, body, ids: list[int], chat: bool):
+async def _complete(engine: Engine, body, ids: list[int], chat: bool, request: Request):
     requested, param = body.max_new_tokens()
     max_new = engine.resolve_max_tokens(len(ids), requested, param)
     reqs = [
@@ -79,7 +79,7 @@ async def _complete(engine: Engine, body, ids: list[int], chat: bool):
     if body.stream:
         sse = _stream(engine, reqs, meta, chat, body.include_usage)
         return StreamingResponse(sse, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-    results = await asyncio.gather(*(_collect(engine, r) for r in reqs))
+    results = await until_disconnected(request, asyncio.gather(*(_collect(engine, r) for r in reqs)))
     for finish in results:
         if finish.finish_reason == "error":
             raise RequestError(f"generation failed: {finish.error}", status=500, type="server_error")
@@ -92,6 +92,19 @@ async def _complete(engine: Engine, body, ids: list[int], chat: bool):
             choices.append({"index": i, "text": f.text, "logprobs": None, "finish_reason": f.finish_reason})
     kind = "chat.completion" if chat else "text_completion"
     return JSONResponse({**meta, "object": kind, "choices": choices, "usage": _usage(results)})
+
+
+async def until_disconnected(request: Request, work: asyncio.Future):
+    """Awaits `work`, cancelling it (and so its requests, whose blocks go back) if the client
+    leaves first: a non-streamed answer nobody will read is not worth finishing."""
+    work = asyncio.ensure_future(work)
+    while True:
+        done, _ = await asyncio.wait({work}, timeout=0.25)
+        if done:
+            return work.result()
+        if await request.is_disconnected():
+            work.cancel()
+            raise RequestError("the client disconnected", status=499)
 
 
 async def _collect(engine: Engine, req: GenerationRequest) -> FinishEvent:

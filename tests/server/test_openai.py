@@ -282,3 +282,17 @@ def test_requests_during_shutdown_get_503_not_a_cut_stream(live):
             assert r.status_code == 503 and r.json()["error"]["type"] == "server_error"
     finally:
         live.engine._drain = False
+
+
+def test_a_non_streaming_client_that_leaves_cancels_its_generation(live):
+    finished = live.engine.metrics.finished.labels("cancelled")
+    before = finished._value.get()
+    body = {"messages": _messages(PROMPTS[6]), "max_tokens": 3000}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{live.url}/v1/chat/completions", json=body, timeout=1.5)
+    deadline = time.monotonic() + 30
+    while finished._value.get() == before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert finished._value.get() == before + 1  # not 3000 tokens later
+    live.wait_idle()
+    assert live.engine.stats()["kv_blocks_in_requests"] == 0

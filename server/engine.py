@@ -283,7 +283,7 @@ class Engine:
                 self.metrics.batch_size.observe(len(segments))
             logits = forward_step(self.model, self.pool, segments, tokens)
             for live, row in zip(decoding, logits, strict=True):
-                self._advance(live, row)
+                self._advance_one(live, row)
         live = next((r for r in self._running if r.next_input is None and not r.generated), None)
         if live is not None:
             prompt = live.req.prompt_ids
@@ -292,7 +292,15 @@ class Engine:
             logits = forward_step(self.model, self.pool, [seg], torch.tensor(chunk, dtype=torch.long))
             live.prefilled += len(chunk)
             if live.prefilled == len(prompt):
-                self._advance(live, logits[0])
+                self._advance_one(live, logits[0])
+
+    def _advance_one(self, live: _Live, logits: torch.Tensor) -> None:
+        """Samples for one request; what fails there (its own sampling settings) ends it alone."""
+        try:
+            self._advance(live, logits)
+        except Exception as e:  # its sampler (or detokenizer) failed: the others go on
+            log.warning("request %d: sampling failed: %s", live.id, e)
+            self._finish(live, "error", error=f"sampling failed: {e}")
 
     def _advance(self, live: _Live, logits: torch.Tensor) -> None:
         req = live.req

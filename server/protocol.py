@@ -52,7 +52,8 @@ class _Sampling(BaseModel):
     # extensions vLLM and llama.cpp accept
     top_k: Annotated[int, Field(ge=0)] = 0
     min_p: Annotated[float, Field(ge=0, le=1)] = 0.0
-    repetition_penalty: Annotated[float, Field(gt=0)] = 1.0
+    # bounded so that dividing a logit by it cannot overflow float32 (the fuzzer's 3e-147 did)
+    repetition_penalty: Annotated[float, Field(ge=1e-3, le=1e3)] = 1.0
 
     def sampling(self, index: int = 0) -> SamplingParams:
         """Sampling for choice `index` (choices of one seeded request get seeds seed, seed+1, ...)."""

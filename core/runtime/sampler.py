@@ -28,6 +28,8 @@ from torch import Tensor
 # Token ids: one sequence (shared by every row of 2-D logits) or one sequence per row.
 Tokens = Sequence[int] | Sequence[Sequence[int]] | Tensor
 
+# Below this a temperature samples the argmax (see SamplingParams.greedy).
+MIN_TEMPERATURE = 1e-5
 # Top-p without top-k bins tokens by distance below the likeliest one (see _nucleus).
 _BINS_PER_NAT, _NATS = 4, 32
 # The draw's inverse CDF works on blocks of this many tokens (see Sampler._draw).
@@ -47,8 +49,10 @@ class SamplingParams:
 
     @property
     def greedy(self) -> bool:
-        """Top-k 1 keeps only the argmax whatever the temperature: no need to draw."""
-        return self.temperature == 0 or self.top_k == 1
+        """Top-k 1 keeps only the argmax whatever the temperature: no need to draw. Temperatures
+        below MIN_TEMPERATURE are greedy too: dividing logits by 1e-260 overflows float32, and
+        the distribution it stands for is the argmax anyway."""
+        return self.temperature < MIN_TEMPERATURE or self.top_k == 1
 
     def validate(self) -> SamplingParams:
         """Raises ValueError naming every bad field at once; returns self to allow chaining."""
@@ -57,9 +61,22 @@ class SamplingParams:
             ("top_k", _int(self.top_k) and self.top_k >= 0, "an integer >= 0 (0 = off)"),
             ("top_p", _finite(self.top_p) and 0 < self.top_p <= 1, "in (0, 1]"),
             ("min_p", _finite(self.min_p) and 0 <= self.min_p <= 1, "in [0, 1]"),
-            ("repetition_penalty", _finite(self.repetition_penalty) and self.repetition_penalty > 0, "> 0"),
-            ("presence_penalty", _finite(self.presence_penalty), "a finite number"),
-            ("frequency_penalty", _finite(self.frequency_penalty), "a finite number"),
+            # bounded: a logit divided or multiplied by an extreme penalty overflows to inf
+            (
+                "repetition_penalty",
+                _finite(self.repetition_penalty) and 1e-3 <= self.repetition_penalty <= 1e3,
+                "in [0.001, 1000]",
+            ),
+            (
+                "presence_penalty",
+                _finite(self.presence_penalty) and abs(self.presence_penalty) <= 1e3,
+                "in [-1000, 1000]",
+            ),
+            (
+                "frequency_penalty",
+                _finite(self.frequency_penalty) and abs(self.frequency_penalty) <= 1e3,
+                "in [-1000, 1000]",
+            ),
             ("seed", self.seed is None or _int(self.seed), "an integer or None"),
         ]
         errors = [f"{n} must be {rule}, got {getattr(self, n)!r}" for n, ok, rule in checks if not ok]

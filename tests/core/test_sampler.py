@@ -289,7 +289,10 @@ def test_all_masked_row_is_an_error():
         ("min_p", 1.1),
         ("repetition_penalty", 0.0),
         ("repetition_penalty", -1.0),
+        ("repetition_penalty", 3e-147),  # logits / penalty would overflow (found by the server's fuzzer)
+        ("repetition_penalty", 1e4),
         ("presence_penalty", math.inf),
+        ("presence_penalty", -1e6),
         ("frequency_penalty", math.nan),
         ("seed", 1.5),
     ],
@@ -309,3 +312,10 @@ def test_all_bad_fields_are_named_at_once_and_good_ones_pass():
     assert ok.validate() is ok and ok.greedy
     assert Sampler(replace(ok, temperature=1)).sample(torch.zeros(3)) in range(3)  # a negative seed is fine
     assert not SamplingParams().greedy
+
+
+def test_a_vanishing_temperature_is_greedy_not_an_overflow():
+    # 1e-260 would turn logits into inf (found by the server's fuzzer); it means the argmax
+    x = torch.tensor([0.5, 3.0, 1.0])
+    assert Sampler(SamplingParams(temperature=4e-260, seed=1)).sample(x) == 1
+    assert SamplingParams(temperature=1e-6).greedy and not SamplingParams(temperature=1e-4).greedy

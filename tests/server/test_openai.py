@@ -296,3 +296,36 @@ def test_a_non_streaming_client_that_leaves_cancels_its_generation(live):
     assert finished._value.get() == before + 1  # not 3000 tokens later
     live.wait_idle()
     assert live.engine.stats()["kv_blocks_in_requests"] == 0
+
+
+def test_a_request_whose_sampling_fails_ends_alone(client, live, monkeypatch):
+    # a sampler error (settings that pass validation but break sampling) must not fail the
+    # other requests of the batch
+    from ktx.core.runtime import sampler as sampler_mod
+
+    real = sampler_mod.Sampler.sample
+
+    def picky(self, logits, *args, **kwargs):
+        if self.params.seed == 666:
+            raise ValueError("nothing to sample")
+        return real(self, logits, *args, **kwargs)
+
+    monkeypatch.setattr(sampler_mod.Sampler, "sample", picky)
+    results = {}
+
+    def run(seed):
+        try:
+            r = client.chat.completions.create(
+                model=live.engine.model_name, messages=_messages("Hi"), max_tokens=8, seed=seed
+            )
+            results[seed] = r.usage.completion_tokens
+        except openai.APIError as e:
+            results[seed] = e
+
+    threads = [threading.Thread(target=run, args=(s,)) for s in (1, 666, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert results[1] == 8 and results[2] == 8
+    assert isinstance(results[666], openai.APIError) and "sampling failed" in str(results[666])

@@ -4,6 +4,9 @@ Virtual environments are reused between runs, and scikit-build-core keeps its CM
 build/, so a second run only recompiles what changed.
 """
 
+import os
+import shutil
+
 import nox
 
 nox.needs_version = ">=2024.3.2"
@@ -20,10 +23,27 @@ def install_ktx(session: nox.Session, extras: str) -> None:
     session.install(f".[{extras}]")
 
 
+def install_chromium(session: nox.Session) -> None:
+    """Debian's Chromium for the web UI's browser test (Playwright's own download is not a
+    package registry, so it is not used). Without root or apt the browser test fails and says so."""
+    if shutil.which("chromium") or shutil.which("chromium-browser"):
+        return
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        session.warn("Chromium is missing and cannot be installed here: the web UI test will fail")
+        return
+    env = {"DEBIAN_FRONTEND": "noninteractive"}
+    try:
+        session.run("apt-get", "install", "-y", "--no-install-recommends", "chromium", external=True, env=env)
+    except nox.command.CommandFailed:  # a stale package index: refresh it once
+        session.run("apt-get", "update", external=True, env=env)
+        session.run("apt-get", "install", "-y", "--no-install-recommends", "chromium", external=True, env=env)
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
     """The CPU test suite (what .ci/run runs)."""
     install_ktx(session, "test")
+    install_chromium(session)
     session.run("pytest", *session.posargs)
 
 

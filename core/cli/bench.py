@@ -165,7 +165,9 @@ def run_serve(args: argparse.Namespace) -> int:
     finally:
         if server is not None:
             server.should_exit = True
-    head = {"model": name, "url": url, "dram_read_gb_s": dram, "weight_bytes": weight_bytes}
+    from ..bench.e2e import machine
+
+    head = {**machine(), "model": name, "url": url, "dram_read_gb_s": dram, "weight_bytes": weight_bytes}
     if args.json:
         sys.stdout.write(json.dumps({**head, "rows": rows}, indent=2) + "\n")
     return 0

@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException
 
 from ktx.core import __version__
 
-from . import openai_api
+from . import ollama_api, openai_api
 from .engine import Engine
 from .errors import RequestError
 from .metrics import Metrics
@@ -55,12 +55,7 @@ def create_app(
     app = FastAPI(title="ktx", version=__version__, lifespan=lifespan)
     app.state.engine = engine
     app.include_router(openai_api.router)
-    try:
-        from . import ollama_api
-    except ImportError:  # written separately; the OpenAI API does not need it
-        ollama_api = None
-    if ollama_api is not None:
-        app.include_router(ollama_api.router)
+    app.include_router(ollama_api.router)
 
     @app.get("/health", tags=["operations"])
     async def health() -> dict:

@@ -1,12 +1,14 @@
 """The engine: one scheduler thread owns the model and runs every request in one batch.
 
 Requests join the running batch between steps (continuous batching, up to `max_batch_size`).
-A step is one flat row of tokens: one new token for each decoding request, plus a chunk of
-at most `chunk_size` prompt tokens of one request still in prefill, so a long prompt never
-stalls the others' decode for more than a chunk. Each request holds KV blocks from the
-runtime's shared pool for its prompt and its `max_new_tokens`, reserved when it is admitted
-(a request never runs out of cache midway), and given back when it finishes, fails or is
-cancelled (a client that disconnects: the scheduler frees its blocks before the next step).
+A step is a decode pass (one new token for every request past its prompt) and then a pass
+over one chunk of at most `chunk_size` tokens of a prompt still in prefill, so a long prompt
+never stalls the others' decode for more than a chunk. The two are separate passes, and the
+kernels run batch-invariant, so a request's tokens do not depend on what it is batched with.
+Each request holds KV blocks from the runtime's shared pool for its prompt and its
+`max_new_tokens`, reserved when it is admitted (a request never runs out of cache midway),
+and given back when it finishes, fails or is cancelled (a client that disconnects: the
+scheduler frees its blocks before the next step).
 Shared prompt prefixes reuse cached blocks (prefix_cache.py).
 
 The HTTP side talks to it through `Engine.generate`, an async iterator of events; the
@@ -220,7 +222,14 @@ class Engine:
         from ktx.core import _kernels
 
         torch.set_flush_denormal(True)  # a per-thread flag: this thread runs the model
-        _kernels.set_batch_invariant_rows(self.max_batch_size)
+        before = _kernels.batch_invariant_rows()  # process-wide: put back when this engine stops
+        _kernels.set_batch_invariant_rows(max(before, self.max_batch_size))
+        try:
+            self._serve()
+        finally:
+            _kernels.set_batch_invariant_rows(before)
+
+    def _serve(self) -> None:
         while True:
             with self._cv:
                 while not self._stop and not self._running and not self._waiting:

@@ -125,14 +125,9 @@ class CompletionRequest(_Sampling):
 def chat_prompt_ids(tokenizer, messages: list[dict[str, Any]]) -> list[int]:
     """Token ids of a conversation rendered by the model's chat template, ready for the answer."""
     try:
-        rendered = tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+        return tokenizer.chat_prompt_ids(messages)
     except Exception as e:  # a template may refuse a conversation (roles out of order, ...)
         raise RequestError(f"the model's chat template refused the messages: {e}", param="messages") from None
-    ids = tokenizer.encode(rendered, add_special_tokens=False)
-    bos = tokenizer.bos_token_id
-    if bos is not None and getattr(tokenizer, "add_bos", True) and (not ids or ids[0] != bos):
-        ids = [bos, *ids]
-    return ids
 
 
 def completion_prompt_ids(tokenizer, prompt: str | list) -> list[int]:

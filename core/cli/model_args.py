@@ -154,14 +154,7 @@ def prompt_ids(
     if not chat:
         return tokenizer.encode(text)
     messages = (history or []) + ([{"role": "user", "content": text}] if text is not None else [])
-    rendered = tokenizer.apply_chat_template(messages, add_generation_prompt=True)
-    if force_think:
-        rendered += "<think>\n"
-    ids = tokenizer.encode(rendered, add_special_tokens=False)
-    bos = tokenizer.bos_token_id
-    if bos is not None and getattr(tokenizer, "add_bos", True) and (not ids or ids[0] != bos):
-        ids = [bos, *ids]
-    return ids
+    return tokenizer.chat_prompt_ids(messages, force_think)
 
 
 def stats_line(gen: Any) -> str:

@@ -222,5 +222,17 @@ class Tokenizer:
         )
         return self.encode(text, add_special_tokens=False) if tokenize else text
 
+    def chat_prompt_ids(self, messages: list[dict[str, Any]], force_think: bool = False) -> list[int]:
+        """Token ids of a conversation rendered by the chat template, ready for the answer: BOS
+        added when the vocabulary asks for it and the template did not write it."""
+        rendered = self.apply_chat_template(messages, add_generation_prompt=True)
+        if force_think:
+            rendered += "<think>\n"
+        ids = self.encode(rendered, add_special_tokens=False)
+        bos = self.bos_token_id
+        if bos is not None and self.add_bos and (not ids or ids[0] != bos):
+            ids = [bos, *ids]
+        return ids
+
     def __repr__(self) -> str:
         return f"Tokenizer({self.model_type!r}, {self.architecture!r}, {self.vocab_size} tokens)"

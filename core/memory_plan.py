@@ -126,7 +126,7 @@ def plan_memory(
         matrix = len(t.shape) > 1
         keep_blocks = kwargs.get("weights") == "gguf" and matrix
         plan.add(device, _part(name), t.nbytes if keep_blocks else t.n_elements * (2 if matrix else 4))
-    _move_gpu_experts(plan, gf, devices, rule_kwargs, arch)
+    _add_gpu_experts(plan, gf, rule_kwargs, arch)
     per_token = _kv_values_per_token(config)
     for path, device in devices.items():
         if path.endswith(".self_attn") and path.count(".") == 3:
@@ -136,7 +136,8 @@ def plan_memory(
     return plan
 
 
-def _move_gpu_experts(plan: MemoryPlan, gf: Any, devices, rule_kwargs, arch: str) -> None:
+def _add_gpu_experts(plan: MemoryPlan, gf: Any, rule_kwargs, arch: str) -> None:
+    # the experts kept on the GPU are expanded there; the CPU still maps the whole file
     for path, kwargs in rule_kwargs.items():
         n = int(kwargs.get("gpu_experts") or 0)
         if not n or not path.endswith(".experts"):

@@ -57,20 +57,16 @@ class GraphRunner:
         # The step's values, staged on the CPU and copied into the static tensors in stream order.
         if len(segments) != self.batch_size or any(s.length != 1 for s in segments):
             raise ValueError(f"this graph runs {self.batch_size} sequences of one new token each")
-        pool = self.pool
         for s in segments:
-            pool.reserve(s.seq, s.start + 1)
-        table = torch.zeros(self.batch_size, pool.num_blocks, dtype=torch.int32)
-        for i, s in enumerate(segments):
-            table[i, : len(s.seq.blocks)] = torch.tensor(s.seq.blocks, dtype=torch.int32)
-        positions = torch.tensor([s.start for s in segments])
-        slots = torch.cat([pool.slots(s.seq, s.start, s.start + 1) for s in segments])
+            self.pool.reserve(s.seq, s.start + 1)
+        # the eager step's own indices, as wide as the graph's block table
+        staged = ForwardBatch(self.pool, segments)._device_batch(torch.device("cpu"), self.pool.num_blocks)
         for dst, src in (
             (self.input_ids, tokens.reshape(-1)),
-            (self.static.positions, positions),
-            (self.static.write_slots, slots),
-            (self.static.block_table, table),
-            (self.static.seq_lens, positions.to(torch.int32) + 1),
+            (self.static.positions, staged.positions),
+            (self.static.write_slots, staged.write_slots),
+            (self.static.block_table, staged.block_table),
+            (self.static.seq_lens, staged.seq_lens),
         ):
             dst.copy_(src.to(dst.dtype).pin_memory(), non_blocking=True)
 

@@ -67,9 +67,10 @@ class ForwardBatch:
             got = self._on[device] = self._device_batch(device)
         return got
 
-    def _device_batch(self, device: torch.device) -> DeviceBatch:
+    def _device_batch(self, device: torch.device, width: int | None = None) -> DeviceBatch:
+        """`width`: block-table columns (default: the longest sequence's blocks)."""
         pool = self.pool
-        width = max(len(s.seq.blocks) for s in self.segments)
+        width = width or max(len(s.seq.blocks) for s in self.segments)
         table = torch.zeros(len(self.segments), width, dtype=torch.int32)
         for i, s in enumerate(self.segments):
             table[i, : len(s.seq.blocks)] = torch.tensor(s.seq.blocks, dtype=torch.int32)

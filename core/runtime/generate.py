@@ -42,17 +42,14 @@ def _torch_threads_for(n_tokens: int):
         torch.set_num_threads(before)
 
 
-def kv_specs(model: torch.nn.Module) -> dict[int, tuple[tuple[int, ...], ...]]:
-    return {m.layer_idx: m.kv_spec() for m in model.modules() if hasattr(m, "kv_spec")}
-
-
 def make_pool(model: torch.nn.Module, cache_tokens: int = 4096, block_size: int = 64) -> BlockPool:
     """A pool for `cache_tokens` tokens; each layer's blocks live on its attention's device
     (float32 on the CPU, bfloat16 on an accelerator)."""
     layers = {m.layer_idx: m for m in model.modules() if hasattr(m, "kv_spec")}
+    specs = {i: m.kv_spec() for i, m in layers.items()}
     devices = {i: getattr(m, "device", torch.device("cpu")) for i, m in layers.items()}
     dtypes = {i: torch.float32 if d.type == "cpu" else torch.bfloat16 for i, d in devices.items()}
-    return BlockPool(kv_specs(model), -(-cache_tokens // block_size), block_size, dtypes, devices)
+    return BlockPool(specs, -(-cache_tokens // block_size), block_size, dtypes, devices)
 
 
 @torch.inference_mode()

@@ -118,6 +118,16 @@ def _kq_scale_min(raw, s, sb, mask):
     return sc, mn
 
 
+@triton.jit
+def _kq_scale_offset(raw, base, sb, mask):
+    """Q4_K / Q5_K header (d f16 | dmin f16 | scales u8[12]) -> sub-block sb's d * sc and
+    dmin * mn, in gguf-py's order (y = (d * sc) * q - (dmin * mn))."""
+    d = _f16(raw, base, mask)
+    dmin = _f16(raw, base + 2, mask)
+    sc, mn = _kq_scale_min(raw, base + 4, sb, mask)
+    return d * sc.to(tl.float32), dmin * mn.to(tl.float32)
+
+
 # ---- one kernel per type; the block layouts are ggml's (block_q4_0 ...) ---------------------
 
 
@@ -217,12 +227,8 @@ def _q4_k(raw, out, n_blocks, BLOCKS: tl.constexpr, OUT: tl.constexpr):
     # d f16 | dmin f16 | scales u8[12] | qs u8[128]. 8 sub-blocks of 32; value sb*32 + j is
     # nibble sb % 2 of qs[(sb // 2)*32 + j]. y = (d * sc) * q - (dmin * mn)
     blk, base, e, m = _tile(n_blocks, 256, 144, BLOCKS)
-    d = _f16(raw, base, m)
-    dmin = _f16(raw, base + 2, m)
     sb = e // 32
-    sc, mn = _kq_scale_min(raw, base + 4, sb, m)
-    dl = d * sc.to(tl.float32)
-    ml = dmin * mn.to(tl.float32)
+    dl, ml = _kq_scale_offset(raw, base, sb, m)
     q = (_u8(raw, base + 16 + (sb // 2) * 32 + e % 32, m) >> (4 * (sb % 2))) & 0xF
     _store(out, blk, e, dl * q.to(tl.float32) - ml, m, 256, OUT)
 
@@ -232,12 +238,8 @@ def _q5_k(raw, out, n_blocks, BLOCKS: tl.constexpr, OUT: tl.constexpr):
     # d f16 | dmin f16 | scales u8[12] | qh u8[32] | qs u8[128]. Q4_K plus a fifth bit: bit sb
     # of qh[j] for value sb*32 + j.
     blk, base, e, m = _tile(n_blocks, 256, 176, BLOCKS)
-    d = _f16(raw, base, m)
-    dmin = _f16(raw, base + 2, m)
     sb = e // 32
-    sc, mn = _kq_scale_min(raw, base + 4, sb, m)
-    dl = d * sc.to(tl.float32)
-    ml = dmin * mn.to(tl.float32)
+    dl, ml = _kq_scale_offset(raw, base, sb, m)
     lo = (_u8(raw, base + 48 + (sb // 2) * 32 + e % 32, m) >> (4 * (sb % 2))) & 0xF
     hi = (_u8(raw, base + 16 + e % 32, m) >> sb) & 1
     q = lo | (hi << 4)

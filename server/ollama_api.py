@@ -35,7 +35,7 @@ from ktx.core.runtime.sampler import SamplingParams
 
 from .engine import Engine, FinishEvent, GenerationRequest, TokenEvent
 from .errors import RequestError
-from .openai_api import _collect, until_disconnected
+from .openai_api import collect_finish, until_disconnected
 from .protocol import chat_prompt_ids
 
 router = APIRouter(prefix="/api", tags=["ollama"])
@@ -214,7 +214,7 @@ async def _answer(engine: Engine, body: _Body, ids: list[int], chat: bool, t0: f
     if body.stream:
         lines = _ndjson(engine, req, body.model, chat, t0)
         return StreamingResponse(lines, media_type="application/x-ndjson")
-    finish = await until_disconnected(request, _collect(engine, req))
+    finish = await until_disconnected(request, collect_finish(engine, req))
     if finish.finish_reason not in ("stop", "length"):
         raise _failure(finish)
     return JSONResponse({**_head(body.model), **_piece(finish.text, chat), **_final(finish, t0)})

@@ -79,7 +79,7 @@ async def _complete(engine: Engine, body, ids: list[int], chat: bool, request: R
     if body.stream:
         sse = _stream(engine, reqs, meta, chat, body.include_usage)
         return StreamingResponse(sse, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-    results = await until_disconnected(request, asyncio.gather(*(_collect(engine, r) for r in reqs)))
+    results = await until_disconnected(request, asyncio.gather(*(collect_finish(engine, r) for r in reqs)))
     for finish in results:
         if finish.finish_reason == "error":
             raise RequestError(f"generation failed: {finish.error}", status=500, type="server_error")
@@ -107,7 +107,7 @@ async def until_disconnected(request: Request, work: asyncio.Future):
             raise RequestError("the client disconnected", status=499)
 
 
-async def _collect(engine: Engine, req: GenerationRequest) -> FinishEvent:
+async def collect_finish(engine: Engine, req: GenerationRequest) -> FinishEvent:
     async for event in engine.generate(req):
         if isinstance(event, FinishEvent):
             return event

@@ -25,6 +25,33 @@ def demo_gguf() -> Path:
     return demo.demo_gguf()
 
 
+@pytest.fixture
+def exact_kernels(monkeypatch):
+    """KTX_EXACT=1: the CPU kernels keep activations float32, so a comparison with a float32
+    reference differs by summation order only."""
+    monkeypatch.setenv("KTX_EXACT", "1")
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tmp_path_factory):
+    """tiny_gguf(name, qtype="q4_k_m") -> a GGUF of tiny_models' `name` (converted by ktx
+    convert), made once per session and shared by the tests that only read it."""
+    from tiny_models import make_tiny
+
+    from ktx.core.convert.hf_to_gguf import convert_hf
+
+    made = {}
+
+    def get(name: str, qtype: str = "q4_k_m") -> Path:
+        if (name, qtype) not in made:
+            d = tmp_path_factory.mktemp(f"{name}-{qtype}")
+            made[name, qtype] = d / "m.gguf"
+            convert_hf(make_tiny(name, d / "hf"), made[name, qtype], qtype, progress=False)
+        return made[name, qtype]
+
+    return get
+
+
 # "amx-emulated": AMX's kernel table with the tile instructions done in scalar code, so the AMX
 # path's packing and scaling are tested on any AVX-512 machine (the real instructions need one
 # with AMX: the device machine).

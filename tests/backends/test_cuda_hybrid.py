@@ -11,41 +11,21 @@ from __future__ import annotations
 import pytest
 import torch
 from hf_oracle import random_ids
-from tiny_models import make_tiny
 
-from ktx.core.convert.hf_to_gguf import convert_hf
 from ktx.core.loader import load
 from ktx.core.runtime.generate import prefill_and_generate
 
 pytestmark = [
     pytest.mark.cuda,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+    pytest.mark.usefixtures("exact_kernels"),
 ]
 REL = 2e-2
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    made = {}
-
-    def get(name, qtype="q4_k_m"):
-        if (name, qtype) not in made:
-            d = tmp_path_factory.mktemp(name)
-            made[name, qtype] = d / "m.gguf"
-            convert_hf(make_tiny(name, d / "hf"), made[name, qtype], qtype, progress=False)
-        return made[name, qtype]
-
-    return get
-
-
-@pytest.fixture(autouse=True)
-def exact(monkeypatch):
-    monkeypatch.setenv("KTX_EXACT", "1")
-
-
 @pytest.mark.parametrize("name", ["deepseek-v3", "deepseek-v2", "qwen3moe", "qwen2moe", "mixtral", "gemma3"])
-def test_hybrid_logits_match_the_cpu_run(name, tiny):
-    gguf = tiny(name)
+def test_hybrid_logits_match_the_cpu_run(name, tiny_gguf):
+    gguf = tiny_gguf(name)
     ids = torch.tensor([random_ids(500, 24)])
     with torch.inference_mode():
         expected = load(gguf, device="cpu")(ids).logits
@@ -58,8 +38,8 @@ def test_hybrid_logits_match_the_cpu_run(name, tiny):
 
 @pytest.mark.parametrize("name", ["deepseek-v3", "qwen3moe"])
 @pytest.mark.parametrize("graph", [False, True])
-def test_hybrid_generation_matches_the_cpu_run(name, graph, tiny):
-    gguf = tiny(name, "q8_0")
+def test_hybrid_generation_matches_the_cpu_run(name, graph, tiny_gguf):
+    gguf = tiny_gguf(name, "q8_0")
     cpu, gpu = load(gguf, device="cpu"), load(gguf, device="cuda")
     prompt = random_ids(500, 20)
     a = prefill_and_generate(cpu, cpu.tokenizer, prompt, 12, ignore_eos=True)
@@ -67,10 +47,10 @@ def test_hybrid_generation_matches_the_cpu_run(name, graph, tiny):
     assert a.tokens[:6] == b.tokens[:6]  # bf16 may flip a near-tie later, not this early
 
 
-def test_gpu_experts_and_4bit_linear_weights(tiny, tmp_path):
+def test_gpu_experts_and_4bit_linear_weights(tiny_gguf, tmp_path):
     from ktx.core.models.registry import RULES_DIR
 
-    gguf = tiny("deepseek-v3")
+    gguf = tiny_gguf("deepseek-v3")
     ids = torch.tensor([random_ids(500, 16)])
     rules = tmp_path / "gguf-linear.yaml"
     old = "replace: {class: ktx.core.ops.linear.QuantLinear}"
@@ -84,10 +64,10 @@ def test_gpu_experts_and_4bit_linear_weights(tiny, tmp_path):
             assert (got - expected).abs().max().item() <= REL * expected.abs().max().item()
 
 
-def test_quant_linear_on_gpu_matches_cpu_dequant(tiny):
+def test_quant_linear_on_gpu_matches_cpu_dequant(tiny_gguf):
     from ktx.core.ops.linear import QuantLinear
 
-    gguf = tiny("qwen3moe")
+    gguf = tiny_gguf("qwen3moe")
     cpu = load(gguf, device="cpu")
     gpu = load(gguf, device="cuda")
     a = dict(cpu.named_modules())["model.layers.0.self_attn.q_proj"]

@@ -12,9 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 from hf_oracle import random_ids
-from tiny_models import make_tiny
 
-from ktx.core.convert.hf_to_gguf import convert_hf
 from ktx.core.loader import load
 from ktx.core.ops.attention import Attention
 from ktx.core.ops.mla import MLAAttention
@@ -39,11 +37,8 @@ def _decode(model, prompts, steps):
 
 
 @pytest.mark.parametrize("name", ["qwen3moe", "deepseek-v3", "gemma3"])
-def test_paged_decode_matches_the_pytorch_path(name, kernel_device, tmp_path, monkeypatch):
-    monkeypatch.setenv("KTX_EXACT", "1")
-    gguf = tmp_path / "m.gguf"
-    convert_hf(make_tiny(name, tmp_path / "hf"), gguf, "q8_0", progress=False)
-    model = load(gguf)
+def test_paged_decode_matches_the_pytorch_path(name, kernel_device, tiny_gguf, exact_kernels, monkeypatch):
+    model = load(tiny_gguf(name, "q8_0"))
     prompts = [random_ids(500, 13, seed=1), random_ids(500, 22, seed=2)]  # 2 and 3 blocks of 8
     with torch.inference_mode():
         expected = _decode(model, prompts, 6)

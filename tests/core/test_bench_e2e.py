@@ -6,18 +6,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from tiny_models import make_tiny
 
 from ktx.core.cli.main import main
-from ktx.core.convert.hf_to_gguf import convert_hf
 
 
 @pytest.fixture(scope="module")
-def tiny_moe(tmp_path_factory):
-    d = tmp_path_factory.mktemp("qwen3moe")
-    path = d / "m.gguf"
-    convert_hf(make_tiny("qwen3moe", d / "hf"), path, "q4_k_m", progress=False)
-    return path
+def tiny_moe(tiny_gguf):
+    return tiny_gguf("qwen3moe")
 
 
 def test_profile_counts_every_routing_decision(tiny_moe, tmp_path, capsys):

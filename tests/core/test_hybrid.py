@@ -14,9 +14,7 @@ import json
 import pytest
 import torch
 from hf_oracle import random_ids
-from tiny_models import make_tiny
 
-from ktx.core.convert.hf_to_gguf import convert_hf
 from ktx.core.inject.inject import inject
 from ktx.core.inject.rules import load_rules
 from ktx.core.loader import build_meta_model, load
@@ -29,23 +27,7 @@ TOL = 1e-4
 EXPERTS_RULE = "replace: {class: ktx.core.ops.moe.Experts, device: cpu}"
 
 
-@pytest.fixture(autouse=True)
-def exact_kernels(monkeypatch):
-    monkeypatch.setenv("KTX_EXACT", "1")
-
-
-@pytest.fixture(scope="module")
-def tiny_gguf(tmp_path_factory):
-    made = {}
-
-    def get(name):
-        if name not in made:
-            d = tmp_path_factory.mktemp(name)
-            made[name] = d / "m.gguf"
-            convert_hf(make_tiny(name, d / "hf"), made[name], "q4_k_m", progress=False)
-        return made[name]
-
-    return get
+pytestmark = pytest.mark.usefixtures("exact_kernels")
 
 
 def _rules_with_experts_kwargs(tmp_path, kwargs: str):

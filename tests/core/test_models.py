@@ -26,9 +26,7 @@ from ktx.core.runtime.generate import prefill_and_generate
 TOL = 1e-4
 
 
-@pytest.fixture(autouse=True)
-def exact_kernels(monkeypatch):
-    monkeypatch.setenv("KTX_EXACT", "1")
+pytestmark = pytest.mark.usefixtures("exact_kernels")
 
 
 @pytest.fixture(scope="module")

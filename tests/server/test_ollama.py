@@ -14,6 +14,7 @@ from datetime import datetime
 import httpx
 import ollama
 import pytest
+from live_server import fail_forward_step
 
 from ktx.server.protocol import chat_prompt_ids
 
@@ -206,17 +207,7 @@ def test_bad_input_is_a_400_with_an_ollama_error(live, name, path, body, match):
 
 
 def test_a_failure_mid_stream_is_an_error_line_the_client_raises(client, live, name, monkeypatch):
-    import ktx.server.engine as engine_mod
-
-    real, calls = engine_mod.forward_step, {"n": 0}
-
-    def failing(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 4:
-            raise RuntimeError("simulated kernel failure")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(engine_mod, "forward_step", failing)
+    calls = fail_forward_step(monkeypatch)
     with pytest.raises(ollama.ResponseError, match="simulated kernel failure"):
         for _ in client.chat(name, _user("def add(a, b):"), stream=True, options={"num_predict": 20}):
             pass
@@ -224,7 +215,7 @@ def test_a_failure_mid_stream_is_an_error_line_the_client_raises(client, live, n
     with pytest.raises(ollama.ResponseError, match="simulated kernel failure") as e:
         client.generate(name, "def add(a, b):", options={"num_predict": 20})
     assert e.value.status_code == 500
-    monkeypatch.setattr(engine_mod, "forward_step", real)
+    monkeypatch.undo()
     assert client.chat(name, _user("Hi"), options={"num_predict": 2}).eval_count == 2
 
 

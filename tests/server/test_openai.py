@@ -12,6 +12,7 @@ import time
 import httpx
 import openai
 import pytest
+from live_server import fail_forward_step
 
 from ktx.core.runtime.generate import prefill_and_generate
 from ktx.server.protocol import chat_prompt_ids
@@ -229,25 +230,14 @@ def test_unknown_route_and_wrong_method_are_error_objects(live):
 
 
 def test_a_failure_mid_stream_is_an_error_event_the_client_raises(client, live, monkeypatch):
-    import ktx.server.engine as engine_mod
-
-    real = engine_mod.forward_step
-    calls = {"n": 0}
-
-    def failing(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 4:
-            raise RuntimeError("simulated kernel failure")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(engine_mod, "forward_step", failing)
+    fail_forward_step(monkeypatch)
     stream = client.chat.completions.create(
         model=live.engine.model_name, messages=_messages(PROMPTS[3]), max_tokens=20, stream=True
     )
     with pytest.raises(openai.APIError, match="simulated kernel failure"):
         for _ in stream:
             pass
-    monkeypatch.setattr(engine_mod, "forward_step", real)
+    monkeypatch.undo()
     live.wait_idle()
     assert live.engine.stats()["kv_blocks_in_requests"] == 0
     # and the server goes on serving

@@ -7,8 +7,8 @@ import threading
 
 import httpx
 import pytest
-from conftest import start_server
 from hypothesis import HealthCheck, given, settings
+from live_server import start_server
 
 from ktx.core.cli import serve
 

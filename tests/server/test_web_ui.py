@@ -7,7 +7,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from conftest import start_server
+from live_server import start_server
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

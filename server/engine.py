@@ -129,6 +129,7 @@ class Engine:
         self._cv = threading.Condition()
         self._stop = False
         self._drain = False
+        self._deadline: float | None = None  # draining: in-flight requests end here
         self._thread = threading.Thread(target=self._loop, name="ktx-scheduler", daemon=True)
         self.started = time.time()
 
@@ -136,13 +137,23 @@ class Engine:
     def start(self) -> None:
         self._thread.start()
 
-    def shutdown(self, grace_s: float = 10.0) -> None:
-        """Stops taking requests, lets running ones finish for up to `grace_s`, cancels the rest."""
+    def drain(self, grace_s: float = 10.0) -> None:
+        """Stops taking requests (503); those in flight go on for up to `grace_s`, then end as
+        they stand with finish_reason "length": a whole, well-formed answer, however slow the
+        machine (a server that is shut down must not cut streams off mid-way). Returns at once;
+        a second call keeps the earlier deadline."""
         with self._cv:
             self._drain = True
+            deadline = time.monotonic() + grace_s
+            self._deadline = deadline if self._deadline is None else min(self._deadline, deadline)
             self._cv.notify_all()
-        deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline and (self._running or self._waiting):
+
+    def shutdown(self, grace_s: float = 10.0) -> None:
+        """drain(grace_s), waits for the requests in flight to end, then stops the scheduler."""
+        self.drain(grace_s)
+        while (self._running or self._waiting) and self._thread.is_alive():
+            if time.monotonic() > self._deadline + 30:  # a step that never returns
+                break
             time.sleep(0.02)
         with self._cv:
             self._stop = True
@@ -237,6 +248,9 @@ class Engine:
                 if self._stop:
                     break
             self._drop_cancelled()
+            if self._deadline is not None and time.monotonic() >= self._deadline:
+                self._end_drained()
+                continue
             self._admit()
             if self._running:
                 try:
@@ -249,6 +263,22 @@ class Engine:
                 time.sleep(0.001)  # blocks are held by cancelled requests being dropped
         for live in [*self._running, *self._waiting]:
             self._finish(live, "cancelled")
+
+    def _end_drained(self) -> None:
+        """The drain deadline has passed: every request ends with what it has."""
+        with self._cv:
+            waiting, self._waiting = list(self._waiting), deque()
+        running = list(self._running)
+        if running or waiting:
+            log.warning(
+                "shutting down: %d request(s) ended at the tokens they had (finish_reason length)",
+                len(running) + len(waiting),
+            )
+        for live in running:
+            self._flush(live)
+            self._finish(live, "length")
+        for live in waiting:
+            self._finish(live, "length", admitted=False)
 
     def _drop_cancelled(self) -> None:
         with self._cv:

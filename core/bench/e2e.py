@@ -31,6 +31,7 @@ from ..runtime.context import Segment
 from ..runtime.generate import decode_step, make_pool, prefill
 from ..runtime.kv_cache import SequenceKV
 from ..runtime.profile import count_routing, spread
+from . import breakdown
 
 
 @dataclass
@@ -40,6 +41,7 @@ class E2EConfig:
     chunk_size: int = 512
     cuda_graph: bool = False
     seed: int = 0
+    breakdown: bool = False  # also time a decode pass by kernel family (bench/breakdown.py)
 
 
 def _sync(device: torch.device) -> None:
@@ -115,7 +117,8 @@ def measure(model, n_prompt: int, cfg: E2EConfig) -> dict[str, Any]:
     device = model.model.embed_tokens.device
     vocab = int(model.config.vocab_size)
     ids = random_prompt(vocab, n_prompt, cfg.seed + n_prompt)
-    pool = make_pool(model, n_prompt + 2 * cfg.gen + 1)
+    passes = 3 if cfg.breakdown else 2
+    pool = make_pool(model, n_prompt + passes * cfg.gen + 1)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     with torch.inference_mode():
@@ -133,6 +136,11 @@ def measure(model, n_prompt: int, cfg: E2EConfig) -> dict[str, Any]:
         # the rest of the model's time at nearly the same context length
         with cpu_experts_off(model):
             rest_s = _decode(model, pool, seq, logits, cfg.gen, cfg.cuda_graph, device)
+        families = None
+        if cfg.breakdown:  # eager steps: a captured graph would not run the timers
+            with breakdown.profiled(model) as bd:
+                _decode(model, pool, seq, logits, cfg.gen, False, device)
+            families = {f: 1e3 * s / cfg.gen for f, s in bd.seconds.items()}
         pool.free(seq)
     step_ms, cpu_ms, rest_ms = (1e3 * s / cfg.gen for s in (decode_s, cpu_s, rest_s))
     row = {
@@ -151,6 +159,13 @@ def measure(model, n_prompt: int, cfg: E2EConfig) -> dict[str, Any]:
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9,
         "routing": spread(counts),
     }
+    if families is not None:
+        # rest: the unprofiled step minus the families (eager steps; see bench/breakdown.py)
+        eager_ms = step_ms if not cfg.cuda_graph else None
+        row["breakdown_ms"] = {
+            **families,
+            "rest": max(0.0, eager_ms - sum(families.values())) if eager_ms else None,
+        }
     return row
 
 
@@ -211,6 +226,23 @@ def table_row(row: dict[str, Any], floor: float | None) -> str:
         f"{row['rest_ms']:>8.2f} {row['step_vs_parts'] or 0:>6.2f} {row['peak_vram_gb']:>6.2f} "
         f"{row['peak_rss_gb']:>6.2f} {spread_text:>11}"
     )
+
+
+def breakdown_lines(row: dict[str, Any]) -> list[str]:
+    """The decode step by kernel family: ms per token and share of the step."""
+    b = row.get("breakdown_ms")
+    if not b:
+        return []
+    step = row["step_ms"]
+    lines = [f"  decode step at {row['prompt_tokens']} tokens of context, per token:"]
+    for family, ms in b.items():
+        if family == "rest":
+            text = f"{ms:8.2f} ms {ms / step:6.1%}" if ms is not None else "   (not measured: CUDA graph)"
+            lines.append(f"    {'rest (Python, framework)':<26}{text}")
+        elif ms > 0:
+            lines.append(f"    {family:<26}{ms:8.2f} ms {ms / step:6.1%}")
+    lines.append(f"    {'step':<26}{step:8.2f} ms")
+    return lines
 
 
 TABLE_HEADER = (

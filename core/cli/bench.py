@@ -83,7 +83,7 @@ def run_e2e(args: argparse.Namespace) -> int:
     from .model_args import load_model
 
     prompts = moe.parse_tokens(args.prompt)
-    cfg = e2e.E2EConfig(prompts, args.gen, args.chunk_size, args.cuda_graph, args.seed or 0)
+    cfg = e2e.E2EConfig(prompts, args.gen, args.chunk_size, args.cuda_graph, args.seed or 0, args.breakdown)
     info = sys.stderr if args.json else sys.stdout
     model = load_model(args, quiet=args.json)
     dram = membw.read_gb_s()
@@ -106,6 +106,8 @@ def run_e2e(args: argparse.Namespace) -> int:
         rows.append(e2e.measure(model, n, cfg))
         if not args.json:
             print(e2e.table_row(rows[-1], head["decode_floor_tok_s"]), flush=True)
+            for line in e2e.breakdown_lines(rows[-1]):
+                print(line, flush=True)
     if args.json:
         sys.stdout.write(json.dumps({**head, "rows": rows}, indent=2) + "\n")
     return 0
@@ -291,6 +293,12 @@ def add_parser(subcommands) -> None:
         "--prompt", default="512,2048", help="comma-separated prompt lengths (default: %(default)s)"
     )
     e.add_argument("--gen", type=_positive, default=128, help="tokens decoded per prompt (default: 128)")
+    e.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also time one more decode pass by kernel family (attention, dense linear, MoE experts and "
+        "routing, LM head, norms/RoPE, embedding) and the rest (Python, framework)",
+    )
     e.add_argument("--json", action="store_true", help="print one JSON object (header and rows)")
     add_model_flags(e)
     e.set_defaults(run=run_e2e)

@@ -147,5 +147,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"serving {engine.model_name} at {base}/v1 (OpenAI) and {base}/api (Ollama)", file=sys.stderr)
     if args.web:
         print(f"web chat: {base}/web/", file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=15)
+    from ktx.server.serving import GracefulServer
+
+    config = uvicorn.Config(
+        app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=15
+    )
+    GracefulServer(config, engine).run()
     return 0

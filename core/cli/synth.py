@@ -18,6 +18,7 @@ examples:
   ktx synth --preset v2-lite --type q8_0 -o v2-lite.gguf   all 27 layers
   ktx synth --arch qwen3moe --preset tiny -o tiny.gguf     a few MB, for tests
   ktx synth --preset v3 --dry-run                          size and types only
+  ktx synth --preset v2-lite --experts 16 -o v2l-16e.gguf  V2-Lite shapes, 16 of its 64 experts
 
 The weights are random (mean 0, std 0.02; norms 1; Gaussian F32 routers, so tokens spread over
 the experts); tensor names, shapes, types and metadata are those `ktx convert` writes for the
@@ -26,7 +27,7 @@ real model. Blocks are generated directly, so writing runs at disk speed."""
 
 def run(args: argparse.Namespace) -> int:
     if args.dry_run:
-        cfg, plan = synth_plan(args.arch, args.preset, args.layers, args.type)
+        cfg, plan = synth_plan(args.arch, args.preset, args.layers, args.type, args.experts)
         nbytes = sum(tensor_nbytes(shape, t) for _, shape, t in plan)
         print(f"{args.preset}: {cfg['num_hidden_layers']} layers, {len(plan)} tensors, {human_bytes(nbytes)}")
         return 0
@@ -40,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
         layers=args.layers,
         type=args.type,
         seed=args.seed,
+        experts=args.experts,
         progress=not args.quiet and sys.stderr.isatty(),
     )
     types = ", ".join(f"{n} {t}" for t, n in sorted(result.types.items(), key=lambda kv: -kv[1]))
@@ -64,6 +66,12 @@ def add_parser(subcommands) -> None:
     p.add_argument("--arch", choices=sorted(TINY), help="GGUF architecture (needed for --preset tiny)")
     p.add_argument("--preset", choices=["tiny", *PRESETS], required=True, help="model shapes")
     p.add_argument("--layers", type=int, help="number of blocks (default: the model's; dense ones kept)")
+    p.add_argument(
+        "--experts",
+        type=int,
+        help="routed experts per layer (default: the model's); fewer make a smaller file with the same "
+        "work per token",
+    )
     p.add_argument("--type", choices=OUT_TYPES, default="q4_k_m", help="tensor types (default: q4_k_m)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("-o", "--output", type=Path, help="the GGUF file to write")

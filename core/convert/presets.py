@@ -190,8 +190,11 @@ TINY: dict[str, dict[str, Any]] = {
 }
 
 
-def preset_config(arch: str | None, preset: str, layers: int | None = None) -> dict[str, Any]:
-    """The config for (arch, preset), depth cut to `layers` (leading dense layers kept)."""
+def preset_config(
+    arch: str | None, preset: str, layers: int | None = None, experts: int | None = None
+) -> dict[str, Any]:
+    """The config for (arch, preset), depth cut to `layers` (leading dense layers kept) and the
+    routed experts per layer to `experts` (a smaller file with the same per-token work)."""
     from .arch_meta import gguf_arch
 
     if preset == "tiny":
@@ -212,4 +215,15 @@ def preset_config(arch: str | None, preset: str, layers: int | None = None) -> d
                 f"{preset} has {dense} leading dense layers; --layers must be at least {dense + 1}"
             )
         cfg["num_hidden_layers"] = int(layers)
+    if experts is not None:
+        key = next((k for k in ("n_routed_experts", "num_local_experts", "num_experts") if cfg.get(k)), None)
+        if key is None:
+            raise ValueError(f"--experts: {preset} has no routed experts")
+        top_k, groups = int(cfg["num_experts_per_tok"]), int(cfg.get("n_group") or 1)
+        if experts < top_k or experts % groups:
+            raise ValueError(
+                f"--experts must be at least {top_k} (experts per token) and a multiple of {groups} "
+                f"(expert groups), not {experts}"
+            )
+        cfg[key] = int(experts)
     return cfg

@@ -119,11 +119,12 @@ def synth_plan(
     preset: str,
     layers: int | None = None,
     type: str = "q4_k_m",
+    experts: int | None = None,
 ) -> tuple[dict[str, Any], list[tuple[str, tuple[int, ...], GGMLType]]]:
     """(config, [(tensor, shape, ggml type)]) of a synthetic model, without writing anything."""
     if type not in OUT_TYPES:
         raise ValueError(f"unknown --type {type!r}; choose from {', '.join(OUT_TYPES)}")
-    cfg = preset_config(arch, preset, layers)
+    cfg = preset_config(arch, preset, layers, experts)
     plan = expected_tensors(cfg["model_type"], cfg)
     has_output = any(n == "output.weight" for n, _ in plan)
     n_layers, n_exp = int(cfg["num_hidden_layers"]), n_experts(cfg)
@@ -142,12 +143,14 @@ def synth_gguf(
     type: str = "q4_k_m",
     seed: int = 0,
     *,
+    experts: int | None = None,
     progress: bool = False,
 ) -> SynthResult:
     """Writes a random-weight GGUF of `preset`'s shapes (tiny | v2-lite | v3 | qwen3-30b-a3b |
     qwen1.5-moe-a2.7b | mixtral-8x7b) with `layers` blocks (default: all; leading dense layers
-    are kept). `arch` may be None except for tiny. Returns the result with its MB/s."""
-    cfg, plan = synth_plan(arch, preset, layers, type)
+    are kept) and `experts` routed experts per layer (default: the model's). `arch` may be None
+    except for tiny. Returns the result with its MB/s."""
+    cfg, plan = synth_plan(arch, preset, layers, type, experts)
     model_type = cfg["model_type"]
     arch = gguf_arch(model_type)
     rng = np.random.default_rng(seed)

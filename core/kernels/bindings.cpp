@@ -14,6 +14,7 @@
 #include "kernel_table.h"
 #include "moe.h"
 #include "qmatmul.h"
+#include "step.h"
 #include "thread_pool.h"
 
 namespace py = pybind11;
@@ -97,6 +98,106 @@ PYBIND11_MODULE(_kernels, m) {
       py::arg("exact"), py::arg("threads"),
       "y[n, rows] = x[n, cols] @ W.T for W in GGUF blocks of `type` (float32 x, y). exact: float32 "
       "activations for every type; else int8 activations where the type has an int8 form.");
+  py::class_<QMatrix>(m, "QMatrix", "A matrix of GGUF blocks the kernels multiply (rows x cols of `type`).")
+      .def(py::init([](int type, uintptr_t data, int64_t rows, int64_t cols) {
+             QMatrix q{type, reinterpret_cast<const uint8_t*>(data), rows, cols};
+             check_matrix(q, "QMatrix");
+             return q;
+           }),
+           py::arg("type"), py::arg("data"), py::arg("rows"), py::arg("cols"))
+      .def_readonly("type", &QMatrix::type)
+      .def_readonly("rows", &QMatrix::rows)
+      .def_readonly("cols", &QMatrix::cols);
+  m.def(
+      "linear",
+      [](const std::vector<QMatrix>& ws, uintptr_t x, int64_t n, const std::vector<uintptr_t>& ys,
+         const std::vector<uintptr_t>& biases, bool accumulate, bool exact, int threads) {
+        if (ws.size() != ys.size() || (!biases.empty() && biases.size() != ws.size()))
+          throw std::invalid_argument("linear: one output (and bias, if any) per matrix");
+        std::vector<LinearOut> outs;
+        for (size_t i = 0; i < ws.size(); ++i)
+          outs.push_back({ws[i], reinterpret_cast<float*>(ys[i]), ws[i].rows,
+                          biases.empty() ? nullptr : reinterpret_cast<const float*>(biases[i]), accumulate});
+        py::gil_scoped_release release;
+        linear_many(outs.data(), (int)outs.size(), reinterpret_cast<const float*>(x), n, exact, threads);
+      },
+      py::arg("ws"), py::arg("x"), py::arg("n"), py::arg("ys"), py::arg("biases"), py::arg("accumulate"),
+      py::arg("exact"), py::arg("threads"),
+      "ys[i][n, rows_i] (+)= x[n, cols] @ W_i.T (+ bias_i, 0 = none) for matrices of one width: x quantized once, "
+      "one job on the pool.");
+  m.def(
+      "linear_heads",
+      [](const QMatrix& w, int heads, int64_t head_stride, uintptr_t x, int64_t n, uintptr_t y, bool exact,
+         int threads) {
+        py::gil_scoped_release release;
+        linear_heads(w, heads, head_stride, reinterpret_cast<const float*>(x), n, reinterpret_cast<float*>(y), exact,
+                     threads);
+      },
+      py::arg("w"), py::arg("heads"), py::arg("head_stride"), py::arg("x"), py::arg("n"), py::arg("y"),
+      py::arg("exact"), py::arg("threads"),
+      "y[n, heads, rows] = per head h: x[:, h] @ W_h.T, W_h = rows h * head_stride .. of w (see qmatmul.h).");
+  m.def(
+      "gated_linear",
+      [](const QMatrix& gate, const QMatrix& up, uintptr_t x, int64_t n, uintptr_t out, int act, bool exact,
+         int threads) {
+        py::gil_scoped_release release;
+        gated_linear(gate, up, reinterpret_cast<const float*>(x), n, reinterpret_cast<float*>(out), act, exact,
+                     threads);
+      },
+      py::arg("gate"), py::arg("up"), py::arg("x"), py::arg("n"), py::arg("out"), py::arg("act"), py::arg("exact"),
+      py::arg("threads"), "out[n, I] = act(x @ gate.T) * (x @ up.T); act 0: SiLU, 1: GELU (tanh).");
+  m.def(
+      "rms_norm",
+      [](uintptr_t x, int64_t rows, int64_t cols, int64_t x_stride, uintptr_t w, float eps, uintptr_t out,
+         int64_t out_stride, bool accumulate) {
+        rms_norm(reinterpret_cast<const float*>(x), rows, cols, x_stride, reinterpret_cast<const float*>(w), eps,
+                 reinterpret_cast<float*>(out), out_stride, accumulate);
+      },
+      py::arg("x"), py::arg("rows"), py::arg("cols"), py::arg("x_stride"), py::arg("w"), py::arg("eps"),
+      py::arg("out"), py::arg("out_stride"), py::arg("accumulate"), "out[r] (+)= rms_norm(x[r]) * w, float32 rows.");
+  m.def(
+      "act_mul",
+      [](uintptr_t g, uintptr_t u, int64_t n, int act) {
+        act_mul(reinterpret_cast<float*>(g), reinterpret_cast<const float*>(u), n, act);
+      },
+      py::arg("g"), py::arg("u"), py::arg("n"), py::arg("act"), "g = act(g) * u (act 0: SiLU, 1: GELU tanh).");
+  m.def(
+      "rope",
+      [](uintptr_t x, int64_t rows, int heads, int64_t row_stride, int64_t head_stride, int dim, uintptr_t pos,
+         uintptr_t freq, float scale, bool interleaved) {
+        rope(reinterpret_cast<float*>(x), rows, heads, row_stride, head_stride, dim,
+             reinterpret_cast<const int64_t*>(pos), reinterpret_cast<const float*>(freq), scale, interleaved);
+      },
+      py::arg("x"), py::arg("rows"), py::arg("heads"), py::arg("row_stride"), py::arg("head_stride"), py::arg("dim"),
+      py::arg("pos"), py::arg("freq"), py::arg("scale"), py::arg("interleaved"), "RoPE in place (see step.h).");
+  m.def(
+      "kv_write",
+      [](uintptr_t store, int64_t store_stride, uintptr_t src, int64_t src_stride, int64_t width, int64_t rows,
+         uintptr_t table, int64_t table_width, int block_size, uintptr_t seq, uintptr_t pos) {
+        kv_write(reinterpret_cast<float*>(store), store_stride, reinterpret_cast<const float*>(src), src_stride, width,
+                 rows, {reinterpret_cast<const int32_t*>(table), table_width, block_size},
+                 reinterpret_cast<const int32_t*>(seq), reinterpret_cast<const int64_t*>(pos));
+      },
+      py::arg("store"), py::arg("store_stride"), py::arg("src"), py::arg("src_stride"), py::arg("width"),
+      py::arg("rows"), py::arg("table"), py::arg("table_width"), py::arg("block_size"), py::arg("seq"),
+      py::arg("pos"), "Rows of src into their positions' rows of a paged float32 cache.");
+  m.def(
+      "paged_attention",
+      [](uintptr_t q, int64_t q_stride, int64_t rows, int heads, int kv_heads, int dk, int dv, uintptr_t k,
+         int64_t k_stride, uintptr_t v, int64_t v_stride, uintptr_t table, int64_t table_width, int block_size,
+         uintptr_t seq, uintptr_t pos, float scale, int64_t window, float softcap, uintptr_t out, int threads) {
+        py::gil_scoped_release release;
+        paged_attention(reinterpret_cast<const float*>(q), q_stride, rows, heads, kv_heads, dk, dv,
+                        reinterpret_cast<const float*>(k), k_stride, reinterpret_cast<const float*>(v), v_stride,
+                        {reinterpret_cast<const int32_t*>(table), table_width, block_size},
+                        reinterpret_cast<const int32_t*>(seq), reinterpret_cast<const int64_t*>(pos), scale, window,
+                        softcap, reinterpret_cast<float*>(out), threads);
+      },
+      py::arg("q"), py::arg("q_stride"), py::arg("rows"), py::arg("heads"), py::arg("kv_heads"), py::arg("dk"),
+      py::arg("dv"), py::arg("k"), py::arg("k_stride"), py::arg("v"), py::arg("v_stride"), py::arg("table"),
+      py::arg("table_width"), py::arg("block_size"), py::arg("seq"), py::arg("pos"), py::arg("scale"),
+      py::arg("window"), py::arg("softcap"), py::arg("out"), py::arg("threads"),
+      "Causal attention of query rows over a paged float32 cache (see step.h).");
   m.def(
       "quantize_act",
       [](uintptr_t x, int64_t n, int64_t cols, uintptr_t q, uintptr_t d, uintptr_t s) {

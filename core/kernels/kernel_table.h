@@ -75,6 +75,31 @@ using FusedDotFn = void (*)(const uint8_t* w, int64_t n_blocks, const int8_t* co
 // The same for float32 activation rows (n_blocks blocks of the type; BF16 blocks are 1 value).
 using FusedDotF32Fn = void (*)(const uint8_t* w, int64_t n_blocks, const float* const* x, int n, float* out);
 
+// One query row's attention part (step_impl.h): the `rep` query heads of one KV head against
+// keys [s0, s1) of a sequence whose cache rows are blocks[s / block_size] * block_size +
+// s % block_size; writes m[rep], l[rep], acc[rep][dv].
+struct AttnPart {
+  const float* q;  // head r at q + r * q_stride, dk values
+  int64_t q_stride;
+  int rep, dk, dv;
+  const float* k;  // key of cache row i at k + i * k_stride
+  int64_t k_stride;
+  const float* v;
+  int64_t v_stride;
+  const int32_t* blocks;
+  int block_size;
+  int64_t s0, s1;
+  float scale, softcap;  // softcap <= 0: none
+  float *m, *l, *acc;
+  float* scratch;  // rep * (s1 - s0) floats
+};
+
+using RmsNormFn = void (*)(const float* x, int64_t cols, const float* w, float eps, float* out, bool accumulate);
+using ActMulFn = void (*)(float* g, const float* u, int64_t n, int act);
+using RopeFn = void (*)(float* x, int heads, int64_t head_stride, int dim, int64_t pos, const float* freq,
+                        float scale, bool interleaved, float* cs);
+using AttnPartFn = void (*)(const AttnPart& p);
+
 struct KernelTable {
   const char* name;
   DequantFn dequant[GGML_TYPE_SLOTS];
@@ -87,6 +112,11 @@ struct KernelTable {
   FusedDotFn fused[GGML_TYPE_SLOTS];  // null: decode, then dot_i8
   bool fused_kq_order[GGML_TYPE_SLOTS];  // takes activations in K-quant order (Activations::kq)
   FusedDotF32Fn fused_f32[GGML_TYPE_SLOTS];
+  // The float32 pieces of a step (step_impl.h).
+  RmsNormFn rms_norm;
+  ActMulFn act_mul;
+  RopeFn rope;
+  AttnPartFn attn_part;
 };
 
 // Each lives in its own translation unit, compiled with that ISA's flags.

@@ -203,19 +203,109 @@ int rows_per_task(const QMatrix& m, int64_t n_act_rows, int n_threads) {
 }
 
 void qmatmul(const QMatrix& w, const float* x, int64_t n, float* y, bool exact, int n_threads) {
-  check_matrix(w, "qmatmul");
+  const LinearOut out{w, y, w.rows, nullptr, false};
+  linear_many(&out, 1, x, n, exact, n_threads);
+}
+
+namespace {
+// The activation forms the matrices at hand need, prepared once.
+void prepare_for(const KernelTable& t, const QMatrix* const* ms, int count, const float* x, int64_t n, bool exact,
+                 ThreadPool& pool, Activations& acts) {
+  bool int8 = false, kq = false;
+  for (int i = 0; i < count; ++i) {
+    int8 = int8 || uses_int8(t, ms[i]->type, exact);
+    kq = kq || wants_kq(t, ms[i]->type, exact);
+  }
+  acts.prepare(t, x, n, ms[0]->cols, int8, kq, pool);
+}
+
+Activations& thread_acts() {
+  static thread_local Activations a;  // reused: its buffers keep their capacity between calls
+  return a;
+}
+}  // namespace
+
+void linear_many(const LinearOut* outs, int count, const float* x, int64_t n, bool exact, int n_threads) {
+  if (count <= 0 || n <= 0) return;
+  std::vector<const QMatrix*> ms(count);
+  for (int i = 0; i < count; ++i) {
+    check_matrix(outs[i].w, "linear");
+    if (outs[i].w.cols != outs[0].w.cols) throw std::invalid_argument("linear_many: matrices of different widths");
+    ms[i] = &outs[i].w;
+  }
+  const KernelTable& t = active_table();
+  ThreadPool& pool = thread_pool(n_threads);
+  Activations& acts = thread_acts();
+  prepare_for(t, ms.data(), count, x, n, exact, pool, acts);
+  // Tasks of every matrix in one list: (matrix, first row).
+  std::vector<std::pair<int, int64_t>> tasks;
+  std::vector<int> rows_of(count);
+  for (int i = 0; i < count; ++i) {
+    rows_of[i] = rows_per_task(outs[i].w, n, pool.size());
+    for (int64_t r0 = 0; r0 < outs[i].w.rows; r0 += rows_of[i]) tasks.emplace_back(i, r0);
+  }
+  pool.run((int64_t)tasks.size(), [&](int64_t task) {
+    const auto [i, r0] = tasks[task];
+    const LinearOut& o = outs[i];
+    const int nr = (int)std::min<int64_t>(rows_of[i], o.w.rows - r0);
+    tile_product(t, o.w, r0, nr, acts, uses_int8(t, o.w.type, exact),
+                 {nullptr, nullptr, nullptr, (int)n, o.y + r0, o.y_stride, o.accumulate});
+    if (o.bias)
+      for (int64_t k = 0; k < n; ++k)
+        for (int r = 0; r < nr; ++r) o.y[k * o.y_stride + r0 + r] += o.bias[r0 + r];
+  });
+}
+
+void linear_heads(const QMatrix& w, int heads, int64_t head_stride, const float* x, int64_t n, float* y, bool exact,
+                  int n_threads) {
+  check_matrix(w, "linear_heads");
+  if (heads <= 0 || head_stride < w.rows) throw std::invalid_argument("linear_heads: heads overlap or none");
   if (n <= 0) return;
   const KernelTable& t = active_table();
   ThreadPool& pool = thread_pool(n_threads);
-  const bool int8 = uses_int8(t, w.type, exact);
-  Activations acts;
-  acts.prepare(t, x, n, w.cols, int8, wants_kq(t, w.type, exact), pool);
+  Activations& acts = thread_acts();
+  const QMatrix* ms[1] = {&w};
+  prepare_for(t, ms, 1, x, n * heads, exact, pool, acts);  // row t * heads + h
+  std::vector<int32_t> xrow((size_t)heads * n);
+  for (int h = 0; h < heads; ++h)
+    for (int64_t k = 0; k < n; ++k) xrow[(size_t)h * n + k] = (int32_t)(k * heads + h);
   const int rows = rows_per_task(w, n, pool.size());
-  const int64_t n_tasks = (w.rows + rows - 1) / rows;
-  pool.run(n_tasks, [&](int64_t task) {
-    const int64_t r0 = task * rows;
+  const int64_t tiles = (w.rows + rows - 1) / rows;
+  const bool int8 = uses_int8(t, w.type, exact);
+  pool.run(heads * tiles, [&](int64_t task) {
+    const int h = (int)(task / tiles);
+    const int64_t r0 = (task % tiles) * rows;
     const int nr = (int)std::min<int64_t>(rows, w.rows - r0);
-    tile_product(t, w, r0, nr, acts, int8, {nullptr, nullptr, nullptr, (int)n, y + r0, w.rows, false});
+    const QMatrix head{w.type, w.data + h * head_stride * w.row_bytes(), w.rows, w.cols};
+    tile_product(t, head, r0, nr, acts, int8,
+                 {xrow.data() + (size_t)h * n, nullptr, nullptr, (int)n, y + h * w.rows + r0, heads * w.rows, false});
+  });
+}
+
+void gated_linear(const QMatrix& gate, const QMatrix& up, const float* x, int64_t n, float* out, int act, bool exact,
+                  int n_threads) {
+  check_matrix(gate, "gate");
+  check_matrix(up, "up");
+  if (gate.rows != up.rows || gate.cols != up.cols) throw std::invalid_argument("gated_linear: gate and up differ in shape");
+  if (act != 0 && act != 1) throw std::invalid_argument("gated_linear: act must be 0 (SiLU) or 1 (GELU tanh)");
+  if (n <= 0) return;
+  const KernelTable& t = active_table();
+  ThreadPool& pool = thread_pool(n_threads);
+  Activations& acts = thread_acts();
+  const QMatrix* ms[2] = {&gate, &up};
+  prepare_for(t, ms, 2, x, n, exact, pool, acts);
+  const int64_t I = gate.rows;
+  // each task reads the rows of two matrices: half as many rows as one would take
+  const int rows = std::max(1, rows_per_task(gate, n, pool.size()) / 2);
+  const bool g8 = uses_int8(t, gate.type, exact), u8 = uses_int8(t, up.type, exact);
+  pool.run((I + rows - 1) / rows, [&](int64_t task) {
+    static thread_local std::vector<float> u;
+    const int64_t r0 = task * rows;
+    const int nr = (int)std::min<int64_t>(rows, I - r0);
+    u.resize((size_t)n * nr);
+    tile_product(t, gate, r0, nr, acts, g8, {nullptr, nullptr, nullptr, (int)n, out + r0, I, false});
+    tile_product(t, up, r0, nr, acts, u8, {nullptr, nullptr, nullptr, (int)n, u.data(), nr, false});
+    for (int64_t k = 0; k < n; ++k) t.act_mul(out + k * I + r0, u.data() + k * nr, nr, act);
   });
 }
 

@@ -68,4 +68,28 @@ int batch_invariant_rows();
 // y[n][rows] = x[n][cols] @ W^T (float32). exact: float32 activations for every type.
 void qmatmul(const QMatrix& w, const float* x, int64_t n, float* y, bool exact, int n_threads);
 
+// One product of a linear_many call: y[i * y_stride + r] (+)= (x @ W^T)[i][r] + bias[r].
+struct LinearOut {
+  QMatrix w;
+  float* y;
+  int64_t y_stride;
+  const float* bias;  // null: none
+  bool accumulate;
+};
+
+// Several products of the same activation rows x[n][cols] (q, k and v; gate and up): the rows
+// are quantized once and every matrix's tiles run as one job on the pool.
+void linear_many(const LinearOut* outs, int count, const float* x, int64_t n, bool exact, int n_threads);
+
+// Per-head products (MLA's absorbed projections): head h's matrix is rows [h * head_stride,
+// h * head_stride + w.rows) of `w`'s data, and y[t][h][r] = <x[t][h], W_h[r]> for t < n
+// (x [n][heads][w.cols], y [n][heads][w.rows], contiguous).
+void linear_heads(const QMatrix& w, int heads, int64_t head_stride, const float* x, int64_t n, float* y, bool exact,
+                  int n_threads);
+
+// out[n][I] = act(x @ G^T) * (x @ U^T) for gate G and up U [I][cols] (act as in step.h's
+// act_mul): each task multiplies the same rows of both and applies the activation at once.
+void gated_linear(const QMatrix& gate, const QMatrix& up, const float* x, int64_t n, float* out, int act, bool exact,
+                  int n_threads);
+
 }  // namespace ktx

@@ -9,6 +9,7 @@
 #include "kernel_table.h"
 #include "qdot_impl.h"
 #include "quant_impl.h"
+#include "step_impl.h"
 
 namespace ktx {
 namespace KTX_ISA_NS {
@@ -51,6 +52,10 @@ static KernelTable make_table() {
   t.decode_i8[GGML_IQ4_XS] = dec_iq4_xs;
   t.dot_i8 = dot_tile_i8;
   t.dot_f32 = dot_tile_f32;
+  t.rms_norm = rms_norm_row;
+  t.act_mul = act_mul;
+  t.rope = rope_row;
+  t.attn_part = attn_part;
 #if defined(__AVX512F__)
   t.fused[GGML_Q4_K] = fused_rows<Q4K>;
   t.fused[GGML_Q5_K] = fused_rows<Q5K>;

@@ -12,9 +12,17 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .. import cpu
 from ..runtime.context import current
+from . import cpu_kernels
 from .base import Operator, adopt
+from .linear import fused_linears
 from .rope import Rope, inv_freq
+
+# Segments of at most this many new tokens attend through the CPU paged kernel (one pass over
+# the cache, no gather); longer ones (prefill chunks) through PyTorch's SDPA, whose GEMMs win
+# there. Fixed per segment length, so a decode row computes the same alone or batched.
+PAGED_MAX_TOKENS = 16
 
 
 def attend(
@@ -68,6 +76,50 @@ def paged_kernels(op: Operator, name: str):
     return getattr(kernels(op.device.type), name, None)
 
 
+def cpu_paged(op: Operator, pool) -> bool:
+    """The layer's cache is a float32 pool on the CPU, which the CPU paged kernel reads."""
+    return op.device.type == "cpu" and pool.layers[op.layer_idx][0].dtype == torch.float32
+
+
+def attend_cached_cpu(
+    op, q: torch.Tensor, stores, dk: int, dv: int, kv_heads: int, long_segment, finish=None
+) -> torch.Tensor:
+    """Attention of q [T, H, dk] (or q(rows) -> those rows' q) over the step's cache, the new
+    tokens already written.
+
+    Short segments run the CPU paged kernel ([n, H, dv], then `finish` if given: MLA's value
+    expansion); `long_segment(rows, seg, start)` computes the others' rows (PyTorch), in the
+    finished form."""
+    ctx = current()
+    seq, table, positions = ctx.cpu_rows
+    k_store, v_store = stores
+
+    def paged(rs: slice) -> torch.Tensor:
+        o = cpu_kernels.paged_attention(
+            q(rs) if callable(q) else q[rs],
+            k_store,
+            v_store,
+            kv_heads,
+            dv,
+            seq[rs],
+            table,
+            positions[rs],
+            op.scale,
+            getattr(op, "window", None),
+            getattr(op, "softcap", None),
+            op.threads,
+        )
+        return finish(o) if finish is not None else o
+
+    if all(seg.length <= PAGED_MAX_TOKENS for _, seg, _ in ctx.rows):
+        return paged(slice(0, len(positions)))
+    outs = [
+        paged(rs) if seg.length <= PAGED_MAX_TOKENS else long_segment(rs, seg, start)
+        for rs, seg, start in ctx.rows
+    ]
+    return torch.cat(outs)
+
+
 def segments(hidden: torch.Tensor, position_ids: torch.Tensor | None):
     """(pool or None, [(row slice, Segment or None, start)], positions [B*T]) for this forward."""
     ctx = current()
@@ -103,6 +155,7 @@ class Attention(Operator):
             kwargs.get("rope_interleaved", getattr(config, "ktx_rope_interleaved", False))
         )
         self.rope = None
+        self.threads = cpu.default_threads()
 
     def kv_spec(self) -> tuple[tuple[int, ...], ...]:
         return ((self.kv_heads, self.head_dim), (self.kv_heads, self.head_dim))
@@ -115,12 +168,16 @@ class Attention(Operator):
 
     def _qkv(self, x: torch.Tensor, positions: torch.Tensor):
         # x: [N, hidden] -> q [N, H, D], k [N, KVH, D], v [N, KVH, D] float32, q and k rotated
-        q = self.q_proj(x).view(x.shape[0], self.heads, self.head_dim).float()
-        k = self.k_proj(x).view(x.shape[0], self.kv_heads, self.head_dim).float()
-        v = self.v_proj(x).view(x.shape[0], self.kv_heads, self.head_dim).float()
+        projs = (self.q_proj, self.k_proj, self.v_proj)
+        fused = fused_linears(projs, x) if all(hasattr(p, "qmatrix") for p in projs) else None
+        q, k, v = fused if fused is not None else (p(x) for p in projs)
+        n = x.shape[0]
+        q = q.view(n, self.heads, self.head_dim).float()
+        k = k.view(n, self.kv_heads, self.head_dim).float()
+        v = v.view(n, self.kv_heads, self.head_dim).float()
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
-        return self.rope(q, positions), self.rope(k, positions), v
+        return self.rope.rotate_(q, positions), self.rope.rotate_(k, positions), v
 
     def forward(self, hidden_states: torch.Tensor, position_ids=None, **kwargs):
         decode = paged_kernels(self, "gqa_decode")
@@ -129,6 +186,10 @@ class Attention(Operator):
         pool, rows, positions = segments(hidden_states, position_ids)
         x = hidden_states.reshape(-1, hidden_states.shape[-1])  # [N, hidden]
         q, k, v = self._qkv(x, positions)
+        if pool is not None and cpu_paged(self, pool):
+            o = self._attend_cpu(pool, q, k, v)
+            o = o.reshape(*hidden_states.shape[:-1], self.heads * self.head_dim)
+            return self.o_proj(o.to(hidden_states.dtype)), None
         outs = []
         for rs, seg, start in rows:
             qs, ks, vs = q[rs], k[rs], v[rs]
@@ -140,6 +201,19 @@ class Attention(Operator):
             outs.append(attend(qs, ks, vs, start, self.scale, self.window, self.softcap))
         o = torch.cat(outs).reshape(*hidden_states.shape[:-1], self.heads * self.head_dim)
         return self.o_proj(o.to(hidden_states.dtype)), None
+
+    def _attend_cpu(self, pool, q, k, v) -> torch.Tensor:
+        # q [T, H, D], k, v [T, KVH, D] float32 -> [T, H, D]; the new K/V written first
+        seq, table, positions = current().cpu_rows
+        stores = pool.layers[self.layer_idx]
+        cpu_kernels.kv_write(stores[0], k, seq, table, positions)
+        cpu_kernels.kv_write(stores[1], v, seq, table, positions)
+
+        def long_segment(rs, seg, start):
+            ks, vs = pool.read(self.layer_idx, seg.seq, seg.start + seg.length, slots=seg.slots(pool)[1])
+            return attend(q[rs], ks, vs, start, self.scale, self.window, self.softcap)
+
+        return attend_cached_cpu(self, q, stores, self.head_dim, self.head_dim, self.kv_heads, long_segment)
 
     def _forward_paged(self, hidden_states: torch.Tensor, decode):
         # one new token per sequence: [1, S, hidden] -> [1, S, hidden]

@@ -27,6 +27,7 @@ from .. import _kernels, cpu
 from ..cpu_moe import exact_default
 from ..gguf import BLOCK_SIZES, GGMLType
 from ..models.names import tied
+from . import cpu_kernels
 from .base import Operator
 
 # Steps of at most this many tokens run PyTorch's own ops on one thread (runtime.generate):
@@ -59,6 +60,34 @@ def native_matmul(
     return y
 
 
+def fused_linears(linears, x: torch.Tensor, check: bool = True) -> list[torch.Tensor] | None:
+    """x [n, cols] -> [x @ W_i.T + b_i] float32 for QuantLinears held natively on the CPU (one
+    width, one `exact` setting): x is quantized once and all products run as one job. None if
+    any of them is held otherwise (the caller runs them one by one)."""
+    first = linears[0]
+    if check and any(
+        lin.qmatrix is None
+        or lin.exact_kernels != first.exact_kernels
+        or lin.qmatrix.cols != first.qmatrix.cols
+        for lin in linears
+    ):
+        return None
+    if x.dim() != 2 or x.shape[1] != first.qmatrix.cols:
+        raise ValueError(f"input {tuple(x.shape)} does not fit weights of {first.qmatrix.cols} columns")
+    x = x.float().contiguous()
+    n = x.shape[0]
+    ys = [torch.empty(n, lin.rows) for lin in linears]
+    cpu_kernels.linear(
+        [lin.qmatrix for lin in linears],
+        x,
+        ys,
+        [lin.bias.data_ptr() if lin.bias is not None else 0 for lin in linears],
+        first.exact_kernels,
+        first.threads,
+    )
+    return ys
+
+
 class QuantLinear(Operator):
     def __init__(
         self,
@@ -81,6 +110,7 @@ class QuantLinear(Operator):
         self.in_features = getattr(orig, "in_features", None)
         self.out_features = getattr(orig, "out_features", None)
         self.weight = self.weight_t = self.bias = self.source = self.blocks = self.device_blocks = None
+        self.qmatrix = None  # the kernels' handle on `blocks` (native CPU mode)
 
     def load(self) -> None:
         name = tied(f"{self.key}.weight", self.gguf.tensors)
@@ -95,6 +125,7 @@ class QuantLinear(Operator):
         elif self.mode == "auto" and native:
             self.blocks = t.raw
             self.rows = rows
+            self.qmatrix = _kernels.QMatrix(int(t.type), self.blocks.ctypes.data, rows, cols)
             self.threads = cpu.default_threads()  # read once (sysfs): KTX_THREADS or physical cores
             self.exact_kernels = exact_default() if self.exact is None else bool(self.exact)
         elif self.mode in ("auto", "dequant"):
@@ -107,17 +138,14 @@ class QuantLinear(Operator):
 
     def unload(self) -> None:
         self.weight = self.weight_t = self.bias = self.source = self.blocks = self.device_blocks = None
+        self.qmatrix = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: [..., in] -> [..., out]
         if self.accelerated:
             return self._forward_device(x)
-        if self.blocks is not None:
-            flat = x.reshape(-1, x.shape[-1])
-            y = native_matmul(
-                self.blocks, self.source.type, self.rows, flat, self.threads, self.exact_kernels
-            )
-            y = y + self.bias if self.bias is not None else y
+        if self.qmatrix is not None:
+            (y,) = fused_linears((self,), x.reshape(-1, x.shape[-1]))
             return y.reshape(*x.shape[:-1], y.shape[-1])
         if self.weight_t is None:
             w = self.source.dequantize(torch.float32).to(self.device)

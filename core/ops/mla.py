@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import torch
 
+from .. import _kernels, cpu
 from ..runtime.context import current
-from .attention import paged_kernels, segments
+from . import cpu_kernels
+from .attention import attend_cached_cpu, cpu_paged, paged_kernels, segments
 from .base import Operator, adopt
 from .rope import Rope, inv_freq
 
@@ -44,6 +46,8 @@ class MLAAttention(Operator):
         self.v_dim, self.rank = config.v_head_dim, config.kv_lora_rank
         self.scale = orig.scaling
         self.rope = self.w_k = self.w_v = None
+        self.k_heads = self.v_heads = None  # (QMatrix, head stride in rows): the CPU kernels' form
+        self.threads = cpu.default_threads()
 
     def kv_spec(self) -> tuple[tuple[int, ...], ...]:
         return ((self.rank + self.rope_dim,),)
@@ -60,9 +64,41 @@ class MLAAttention(Operator):
             self.w_k = self.dequant(f"{self.key}.attn_k_b.weight").view(self.heads, self.rank, self.nope)
             self.w_k = self.w_k.transpose(1, 2).contiguous()
             self.w_v = self.dequant(f"{self.key}.attn_v_b.weight").view(self.heads, self.v_dim, self.rank)
+        if self.device.type == "cpu":
+            self._load_heads()
+
+    def _load_heads(self) -> None:
+        """The absorbed projections for the CPU kernels, on the GGUF blocks as they are: q_lat =
+        q_nope @ k_b[h].T (k_b: [H, rank, nope]) and o = o_lat @ v_b[h].T (v_b: [H, v, rank], or
+        the v rows of attn_kv_b). kv_b's k half is stored the other way round: that product
+        stays a float32 einsum (older GGUFs only)."""
+        from ..cpu_moe import exact_default
+
+        self.exact = exact_default() if self.kwargs.get("exact") is None else bool(self.kwargs["exact"])
+
+        def heads(name: str, rows: int, cols: int, first: int = 0, stride: int | None = None):
+            t = self.tensor(name)
+            row_bytes = t.raw.nbytes // (self.heads * (stride or rows))
+            try:
+                w = _kernels.QMatrix(int(t.type), t.raw.ctypes.data + first * row_bytes, rows, cols)
+            except ValueError:  # a width or type the kernels cannot take: the einsum stays
+                return None
+            return w, stride or rows
+
+        if self.has(f"{self.key}.attn_k_b.weight"):
+            self.k_heads = heads(f"{self.key}.attn_k_b.weight", self.rank, self.nope)
+            self.v_heads = heads(f"{self.key}.attn_v_b.weight", self.v_dim, self.rank)
+        else:
+            step = self.nope + self.v_dim
+            self.v_heads = heads(f"{self.key}.attn_kv_b.weight", self.v_dim, self.rank, self.nope, step)
+
+    def _heads(self, which, x: torch.Tensor, w: torch.Tensor, equation: str) -> torch.Tensor:
+        if which is None:
+            return torch.einsum(equation, x, w)
+        return cpu_kernels.linear_heads(which[0], self.heads, which[1], x, self.exact, self.threads)
 
     def unload(self) -> None:
-        self.w_k = self.w_v = None
+        self.w_k = self.w_v = self.k_heads = self.v_heads = None
 
     def _attend(self, q_nope, q_pe, latent, start, absorbed):
         # q_nope: [n, H, nope], q_pe: [n, H, rope]; latent: [S, rank + rope] -> [n, H, v]
@@ -89,10 +125,10 @@ class MLAAttention(Operator):
         # x: [N, hidden] -> q_nope [N, H, nope], q_pe [N, H, rope] (rotated), latent [N, rank + rope]
         q = self.q_proj(x) if self.q_proj is not None else self.q_b_proj(self.q_a_layernorm(self.q_a_proj(x)))
         q = q.view(x.shape[0], self.heads, self.nope + self.rope_dim).float()
-        q_nope, q_pe = q[..., : self.nope], self.rope(q[..., self.nope :], positions)
+        q_nope, q_pe = q[..., : self.nope], self.rope.rotate_(q[..., self.nope :], positions)
         ckv = self.kv_a_proj_with_mqa(x).float()
-        c = self.kv_a_layernorm(ckv[:, : self.rank])
-        k_pe = self.rope(ckv[:, None, self.rank :], positions)[:, 0]
+        c = self.kv_a_layernorm(ckv[:, : self.rank].contiguous())
+        k_pe = self.rope.rotate_(ckv[:, None, self.rank :], positions)[:, 0]
         return q_nope, q_pe, torch.cat((c, k_pe), -1)
 
     def forward(self, hidden_states: torch.Tensor, position_ids=None, **kwargs):
@@ -102,6 +138,10 @@ class MLAAttention(Operator):
         pool, rows, positions = segments(hidden_states, position_ids)
         x = hidden_states.reshape(-1, hidden_states.shape[-1])
         q_nope, q_pe, latent = self._project(x, positions)
+        if pool is not None and cpu_paged(self, pool) and self.absorb != "never":
+            o = self._attend_cpu(pool, q_nope, q_pe, latent)
+            o = o.reshape(*hidden_states.shape[:-1], self.heads * self.v_dim)
+            return self.o_proj(o.to(hidden_states.dtype)), None
         outs = []
         for rs, seg, start in rows:
             lat = latent[rs]
@@ -115,6 +155,28 @@ class MLAAttention(Operator):
             outs.append(self._attend(q_nope[rs], q_pe[rs], lat, start, absorbed))
         o = torch.cat(outs).reshape(*hidden_states.shape[:-1], self.heads * self.v_dim)
         return self.o_proj(o.to(hidden_states.dtype)), None
+
+    def _attend_cpu(self, pool, q_nope, q_pe, latent) -> torch.Tensor:
+        # Absorbed form on the CPU paged kernel: the latent cache is an MQA cache whose keys are
+        # whole rows (c, k_pe) and whose values are their first `rank` values, c.
+        seq, table, positions = current().cpu_rows
+        (store,) = pool.layers[self.layer_idx]
+        cpu_kernels.kv_write(store, latent, seq, table, positions)
+
+        def q(rs):  # the absorbed query of rows rs: [n, H, rank + rope]
+            return torch.cat((self._heads(self.k_heads, q_nope[rs], self.w_k, "nhd,hdr->nhr"), q_pe[rs]), -1)
+
+        def long_segment(rs, seg, start):
+            (lat,) = pool.read(self.layer_idx, seg.seq, seg.start + seg.length, slots=seg.slots(pool)[1])
+            absorbed = self.absorb == "always"
+            return self._attend(q_nope[rs], q_pe[rs], lat, start, absorbed)
+
+        def expand(o_lat):  # [n, H, rank] -> [n, H, v]
+            return self._heads(self.v_heads, o_lat, self.w_v, "nhr,hvr->nhv")
+
+        return attend_cached_cpu(
+            self, q, (store, store), self.rank + self.rope_dim, self.rank, 1, long_segment, expand
+        )
 
     def _forward_paged(self, hidden_states: torch.Tensor, decode):
         # Absorbed form over the latent cache, one new token per sequence (the backend's kernel).

@@ -233,6 +233,9 @@ class Experts(TorchExperts):
     def forward(self, x: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         if self.kernel is None and self.gpu_w is None:
             return super().forward(x, ids, weights)
+        if x.device.type == "cpu" and self.gpu_w is None and not self.cpu_off:
+            # on this thread: submit/sync would hand the call to the background runner and back
+            return self.kernel(x.float(), ids, weights)
         self.submit(x, ids, weights)
         return self.sync()
 
@@ -341,13 +344,13 @@ class MoE(Operator):
             self.experts.submit(x, ids, weights)
         else:
             y = self.experts(x, ids, weights)
+        s = None
         if shared is not None:
             s = shared(x).float()
             if self.shared_expert_gate is not None:
                 s = torch.sigmoid(self.shared_expert_gate(x).float()) * s
-            if overlap:
-                y = self.experts.sync().to(s.device)
-            y = y + s
-        elif overlap:
+        if overlap:
             y = self.experts.sync().to(x.device)
+        if s is not None:
+            y = y + s
         return y.to(hidden_states.dtype).reshape(shape)

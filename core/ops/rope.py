@@ -31,7 +31,7 @@ def inv_freq(config, dim: int, layer_type: str | None = None) -> tuple[torch.Ten
 
 class Rope:
     def __init__(self, freqs: torch.Tensor, scale: float, interleaved: bool):
-        self.freqs, self.scale, self.interleaved = freqs, scale, interleaved
+        self.freqs, self.scale, self.interleaved = freqs.float().contiguous(), scale, interleaved
         self._on: dict[torch.device, torch.Tensor] = {}
 
     def __call__(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
@@ -51,6 +51,24 @@ class Rope:
         half = x.shape[-1] // 2
         x1, x2 = x[..., :half], x[..., half:]
         return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+
+    def rotate_(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """x rotated: in place by the CPU kernel where it fits (float32 on the CPU, unit last
+        stride, int64 positions on the CPU), else a new tensor from the reference above."""
+        if (
+            x.device.type == "cpu"
+            and x.dtype == torch.float32
+            and x.dim() == 3
+            and x.stride(2) == 1
+            and positions.device.type == "cpu"
+            and positions.dtype == torch.int64
+            and positions.is_contiguous()
+        ):
+            from .cpu_kernels import rope_
+
+            rope_(x, positions, self.freqs, self.scale, self.interleaved)
+            return x
+        return self(x, positions)
 
 
 class NoRotary(nn.Module):

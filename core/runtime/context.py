@@ -82,6 +82,18 @@ class ForwardBatch:
         )
 
     @cached_property
+    def cpu_rows(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(seq [T] int32: each token's segment, table [S, width] int32: each segment's blocks
+        padded with 0, positions [T] int64) for the CPU kernels, built once per step."""
+        width = max(len(s.seq.blocks) for s in self.segments)
+        table = torch.zeros(len(self.segments), width, dtype=torch.int32)
+        for i, s in enumerate(self.segments):
+            table[i, : len(s.seq.blocks)] = torch.tensor(s.seq.blocks, dtype=torch.int32)
+        lengths = torch.tensor([s.length for s in self.segments])
+        seq = torch.repeat_interleave(torch.arange(len(self.segments), dtype=torch.int32), lengths)
+        return seq, table, self.positions.contiguous()
+
+    @cached_property
     def rows(self) -> list[tuple[slice, Segment, int]]:
         """(slice of the flat row, its segment, its first position) per segment."""
         out, off = [], 0

@@ -145,3 +145,32 @@ def test_linear_weights_kept_in_gguf_form_give_the_same_logits(hf_dirs, tmp_path
         a = load(gguf_path)(ids).logits
         b = load(gguf_path, rules=rules)(ids).logits
     assert (a - b).abs().max().item() <= TOL
+
+
+@pytest.mark.parametrize("qtype", ["f32", "q8_0"])
+@pytest.mark.parametrize("name", TINY_NAMES)
+def test_step_plan_logits_match_transformers_token_by_token(name, qtype, hf_dirs, tmp_path):
+    """The lean step (runtime/plan.py) over the block cache, one token per step (the CPU paged
+    attention, fused projections and MLA's per-head kernels), against transformers' logits."""
+    from ktx.core.runtime.context import Segment
+    from ktx.core.runtime.generate import forward_step, make_pool
+    from ktx.core.runtime.kv_cache import SequenceKV
+    from ktx.core.runtime.plan import LayerStep, StepPlan
+
+    gguf_path = tmp_path / "m.gguf"
+    convert_hf(hf_dirs(name), gguf_path, qtype, progress=False)
+    ours = load(gguf_path)
+    ref = hf_model_on_gguf(hf_dirs(name), gguf_path, GGUF_ARCH[name])
+    ids = random_ids(ref.config.vocab_size, 20)
+    with torch.inference_mode():
+        expected = ref(torch.tensor([ids])).logits[0]
+    pool, seq = make_pool(ours, 64, block_size=8), SequenceKV()
+    got = torch.stack(
+        [forward_step(ours, pool, [Segment(seq, i, 1)], torch.tensor([t]))[0] for i, t in enumerate(ids)]
+    )
+    err = (got - expected).abs().max().item()
+    assert err <= TOL, f"max |logits - transformers| = {err:.3g}"
+    assert all(isinstance(s, LayerStep) for s in StepPlan.of(ours).layers)  # no layer fell back
+    for m in ours.modules():
+        if type(m).__name__ == "MLAAttention":
+            assert m.v_heads is not None and (m.k_heads is not None or not m.has(f"{m.key}.attn_k_b.weight"))

@@ -15,6 +15,7 @@ import uvicorn
 
 from ktx.core.cli.main import build_parser
 from ktx.core.cli.serve import build_app
+from ktx.server.serving import GracefulServer
 
 
 @dataclass
@@ -64,14 +65,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(*flags: str) -> LiveServer:
+def start_server(*flags: str, graceful_s: float = 5) -> LiveServer:
     port = free_port()
     args = build_parser().parse_args(["serve", "--port", str(port), "--device", "cpu", *flags])
     app = build_app(args)
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=5
+        app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=graceful_s
     )
-    server = uvicorn.Server(config)
+    server = GracefulServer(config, app.state.engine)  # the CLI's server
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"

@@ -3,6 +3,7 @@ schema fuzzer (schemathesis) that must find no 5xx on any route of the OpenAPI s
 
 from __future__ import annotations
 
+import json
 import threading
 
 import httpx
@@ -44,7 +45,7 @@ def test_open_bind_without_a_key_warns(monkeypatch, capsys):
                 model_name = "m"
 
     monkeypatch.setattr(serve, "build_app", lambda args: FakeApp())
-    monkeypatch.setattr("uvicorn.run", lambda *a, **k: None)
+    monkeypatch.setattr("ktx.server.serving.GracefulServer.run", lambda self: None)
     from ktx.core.cli.main import main
 
     assert main(["serve", "--host", "0.0.0.0", "--api-key", ""]) == 0
@@ -78,6 +79,36 @@ def test_graceful_shutdown_finishes_the_request_in_flight(demo_gguf):
     assert not srv.thread.is_alive() and not srv.engine._thread.is_alive()
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{srv.url}/health", timeout=2)
+
+
+def test_shutdown_ends_a_stream_it_cannot_wait_for_with_a_finish_reason(demo_gguf):
+    # 2 s of grace (the engine ends requests after 0.5 s) against 2,000 tokens: no machine
+    # finishes in time, so the stream must end as a whole answer, cut at its tokens so far
+    srv = start_server("--max-new-tokens", "4", graceful_s=2.5)
+    events: list[dict] = []
+    lines: list[str] = []
+    started = threading.Event()
+
+    def stream() -> None:
+        body = {"prompt": "Count to a thousand:", "max_tokens": 2000, "stream": True}
+        with httpx.stream("POST", f"{srv.url}/v1/completions", json=body, timeout=120) as r:
+            for line in r.iter_lines():
+                if line:
+                    lines.append(line)
+                if line.startswith("data: {"):
+                    events.append(json.loads(line[6:]))
+                    started.set()
+
+    t = threading.Thread(target=stream)
+    t.start()
+    assert started.wait(60)
+    srv.stop()
+    t.join(timeout=60)
+    assert lines[-1] == "data: [DONE]", lines[-3:]
+    finish = [e["choices"][0]["finish_reason"] for e in events if e.get("choices")]
+    assert finish[-1] == "length" and all(f is None for f in finish[:-1])
+    assert len(finish) < 2000  # ended early, not run to its budget
+    assert not srv.thread.is_alive() and not srv.engine._thread.is_alive()
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,125 @@
+#include "step.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+#include <vector>
+
+#include "dispatch.h"
+#include "thread_pool.h"
+
+namespace ktx {
+
+void rms_norm(const float* x, int64_t rows, int64_t cols, int64_t x_stride, const float* w, float eps, float* out,
+              int64_t out_stride, bool accumulate) {
+  const KernelTable& t = active_table();
+  for (int64_t r = 0; r < rows; ++r) t.rms_norm(x + r * x_stride, cols, w, eps, out + r * out_stride, accumulate);
+}
+
+void act_mul(float* g, const float* u, int64_t n, int act) {
+  if (act != 0 && act != 1) throw std::invalid_argument("act_mul: act must be 0 (SiLU) or 1 (GELU tanh)");
+  active_table().act_mul(g, u, n, act);
+}
+
+void rope(float* x, int64_t rows, int heads, int64_t row_stride, int64_t head_stride, int dim, const int64_t* pos,
+          const float* freq, float scale, bool interleaved) {
+  if (dim <= 0 || dim % 2) throw std::invalid_argument("rope: dim must be positive and even");
+  const KernelTable& t = active_table();
+  std::vector<float> cs(dim);
+  for (int64_t r = 0; r < rows; ++r)
+    t.rope(x + r * row_stride, heads, head_stride, dim, pos[r], freq, scale, interleaved, cs.data());
+}
+
+namespace {
+// The cache row of position p of a sequence whose blocks are `blocks`.
+inline int64_t cache_row(const PagedCache& c, const int32_t* blocks, int64_t p) {
+  return (int64_t)blocks[p / c.block_size] * c.block_size + p % c.block_size;
+}
+}  // namespace
+
+void kv_write(float* store, int64_t store_stride, const float* src, int64_t src_stride, int64_t width, int64_t rows,
+              const PagedCache& cache, const int32_t* seq, const int64_t* pos) {
+  for (int64_t t = 0; t < rows; ++t) {
+    const int32_t* blocks = cache.table + seq[t] * cache.width;
+    std::memcpy(store + cache_row(cache, blocks, pos[t]) * store_stride, src + t * src_stride, sizeof(float) * width);
+  }
+}
+
+namespace {
+struct Part {
+  int64_t row, s0, s1;
+  int head;  // KV head
+};
+// Keys per part: a row's keys are split into parts of this many whatever else is in the step,
+// so its result (the parts' merge order) does not depend on the batch (batch invariance);
+// a decode step of one sequence still spreads over the threads once its context has a few
+// hundred tokens.
+constexpr int64_t kKeysPerPart = 128;
+}  // namespace
+
+void paged_attention(const float* q, int64_t q_stride, int64_t rows, int heads, int kv_heads, int dk, int dv,
+                     const float* k, int64_t k_stride, const float* v, int64_t v_stride, const PagedCache& cache,
+                     const int32_t* seq, const int64_t* pos, float scale, int64_t window, float softcap, float* out,
+                     int n_threads) {
+  if (rows <= 0) return;
+  if (kv_heads <= 0 || heads % kv_heads) throw std::invalid_argument("paged_attention: heads must be a multiple of kv_heads");
+  const int rep = heads / kv_heads;
+  const KernelTable& t = active_table();
+  ThreadPool& pool = thread_pool(n_threads);
+  auto first_key = [&](int64_t r) { return window > 0 ? std::max<int64_t>(0, pos[r] - window + 1) : 0; };
+  const int64_t per_part = kKeysPerPart, streams = rows * kv_heads;
+  std::vector<Part> parts;
+  std::vector<int64_t> first_part(streams + 1);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int h = 0; h < kv_heads; ++h) {
+      first_part[r * kv_heads + h] = (int64_t)parts.size();
+      for (int64_t s0 = first_key(r); s0 <= pos[r]; s0 += per_part)
+        parts.push_back({r, s0, std::min(pos[r] + 1, s0 + per_part), h});
+    }
+  first_part[streams] = (int64_t)parts.size();
+  const int64_t stride = (int64_t)rep * (dv + 2);  // m[rep], l[rep], acc[rep][dv] per part
+  std::vector<float> partial(parts.size() * stride);
+  pool.run((int64_t)parts.size(), [&](int64_t i) {
+    static thread_local std::vector<float> scratch;
+    const Part& p = parts[i];
+    scratch.resize((size_t)rep * (p.s1 - p.s0));
+    float* m = partial.data() + i * stride;
+    AttnPart a;
+    a.q = q + p.row * q_stride + (int64_t)p.head * rep * dk;
+    a.q_stride = dk;
+    a.rep = rep, a.dk = dk, a.dv = dv;
+    a.k = k + (int64_t)p.head * dk, a.k_stride = k_stride;
+    a.v = v + (int64_t)p.head * dv, a.v_stride = v_stride;
+    a.blocks = cache.table + seq[p.row] * cache.width;
+    a.block_size = cache.block_size;
+    a.s0 = p.s0, a.s1 = p.s1;
+    a.scale = scale, a.softcap = softcap;
+    a.m = m, a.l = m + rep, a.acc = m + 2 * rep;
+    a.scratch = scratch.data();
+    t.attn_part(a);
+  });
+  // Merge each (row, KV head)'s parts: rescale to the largest max, add, divide by the sum.
+  for (int64_t sidx = 0; sidx < streams; ++sidx) {
+    const int64_t r = sidx / kv_heads;
+    const int h = (int)(sidx % kv_heads);
+    for (int j = 0; j < rep; ++j) {
+      float mx = -INFINITY;
+      for (int64_t i = first_part[sidx]; i < first_part[sidx + 1]; ++i) mx = std::max(mx, partial[i * stride + j]);
+      float* o = out + (r * heads + (int64_t)h * rep + j) * dv;
+      std::fill(o, o + dv, 0.0f);
+      float l = 0.0f;
+      for (int64_t i = first_part[sidx]; i < first_part[sidx + 1]; ++i) {
+        const float* base = partial.data() + i * stride;
+        const float f = std::exp(base[j] - mx);
+        l += base[rep + j] * f;
+        const float* acc = base + 2 * rep + (int64_t)j * dv;
+        for (int c = 0; c < dv; ++c) o[c] += acc[c] * f;
+      }
+      const float inv = 1.0f / l;
+      for (int c = 0; c < dv; ++c) o[c] *= inv;
+    }
+  }
+}
+
+}  // namespace ktx

@@ -1,0 +1,155 @@
+"""A step as one walk over the operators, built once per model.
+
+transformers' decoder layers are the structure (and, through `model(...)`, the oracle), but
+calling them on every step costs a chain of nn.Module calls per layer: hooks, keyword plumbing,
+tuple returns, residual tensors. The plan reads that structure once: for each layer it keeps
+its operators' `forward` (or `add_to`) functions and the pattern that joins them, and a step
+is then a short loop over those functions. The same walk runs eagerly on the CPU and is what a
+graph captures on an accelerator.
+
+A layer class not in LAYER_KINDS, or a layer whose parts are not ktx operators where the
+pattern needs them, is called as the module it is: slower, never wrong.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..ops.base import Operator
+from ..ops.norm import RMSNorm
+
+PRE_NORM = "pre_norm"  # x += attn(norm1(x)); x += mlp(norm2(x))
+SANDWICH = "sandwich"  # x += norm2(attn(norm1(x))); x += norm4(mlp(norm3(x)))   (Gemma 3)
+
+# transformers decoder-layer class -> how its parts are joined (their forward, as of
+# transformers 5: tests/core/test_models.py compares every architecture with it).
+LAYER_KINDS = {
+    "LlamaDecoderLayer": PRE_NORM,
+    "MistralDecoderLayer": PRE_NORM,
+    "Qwen2DecoderLayer": PRE_NORM,
+    "Qwen3DecoderLayer": PRE_NORM,
+    "MixtralDecoderLayer": PRE_NORM,
+    "Qwen2MoeDecoderLayer": PRE_NORM,
+    "Qwen3MoeDecoderLayer": PRE_NORM,
+    "DeepseekV2DecoderLayer": PRE_NORM,
+    "DeepseekV3DecoderLayer": PRE_NORM,
+    "Gemma3DecoderLayer": SANDWICH,
+}
+# The parts of each kind: (attention norm, post-attention norm, MLP norm, post-MLP norm).
+NORMS = {
+    PRE_NORM: ("input_layernorm", None, "post_attention_layernorm", None),
+    SANDWICH: (
+        "input_layernorm",
+        "post_attention_layernorm",
+        "pre_feedforward_layernorm",
+        "post_feedforward_layernorm",
+    ),
+}
+
+
+def direct(module: nn.Module) -> Callable:
+    """What the walk calls for a module: an operator's own forward (no nn.Module.__call__),
+    unless hooks are attached to it (device hops), which only the module call runs."""
+    if isinstance(module, Operator) and not (module._forward_hooks or module._forward_pre_hooks):
+        return module.forward
+    return module
+
+
+def _hooked(module: nn.Module) -> bool:
+    return bool(module._forward_hooks or module._forward_pre_hooks)
+
+
+@dataclass
+class LayerStep:
+    """One decoder layer's operators in the order a step visits them."""
+
+    attn_norm: Callable
+    attn: Callable  # [1, T, hidden] -> ([1, T, hidden], None)
+    post_attn_norm: RMSNorm | None
+    mlp_norm: Callable
+    mlp: Callable  # [T, hidden] -> [T, hidden]
+    post_mlp_norm: RMSNorm | None
+
+    def __call__(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        # x: [T, hidden], updated in place (each residual add writes into it)
+        a = self.attn(self.attn_norm(x)[None])[0][0]
+        if self.post_attn_norm is None:
+            x.add_(a)
+        else:
+            self.post_attn_norm.add_to(x, a)
+        m = self.mlp(self.mlp_norm(x))
+        if self.post_mlp_norm is None:
+            x.add_(m)
+        else:
+            self.post_mlp_norm.add_to(x, m)
+        return x
+
+
+@dataclass
+class ModuleStep:
+    """A layer the plan does not know: called as the module it is."""
+
+    layer: nn.Module
+
+    def __call__(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        out = self.layer(x[None], attention_mask=None, position_ids=positions[None], position_embeddings=None)
+        return (out[0] if isinstance(out, tuple) else out)[0]
+
+
+def layer_step(layer: nn.Module) -> LayerStep | ModuleStep:
+    kind = LAYER_KINDS.get(type(layer).__name__)
+    if kind is None or _hooked(layer):
+        return ModuleStep(layer)
+    norm1, norm2, norm3, norm4 = (getattr(layer, n) if n else None for n in NORMS[kind])
+    attn, mlp = layer.self_attn, layer.mlp
+    # ktx attention takes the flat row and the step's context; the post norms add into the
+    # residual themselves (RMSNorm.add_to)
+    if not isinstance(attn, Operator) or any(
+        n is not None and (not isinstance(n, RMSNorm) or _hooked(n)) for n in (norm2, norm4)
+    ):
+        return ModuleStep(layer)
+    if not isinstance(mlp, Operator):  # transformers' own MoE blocks want [batch, seq, hidden]
+        mlp = _batched(mlp)
+    return LayerStep(direct(norm1), direct(attn), norm2, direct(norm3), direct(mlp), norm4)
+
+
+def _batched(module: nn.Module) -> Callable:
+    return lambda x: module(x[None])[0]
+
+
+class StepPlan:
+    """embeddings -> layers -> final norm -> LM head, for one model."""
+
+    def __init__(self, model: nn.Module):
+        inner, config = model.model, model.config
+        self.embed = direct(inner.embed_tokens)
+        self.layers = [layer_step(layer) for layer in inner.layers[: config.num_hidden_layers]]
+        self.norm = direct(inner.norm)
+        self.lm_head = direct(model.lm_head)
+        self.softcap = getattr(config, "final_logit_softcapping", None)
+
+    @classmethod
+    def of(cls, model: nn.Module) -> StepPlan:
+        """The model's plan, built on first use."""
+        plan = model.__dict__.get("_ktx_step_plan")
+        if plan is None:
+            plan = model.__dict__["_ktx_step_plan"] = cls(model)
+        return plan
+
+    def __call__(
+        self, input_ids: torch.Tensor, positions: torch.Tensor, keep: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """input_ids, positions: [T] -> logits [len(keep) or T, vocab]."""
+        x = self.embed(input_ids[None])[0]  # [T, hidden]
+        for step in self.layers:
+            x = step(x, positions)
+        if keep is not None:  # the norm is per row: only the kept rows need it
+            x = x[keep.to(x.device)]
+        logits = self.lm_head(self.norm(x))
+        if self.softcap is not None:
+            logits = torch.tanh(logits / self.softcap) * self.softcap
+        return logits

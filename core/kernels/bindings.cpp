@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "bandwidth.h"
+#include "blocks.h"
 #include "cpu_features.h"
 #include "dispatch.h"
 #include "kernel_table.h"
@@ -126,6 +127,16 @@ PYBIND11_MODULE(_kernels, m) {
       "ys[i][n, rows_i] (+)= x[n, cols] @ W_i.T (+ bias_i, 0 = none) for matrices of one width: x quantized once, "
       "one job on the pool.");
   m.def(
+      "linear1",
+      [](const QMatrix& w, uintptr_t x, int64_t n, uintptr_t y, uintptr_t bias, bool accumulate, bool exact,
+         int threads) {
+        const LinearOut out{w, reinterpret_cast<float*>(y), w.rows, reinterpret_cast<const float*>(bias), accumulate};
+        py::gil_scoped_release release;
+        linear_many(&out, 1, reinterpret_cast<const float*>(x), n, exact, threads);
+      },
+      py::arg("w"), py::arg("x"), py::arg("n"), py::arg("y"), py::arg("bias"), py::arg("accumulate"),
+      py::arg("exact"), py::arg("threads"), "linear with one matrix (no lists to convert: the decode hot path).");
+  m.def(
       "linear_heads",
       [](const QMatrix& w, int heads, int64_t head_stride, uintptr_t x, int64_t n, uintptr_t y, bool exact,
          int threads) {
@@ -198,6 +209,67 @@ PYBIND11_MODULE(_kernels, m) {
       py::arg("table_width"), py::arg("block_size"), py::arg("seq"), py::arg("pos"), py::arg("scale"),
       py::arg("window"), py::arg("softcap"), py::arg("out"), py::arg("threads"),
       "Causal attention of query rows over a paged float32 cache (see step.h).");
+  auto fptr = [](uintptr_t p) { return reinterpret_cast<const float*>(p); };
+  py::class_<AttnBlock>(m, "AttnBlock", "A layer's attention half as one call (see blocks.h).")
+      .def(py::init([fptr](int64_t hidden, uintptr_t norm, float norm_eps, uintptr_t post_norm, float post_eps,
+                           const QMatrix& q, const QMatrix& k, const QMatrix& v, const QMatrix& o, uintptr_t q_bias,
+                           uintptr_t k_bias, uintptr_t v_bias, uintptr_t o_bias, uintptr_t q_norm, uintptr_t k_norm,
+                           float qk_eps, int heads, int kv_heads, int head_dim, uintptr_t rope_freqs, float rope_scale,
+                           bool rope_interleaved, float scale, int64_t window, float softcap, bool exact, int threads) {
+             AttnBlockSpec s;
+             s.hidden = hidden;
+             s.norm = {fptr(norm), norm_eps};
+             s.post_norm = {fptr(post_norm), post_eps};
+             s.q = q, s.k = k, s.v = v, s.o = o;
+             s.q_bias = fptr(q_bias), s.k_bias = fptr(k_bias), s.v_bias = fptr(v_bias), s.o_bias = fptr(o_bias);
+             s.q_norm = {fptr(q_norm), qk_eps};
+             s.k_norm = {fptr(k_norm), qk_eps};
+             s.heads = heads, s.kv_heads = kv_heads, s.head_dim = head_dim;
+             s.rope_freqs = fptr(rope_freqs), s.rope_scale = rope_scale, s.rope_interleaved = rope_interleaved;
+             s.scale = scale, s.window = window, s.softcap = softcap, s.exact = exact, s.threads = threads;
+             return new AttnBlock(s);
+           }),
+           py::arg("hidden"), py::arg("norm"), py::arg("norm_eps"), py::arg("post_norm"), py::arg("post_eps"),
+           py::arg("q"), py::arg("k"), py::arg("v"), py::arg("o"), py::arg("q_bias"), py::arg("k_bias"),
+           py::arg("v_bias"), py::arg("o_bias"), py::arg("q_norm"), py::arg("k_norm"), py::arg("qk_eps"),
+           py::arg("heads"), py::arg("kv_heads"), py::arg("head_dim"), py::arg("rope_freqs"), py::arg("rope_scale"),
+           py::arg("rope_interleaved"), py::arg("scale"), py::arg("window"), py::arg("softcap"), py::arg("exact"),
+           py::arg("threads"))
+      .def(
+          "forward",
+          [](AttnBlock& b, uintptr_t x, int64_t n, uintptr_t k_store, uintptr_t v_store, uintptr_t table,
+             int64_t width, int block_size, uintptr_t seq, uintptr_t pos) {
+            py::gil_scoped_release release;
+            b.forward(reinterpret_cast<float*>(x), n, reinterpret_cast<float*>(k_store),
+                      reinterpret_cast<float*>(v_store), {reinterpret_cast<const int32_t*>(table), width, block_size},
+                      reinterpret_cast<const int32_t*>(seq), reinterpret_cast<const int64_t*>(pos));
+          },
+          py::arg("x"), py::arg("n"), py::arg("k_store"), py::arg("v_store"), py::arg("table"), py::arg("width"),
+          py::arg("block_size"), py::arg("seq"), py::arg("pos"));
+  m.def("block_clock", &block_clock, "ns in the decoder blocks by kind: norms, rope (+q/k norms), linear, attention.");
+  m.def("reset_block_clock", &reset_block_clock);
+  py::class_<MlpBlock>(m, "MlpBlock", "A layer's gated-MLP half as one call (see blocks.h).")
+      .def(py::init([fptr](int64_t hidden, int64_t inter, uintptr_t norm, float norm_eps, uintptr_t post_norm,
+                           float post_eps, const QMatrix& gate, const QMatrix& up, const QMatrix& down, int act,
+                           bool exact, int threads) {
+             MlpBlockSpec s;
+             s.hidden = hidden, s.inter = inter;
+             s.norm = {fptr(norm), norm_eps};
+             s.post_norm = {fptr(post_norm), post_eps};
+             s.gate = gate, s.up = up, s.down = down;
+             s.act = act, s.exact = exact, s.threads = threads;
+             return new MlpBlock(s);
+           }),
+           py::arg("hidden"), py::arg("inter"), py::arg("norm"), py::arg("norm_eps"), py::arg("post_norm"),
+           py::arg("post_eps"), py::arg("gate"), py::arg("up"), py::arg("down"), py::arg("act"), py::arg("exact"),
+           py::arg("threads"))
+      .def(
+          "forward",
+          [](MlpBlock& b, uintptr_t x, int64_t n) {
+            py::gil_scoped_release release;
+            b.forward(reinterpret_cast<float*>(x), n);
+          },
+          py::arg("x"), py::arg("n"));
   m.def(
       "quantize_act",
       [](uintptr_t x, int64_t n, int64_t cols, uintptr_t q, uintptr_t d, uintptr_t s) {

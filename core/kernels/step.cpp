@@ -49,13 +49,16 @@ void kv_write(float* store, int64_t store_stride, const float* src, int64_t src_
 namespace {
 struct Part {
   int64_t row, s0, s1;
-  int head;  // KV head
+  int head0, heads;  // query heads head0 .. head0 + heads, of one KV head
 };
 // Keys per part: a row's keys are split into parts of this many whatever else is in the step,
 // so its result (the parts' merge order) does not depend on the batch (batch invariance);
 // a decode step of one sequence still spreads over the threads once its context has a few
 // hundred tokens.
 constexpr int64_t kKeysPerPart = 128;
+// Query heads per part: MLA has 16 or 128 heads on one latent "KV head"; groups of 4 spread
+// them over the threads and keep a group's sums in registers (step_impl.h's weigh_values).
+constexpr int kHeadsPerPart = 4;
 }  // namespace
 
 void paged_attention(const float* q, int64_t q_stride, int64_t rows, int heads, int kv_heads, int dk, int dv,
@@ -68,52 +71,57 @@ void paged_attention(const float* q, int64_t q_stride, int64_t rows, int heads, 
   const KernelTable& t = active_table();
   ThreadPool& pool = thread_pool(n_threads);
   auto first_key = [&](int64_t r) { return window > 0 ? std::max<int64_t>(0, pos[r] - window + 1) : 0; };
-  const int64_t per_part = kKeysPerPart, streams = rows * kv_heads;
+  // a stream: one row's group of query heads (within one KV head); its parts split the keys
+  const int group = std::min(rep, kHeadsPerPart), groups = (rep + group - 1) / group;
+  const int64_t streams = rows * kv_heads * groups;
   std::vector<Part> parts;
   std::vector<int64_t> first_part(streams + 1);
   for (int64_t r = 0; r < rows; ++r)
-    for (int h = 0; h < kv_heads; ++h) {
-      first_part[r * kv_heads + h] = (int64_t)parts.size();
-      for (int64_t s0 = first_key(r); s0 <= pos[r]; s0 += per_part)
-        parts.push_back({r, s0, std::min(pos[r] + 1, s0 + per_part), h});
-    }
+    for (int h = 0; h < kv_heads; ++h)
+      for (int g = 0; g < groups; ++g) {
+        first_part[(r * kv_heads + h) * groups + g] = (int64_t)parts.size();
+        const int head0 = h * rep + g * group, nh = std::min(group, rep - g * group);
+        for (int64_t s0 = first_key(r); s0 <= pos[r]; s0 += kKeysPerPart)
+          parts.push_back({r, s0, std::min(pos[r] + 1, s0 + kKeysPerPart), head0, nh});
+      }
   first_part[streams] = (int64_t)parts.size();
-  const int64_t stride = (int64_t)rep * (dv + 2);  // m[rep], l[rep], acc[rep][dv] per part
+  const int64_t stride = (int64_t)group * (dv + 2);  // m[heads], l[heads], acc[heads][dv] per part
   std::vector<float> partial(parts.size() * stride);
   pool.run((int64_t)parts.size(), [&](int64_t i) {
     static thread_local std::vector<float> scratch;
     const Part& p = parts[i];
-    scratch.resize((size_t)rep * (p.s1 - p.s0));
+    const int kv = p.head0 / rep;
+    scratch.resize((size_t)p.heads * (p.s1 - p.s0));
     float* m = partial.data() + i * stride;
     AttnPart a;
-    a.q = q + p.row * q_stride + (int64_t)p.head * rep * dk;
+    a.q = q + p.row * q_stride + (int64_t)p.head0 * dk;
     a.q_stride = dk;
-    a.rep = rep, a.dk = dk, a.dv = dv;
-    a.k = k + (int64_t)p.head * dk, a.k_stride = k_stride;
-    a.v = v + (int64_t)p.head * dv, a.v_stride = v_stride;
+    a.rep = p.heads, a.dk = dk, a.dv = dv;
+    a.k = k + (int64_t)kv * dk, a.k_stride = k_stride;
+    a.v = v + (int64_t)kv * dv, a.v_stride = v_stride;
     a.blocks = cache.table + seq[p.row] * cache.width;
     a.block_size = cache.block_size;
     a.s0 = p.s0, a.s1 = p.s1;
     a.scale = scale, a.softcap = softcap;
-    a.m = m, a.l = m + rep, a.acc = m + 2 * rep;
+    a.m = m, a.l = m + p.heads, a.acc = m + 2 * p.heads;
     a.scratch = scratch.data();
     t.attn_part(a);
   });
-  // Merge each (row, KV head)'s parts: rescale to the largest max, add, divide by the sum.
+  // Merge each stream's parts: rescale to the largest max, add, divide by the sum.
   for (int64_t sidx = 0; sidx < streams; ++sidx) {
-    const int64_t r = sidx / kv_heads;
-    const int h = (int)(sidx % kv_heads);
-    for (int j = 0; j < rep; ++j) {
+    const int64_t first = first_part[sidx], last = first_part[sidx + 1];
+    const Part& p0 = parts[first];
+    for (int j = 0; j < p0.heads; ++j) {
       float mx = -INFINITY;
-      for (int64_t i = first_part[sidx]; i < first_part[sidx + 1]; ++i) mx = std::max(mx, partial[i * stride + j]);
-      float* o = out + (r * heads + (int64_t)h * rep + j) * dv;
+      for (int64_t i = first; i < last; ++i) mx = std::max(mx, partial[i * stride + j]);
+      float* o = out + (p0.row * heads + p0.head0 + j) * dv;
       std::fill(o, o + dv, 0.0f);
       float l = 0.0f;
-      for (int64_t i = first_part[sidx]; i < first_part[sidx + 1]; ++i) {
+      for (int64_t i = first; i < last; ++i) {
         const float* base = partial.data() + i * stride;
         const float f = std::exp(base[j] - mx);
-        l += base[rep + j] * f;
-        const float* acc = base + 2 * rep + (int64_t)j * dv;
+        l += base[p0.heads + j] * f;
+        const float* acc = base + 2 * p0.heads + (int64_t)j * dv;
         for (int c = 0; c < dv; ++c) o[c] += acc[c] * f;
       }
       const float inv = 1.0f / l;

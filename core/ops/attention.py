@@ -13,16 +13,11 @@ import torch
 import torch.nn.functional as F
 
 from .. import cpu
-from ..runtime.context import current
+from ..runtime.context import PAGED_MAX_TOKENS, current
 from . import cpu_kernels
 from .base import Operator, adopt
 from .linear import fused_linears
 from .rope import Rope, inv_freq
-
-# Segments of at most this many new tokens attend through the CPU paged kernel (one pass over
-# the cache, no gather); longer ones (prefill chunks) through PyTorch's SDPA, whose GEMMs win
-# there. Fixed per segment length, so a decode row computes the same alone or batched.
-PAGED_MAX_TOKENS = 16
 
 
 def attend(

@@ -162,6 +162,11 @@ def linear(
     )
 
 
+def linear1(qmatrix, x: torch.Tensor, y: torch.Tensor, bias_ptr: int, exact: bool, threads: int) -> None:
+    """y [n, rows] = x [n, cols] @ W.T (+ bias) for one QMatrix: linear's decode hot path."""
+    _kernels.linear1(qmatrix, x.data_ptr(), x.shape[0], y.data_ptr(), bias_ptr, False, exact, threads)
+
+
 def gated_linear(gate, up, x: torch.Tensor, out: torch.Tensor, act: int, exact: bool, threads: int) -> None:
     """out [n, I] = act(x @ gate.T) * (x @ up.T) for QMatrix handles; x [n, cols] contiguous float32."""
     _kernels.gated_linear(gate, up, x.data_ptr(), x.shape[0], out.data_ptr(), act, exact, threads)

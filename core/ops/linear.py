@@ -111,6 +111,7 @@ class QuantLinear(Operator):
         self.out_features = getattr(orig, "out_features", None)
         self.weight = self.weight_t = self.bias = self.source = self.blocks = self.device_blocks = None
         self.qmatrix = None  # the kernels' handle on `blocks` (native CPU mode)
+        self.bias_ptr = 0
 
     def load(self) -> None:
         name = tied(f"{self.key}.weight", self.gguf.tensors)
@@ -135,18 +136,27 @@ class QuantLinear(Operator):
             self.weight = self.weight_t.T
         if self.has(f"{self.key}.bias"):
             self.bias = self.dequant(f"{self.key}.bias", self.dtype)
+        self.bias_ptr = self.bias.data_ptr() if self.qmatrix is not None and self.bias is not None else 0
 
     def unload(self) -> None:
         self.weight = self.weight_t = self.bias = self.source = self.blocks = self.device_blocks = None
-        self.qmatrix = None
+        self.qmatrix, self.bias_ptr = None, 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: [..., in] -> [..., out]
         if self.accelerated:
             return self._forward_device(x)
         if self.qmatrix is not None:
-            (y,) = fused_linears((self,), x.reshape(-1, x.shape[-1]))
-            return y.reshape(*x.shape[:-1], y.shape[-1])
+            flat = x.reshape(-1, x.shape[-1])
+            if flat.shape[1] != self.qmatrix.cols:
+                raise ValueError(
+                    f"input {tuple(x.shape)} does not fit weights of {self.qmatrix.cols} columns"
+                )
+            if flat.dtype != torch.float32 or not flat.is_contiguous():
+                flat = flat.float().contiguous()
+            y = torch.empty(flat.shape[0], self.rows)
+            cpu_kernels.linear1(self.qmatrix, flat, y, self.bias_ptr, self.exact_kernels, self.threads)
+            return y.view(*x.shape[:-1], self.rows)
         if self.weight_t is None:
             w = self.source.dequantize(torch.float32).to(self.device)
             return F.linear(x.to(w.dtype), w, self.bias)

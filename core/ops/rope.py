@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .. import _kernels
+
 
 def inv_freq(config, dim: int, layer_type: str | None = None) -> tuple[torch.Tensor, float]:
     params = config.rope_parameters
@@ -56,17 +58,30 @@ class Rope:
         """x rotated: in place by the CPU kernel where it fits (float32 on the CPU, unit last
         stride, int64 positions on the CPU), else a new tensor from the reference above."""
         if (
-            x.device.type == "cpu"
-            and x.dtype == torch.float32
+            x.dtype == torch.float32
+            and x.is_cpu
             and x.dim() == 3
             and x.stride(2) == 1
-            and positions.device.type == "cpu"
             and positions.dtype == torch.int64
+            and positions.is_cpu
             and positions.is_contiguous()
+            and positions.numel() == x.shape[0]
+            and x.shape[2] == 2 * self.freqs.numel()
         ):
-            from .cpu_kernels import rope_
-
-            rope_(x, positions, self.freqs, self.scale, self.interleaved)
+            t, heads, dim = x.shape
+            pos, freqs = positions.data_ptr(), self.freqs.data_ptr()
+            _kernels.rope(
+                x.data_ptr(),
+                t,
+                heads,
+                x.stride(0),
+                x.stride(1),
+                dim,
+                pos,
+                freqs,
+                self.scale,
+                self.interleaved,
+            )
             return x
         return self(x, positions)
 

@@ -16,6 +16,11 @@ import torch
 
 from .kv_cache import BlockPool, SequenceKV
 
+# Segments of at most this many new tokens attend through the CPU paged kernel (one pass over
+# the cache, no gather); longer ones (prefill chunks) through PyTorch's SDPA, whose GEMMs win
+# there. Fixed per segment length, so a decode row computes the same alone or batched.
+PAGED_MAX_TOKENS = 16
+
 
 @dataclass
 class Segment:

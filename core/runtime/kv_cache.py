@@ -55,6 +55,18 @@ class BlockPool:
         self.free_blocks = list(range(num_blocks - 1, -1, -1))
 
     @property
+    def host_float32(self) -> bool:
+        """Every layer's cache is float32 in host memory (the CPU paged kernels' form)."""
+        got = self.__dict__.get("_host_float32")
+        if got is None:
+            got = self.__dict__["_host_float32"] = all(
+                t.dtype == torch.float32 and t.device.type == "cpu"
+                for stores in self.layers.values()
+                for t in stores
+            )
+        return got
+
+    @property
     def capacity(self) -> int:
         return self.num_blocks * self.block_size
 

@@ -7,6 +7,10 @@ its operators' `forward` (or `add_to`) functions and the pattern that joins them
 is then a short loop over those functions. The same walk runs eagerly on the CPU and is what a
 graph captures on an accelerator.
 
+On the CPU, where a layer's operators hold GGUF-native weights, each half of the layer is
+one call into the kernels' decoder blocks (runtime/cpu_blocks.py): the same kernels in the
+same order, without the Python between them.
+
 A layer class not in LAYER_KINDS, or a layer whose parts are not ktx operators where the
 pattern needs them, is called as the module it is: slower, never wrong.
 """
@@ -15,12 +19,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..ops.base import Operator
 from ..ops.norm import RMSNorm
+from .context import PAGED_MAX_TOKENS, current
 
 PRE_NORM = "pre_norm"  # x += attn(norm1(x)); x += mlp(norm2(x))
 SANDWICH = "sandwich"  # x += norm2(attn(norm1(x))); x += norm4(mlp(norm3(x)))   (Gemma 3)
@@ -73,20 +79,46 @@ class LayerStep:
     mlp_norm: Callable
     mlp: Callable  # [T, hidden] -> [T, hidden]
     post_mlp_norm: RMSNorm | None
+    layer_idx: int = -1
+    attn_block: Any = None  # the CPU kernels' fused halves where they fit (cpu_blocks.Block)
+    mlp_block: Any = None
 
-    def __call__(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        # x: [T, hidden], updated in place (each residual add writes into it)
-        a = self.attn(self.attn_norm(x)[None])[0][0]
-        if self.post_attn_norm is None:
-            x.add_(a)
+    def __call__(self, x: torch.Tensor, positions: torch.Tensor, fused: int = 0) -> torch.Tensor:
+        # x: [T, hidden], updated in place (each residual add writes into it). fused: 1 when x is
+        # a contiguous float32 CPU tensor (the MLP block fits), 2 when also every segment of the
+        # step is short, with a float32 cache (the attention block fits)
+        if fused == 2 and self.attn_block is not None:
+            self._attn_block(x)
         else:
-            self.post_attn_norm.add_to(x, a)
+            a = self.attn(self.attn_norm(x)[None])[0][0]
+            if self.post_attn_norm is None:
+                x.add_(a)
+            else:
+                self.post_attn_norm.add_to(x, a)
+        if fused and self.mlp_block is not None:
+            self.mlp_block.kernel.forward(x.data_ptr(), x.shape[0])
+            return x
         m = self.mlp(self.mlp_norm(x))
         if self.post_mlp_norm is None:
             x.add_(m)
         else:
             self.post_mlp_norm.add_to(x, m)
         return x
+
+    def _attn_block(self, x: torch.Tensor) -> None:
+        ctx = current()
+        seq, table, pos = ctx.cpu_rows
+        k_store, v_store = ctx.pool.layers[self.layer_idx]
+        cache = (table.data_ptr(), table.shape[1], ctx.pool.block_size)
+        self.attn_block.kernel.forward(
+            x.data_ptr(),
+            x.shape[0],
+            k_store.data_ptr(),
+            v_store.data_ptr(),
+            *cache,
+            seq.data_ptr(),
+            pos.data_ptr(),
+        )
 
 
 @dataclass
@@ -95,12 +127,12 @@ class ModuleStep:
 
     layer: nn.Module
 
-    def __call__(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, positions: torch.Tensor, fused: int = 0) -> torch.Tensor:
         out = self.layer(x[None], attention_mask=None, position_ids=positions[None], position_embeddings=None)
         return (out[0] if isinstance(out, tuple) else out)[0]
 
 
-def layer_step(layer: nn.Module) -> LayerStep | ModuleStep:
+def layer_step(layer: nn.Module, fused: bool = True) -> LayerStep | ModuleStep:
     kind = LAYER_KINDS.get(type(layer).__name__)
     if kind is None or _hooked(layer):
         return ModuleStep(layer)
@@ -112,9 +144,15 @@ def layer_step(layer: nn.Module) -> LayerStep | ModuleStep:
         n is not None and (not isinstance(n, RMSNorm) or _hooked(n)) for n in (norm2, norm4)
     ):
         return ModuleStep(layer)
+    step = LayerStep(direct(norm1), direct(attn), norm2, direct(norm3), direct(mlp), norm4, attn.layer_idx)
     if not isinstance(mlp, Operator):  # transformers' own MoE blocks want [batch, seq, hidden]
-        mlp = _batched(mlp)
-    return LayerStep(direct(norm1), direct(attn), norm2, direct(norm3), direct(mlp), norm4)
+        step.mlp = _batched(mlp)
+    if fused:
+        from . import cpu_blocks  # imports the operators, which import this package
+
+        step.attn_block = cpu_blocks.attn_block(norm1, attn, norm2)
+        step.mlp_block = cpu_blocks.mlp_block(norm3, mlp, norm4)
+    return step
 
 
 def _batched(module: nn.Module) -> Callable:
@@ -124,10 +162,12 @@ def _batched(module: nn.Module) -> Callable:
 class StepPlan:
     """embeddings -> layers -> final norm -> LM head, for one model."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, fused: bool = True):
+        """fused: use the CPU decoder blocks where they fit (False: every operator is called,
+        as `ktx bench e2e --breakdown` times them)."""
         inner, config = model.model, model.config
         self.embed = direct(inner.embed_tokens)
-        self.layers = [layer_step(layer) for layer in inner.layers[: config.num_hidden_layers]]
+        self.layers = [layer_step(layer, fused) for layer in inner.layers[: config.num_hidden_layers]]
         self.norm = direct(inner.norm)
         self.lm_head = direct(model.lm_head)
         self.softcap = getattr(config, "final_logit_softcapping", None)
@@ -145,8 +185,12 @@ class StepPlan:
     ) -> torch.Tensor:
         """input_ids, positions: [T] -> logits [len(keep) or T, vocab]."""
         x = self.embed(input_ids[None])[0]  # [T, hidden]
+        ctx = current()
+        fused = int(x.is_cpu and x.dtype == torch.float32 and x.is_contiguous())
+        if fused and ctx is not None and all(s.length <= PAGED_MAX_TOKENS for s in ctx.segments):
+            fused += ctx.pool.host_float32
         for step in self.layers:
-            x = step(x, positions)
+            x = step(x, positions, fused)
         if keep is not None:  # the norm is per row: only the kept rows need it
             x = x[keep.to(x.device)]
         logits = self.lm_head(self.norm(x))

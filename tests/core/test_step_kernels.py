@@ -148,8 +148,8 @@ def test_paged_attention_matches_attend(step_isa, heads, kv_heads, window, softc
 def test_paged_attention_reads_values_from_the_key_rows(step_isa):
     # MLA: one store of (latent c, rotated k_pe) rows; the values are each row's first `rank`
     g = torch.Generator().manual_seed(3)
-    rank, rope, heads, n = 48, 16, 4, 90
-    store, table = _paged([n], 16, 8, rank + rope, g)
+    rank, rope, heads, n = 48, 16, 6, 300  # 6 heads: groups of 4 and 2; 3 parts of keys
+    store, table = _paged([n], 16, 32, rank + rope, g)
     rows = torch.randn(n, rank + rope, generator=g)
     ck.kv_write(store, rows, torch.zeros(n, dtype=torch.int32), table, torch.arange(n))
     q = torch.randn(1, heads, rank + rope, generator=g)

@@ -1,0 +1,78 @@
+// A decoder layer's two halves as single calls for CPU decode steps: the attention block
+// (norm, q/k/v, q/k norms, RoPE, cache write, paged attention, output projection, residual)
+// and the gated-MLP block (norm, gate/up with the activation, down, residual). The step plan
+// (core/runtime/plan.py) builds them once from the layer's loaded operators, so a decode
+// step costs two calls per layer instead of a dozen Python-level ones; each piece is the
+// same kernel the operators call one by one, in the same order, so the results are equal.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "qmatmul.h"
+#include "step.h"
+
+namespace ktx {
+
+struct Norm {
+  const float* w = nullptr;  // null: no norm here
+  float eps = 0.0f;
+};
+
+struct AttnBlockSpec {
+  int64_t hidden = 0;
+  Norm norm;       // before the block
+  Norm post_norm;  // on its output before the residual add (Gemma 3); else added as is
+  QMatrix q{}, k{}, v{}, o{};
+  const float *q_bias = nullptr, *k_bias = nullptr, *v_bias = nullptr, *o_bias = nullptr;
+  Norm q_norm, k_norm;  // per head (Qwen 3, Gemma 3)
+  int heads = 0, kv_heads = 0, head_dim = 0;
+  const float* rope_freqs = nullptr;  // head_dim / 2
+  float rope_scale = 1.0f;
+  bool rope_interleaved = false;
+  float scale = 1.0f;
+  int64_t window = 0;  // sliding window (0: none)
+  float softcap = 0.0f;
+  bool exact = false;
+  int threads = 1;
+};
+
+struct MlpBlockSpec {
+  int64_t hidden = 0, inter = 0;
+  Norm norm, post_norm;
+  QMatrix gate{}, up{}, down{};
+  int act = 0;  // step.h's act_mul codes
+  bool exact = false;
+  int threads = 1;
+};
+
+// Time spent in the blocks by kind of work, for `ktx bench e2e --breakdown` (the blocks run
+// several kernel families in one call). Nanoseconds since the last reset.
+enum BlockClock { kClockNorm, kClockRope, kClockLinear, kClockAttention, kClockCount };
+std::vector<int64_t> block_clock();
+void reset_block_clock();
+
+class AttnBlock {
+ public:
+  explicit AttnBlock(const AttnBlockSpec& s);
+  // x [n][hidden] += the block's output, for n new tokens (token t of sequence seq[t] at
+  // position pos[t]); their K/V are written to k_store / v_store ([blocks][block_size][kv_heads
+  // * head_dim] floats) first.
+  void forward(float* x, int64_t n, float* k_store, float* v_store, const PagedCache& cache, const int32_t* seq,
+               const int64_t* pos);
+
+ private:
+  AttnBlockSpec s_;
+  std::vector<float> h_, q_, k_, v_, o_, y_;
+};
+
+class MlpBlock {
+ public:
+  explicit MlpBlock(const MlpBlockSpec& s);
+  void forward(float* x, int64_t n);  // x [n][hidden] += the block's output
+
+ private:
+  MlpBlockSpec s_;
+  std::vector<float> h_, g_, y_;
+};
+
+}  // namespace ktx

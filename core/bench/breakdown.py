@@ -6,6 +6,9 @@ it), so every microsecond lands in one family: the attention operator's own work
 writes, softmax, the paged kernel) counts as `attention`, its projections as `dense linear`,
 its q/k norms and RoPE as `norms/rope`. The LM head counts whole, as `lm head`.
 
+The CPU decoder blocks (runtime/cpu_blocks.py) run several families in one call; they keep
+their own clocks by kind of work, which are added to the families here.
+
 `rest` is what no family accounts for (the step's Python, framework dispatch, residual adds,
 the sampler): the unprofiled step time minus the families' sum. A timer costs a caller about a
 microsecond; that cost, measured at the start (`calibrate`), is taken off the caller's family
@@ -21,6 +24,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+# the decoder blocks' clocks (core/kernels/blocks.h BlockClock) as families
+BLOCK_CLOCKS = ("norms/rope", "norms/rope", "dense linear", "attention")
 FAMILIES = ("attention", "dense linear", "moe experts", "moe routing", "lm head", "norms/rope", "embedding")
 
 
@@ -130,8 +135,11 @@ def profiled(model) -> Iterator[StepBreakdown]:
     """Times the model's steps by family while inside (the plan is rebuilt on the way in and
     out, since it holds the operators' functions)."""
 
+    from .. import _kernels
+
     bd = StepBreakdown()
     bd.calibrate()
+    _kernels.reset_block_clock()
     saved = []
     for owner, name, family in _targets():
         if name in vars(owner):  # a class's own method, not one it inherits
@@ -143,6 +151,8 @@ def profiled(model) -> Iterator[StepBreakdown]:
     model.__dict__.pop("_ktx_step_plan", None)
     try:
         yield bd
+        for family, ns in zip(BLOCK_CLOCKS, _kernels.block_clock(), strict=True):
+            bd.seconds[family] += ns * 1e-9
     finally:
         for owner, name, original in reversed(saved):
             setattr(owner, name, original)

@@ -553,6 +553,17 @@ struct RowSums {
       acc1[t] = fma_groups(q[3], xq + 192, c, l3, acc1[t]);
     }
   }
+  // Half a run: 128 values (two products), their 8 group scales and offsets in lanes 0-7.
+  void add_half(const FusedRows<N>& x, int64_t at, __m512 a, __m512 b, __m512i q0, __m512i q1) {
+    const __m512i l0 = lane_groups(0), l1 = lane_groups(1);
+    for (int t = 0; t < N; ++t) {
+      const int8_t* xq = x.q[t] + at;
+      const __m512 c = _mm512_mul_ps(a, _mm512_maskz_loadu_ps(0xFF, x.d[t] + at / 16));
+      off[t] = _mm512_fmadd_ps(b, _mm512_maskz_loadu_ps(0xFF, x.s[t] + at / 16), off[t]);
+      acc0[t] = fma_groups(q0, xq, c, l0, acc0[t]);
+      acc1[t] = fma_groups(q1, xq + 64, c, l1, acc1[t]);
+    }
+  }
   void finish(float* out) const {
     for (int t = 0; t < N; ++t) out[t] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc0[t], acc1[t]), off[t]));
   }
@@ -639,34 +650,46 @@ static inline __m512 block_scales(const uint8_t* p, int stride) {
 
 static inline __m512i join(__m256i lo, __m256i hi) { return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1); }
 
-// The 32-value block types, in runs of 8 blocks (256 values) and then pairs. `unsigned_bytes
-// (block)` gives the block's 32 values as unsigned bytes u with w = d * (u - kZero).
-template <int kBytes, int kZero, int N, typename Bytes>
-static inline void fused_blocks32(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* out,
-                                  Bytes unsigned_bytes) {
+// Four f16 scales `stride` bytes apart -> floats, each doubled (groups 0-7), lanes 8-15 zero.
+static inline __m512 block_scales4(const uint8_t* p, int stride) {
+  __m128i h = _mm_cvtsi32_si128(load_u16(p));
+  h = _mm_insert_epi16(h, load_u16(p + stride), 1);
+  h = _mm_insert_epi16(h, load_u16(p + 2 * stride), 2);
+  h = _mm_insert_epi16(h, load_u16(p + 3 * stride), 3);
+  const __m512 v = _mm512_castps128_ps512(_mm_cvtph_ps(h));
+  return _mm512_maskz_permutexvar_ps(0xFF, _mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0, 3, 3, 2, 2, 1, 1, 0, 0), v);
+}
+
+// The 32-value block types: runs of 8 blocks (256 values), then a run of 4, then pairs.
+// `pair(w)` gives two consecutive blocks' 64 values as unsigned bytes u with w = d * (u -
+// kZero); `one(w)` a lone block's 32.
+template <int kBytes, int kZero, int N, typename Pair, typename One>
+static inline void fused_blocks32(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* out, Pair pair,
+                                  One one) {
   const __m512i l0 = lane_groups(0);  // the tail pairs: groups 0-3 of a product
   const __m512 zero = _mm512_set1_ps(-(float)kZero);
   RowSums<N> sums;
   int64_t i = 0;
   for (; i + 8 <= nb; i += 8, w += 8 * kBytes) {
     const __m512 a = block_scales(w, kBytes), b = _mm512_mul_ps(a, zero);
-    const __m512i q0 = join(unsigned_bytes(w), unsigned_bytes(w + kBytes));
-    const __m512i q1 = join(unsigned_bytes(w + 2 * kBytes), unsigned_bytes(w + 3 * kBytes));
-    const __m512i q2 = join(unsigned_bytes(w + 4 * kBytes), unsigned_bytes(w + 5 * kBytes));
-    const __m512i q3 = join(unsigned_bytes(w + 6 * kBytes), unsigned_bytes(w + 7 * kBytes));
-    const __m512i q[4] = {q0, q1, q2, q3};
+    const __m512i q[4] = {pair(w), pair(w + 2 * kBytes), pair(w + 4 * kBytes), pair(w + 6 * kBytes)};
     sums.add_run(x, i * 32, a, b, q);
   }
+  if (i + 4 <= nb) {  // rows of 640 or 1408 values end here, not in two pairs
+    const __m512 a = block_scales4(w, kBytes), b = _mm512_mul_ps(a, zero);
+    sums.add_half(x, i * 32, a, b, pair(w), pair(w + 2 * kBytes));
+    i += 4, w += 4 * kBytes;
+  }
   for (; i < nb; i += 2, w += 2 * kBytes) {
-    const bool pair = i + 1 < nb;  // else one block: the upper half stays zero
-    const float d0 = half(w), d1 = pair ? half(w + kBytes) : 0.0f;
+    const bool two = i + 1 < nb;  // else one block: the upper half stays zero
+    const float d0 = half(w), d1 = two ? half(w + kBytes) : 0.0f;
     const __m512 a = _mm512_castps128_ps512(_mm_setr_ps(d0, d0, d1, d1)), b = _mm512_mul_ps(a, zero);
-    const __mmask16 m = pair ? 0xF : 0x3;
-    const __m512i q = join(unsigned_bytes(w), pair ? unsigned_bytes(w + kBytes) : _mm256_setzero_si256());
+    const __mmask16 m = two ? 0xF : 0x3;
+    const __m512i q = two ? pair(w) : _mm512_zextsi256_si512(one(w));
     for (int t = 0; t < N; ++t) {
       const __m512 c = _mm512_mul_ps(a, _mm512_maskz_loadu_ps(m, x.d[t] + i * 2));
       sums.off[t] = _mm512_fmadd_ps(b, _mm512_maskz_loadu_ps(m, x.s[t] + i * 2), sums.off[t]);
-      const __m512i xv = _mm512_maskz_loadu_epi8(pair ? ~0ULL : 0xFFFFFFFFULL, x.q[t] + i * 32);
+      const __m512i xv = _mm512_maskz_loadu_epi8(two ? ~0ULL : 0xFFFFFFFFULL, x.q[t] + i * 32);
       const __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, xv);
       sums.acc0[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_permutexvar_ps(l0, c), sums.acc0[t]);
     }
@@ -674,26 +697,40 @@ static inline void fused_blocks32(const uint8_t* w, int64_t nb, const FusedRows<
   sums.finish(out);
 }
 
+// Two blocks of 16 nibble bytes at qs0 and qs1 -> 64 values: each block's low nibbles, then
+// its high ones (one broadcast per block, one variable shift for all four quarters).
+static inline __m512i nibbles64(const uint8_t* qs0, const uint8_t* qs1) {
+  const __m512i v = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_broadcastsi128_si256(load128(qs0))),
+                                       _mm256_broadcastsi128_si256(load128(qs1)), 1);
+  const __m512i shift = _mm512_set_epi64(4, 4, 0, 0, 4, 4, 0, 0);
+  return _mm512_and_si512(_mm512_srlv_epi64(v, shift), _mm512_set1_epi8(0x0F));
+}
+
 // Q8_0: signed values; q ^ 0x80 = q + 128 as unsigned.
 template <int N>
 static void fused_q8_0_n(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* out) {
-  fused_blocks32<34, 128>(w, nb, x, out, [](const uint8_t* b) {
-    return _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 2)), _mm256_set1_epi8((char)0x80));
-  });
+  auto one = [](const uint8_t* b) { return _mm256_xor_si256(load256(b + 2), _mm256_set1_epi8((char)0x80)); };
+  fused_blocks32<34, 128>(w, nb, x, out, [&](const uint8_t* b) { return join(one(b), one(b + 34)); }, one);
 }
 
-// Q5_0: 4 low bits from nibbles, the fifth from qh; w = d * (q - 16).
+// Q5_0: 4 low bits from nibbles, the fifth from qh (bit j for value j); w = d * (q - 16).
 template <int N>
 static void fused_q5_0_n(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* out) {
-  fused_blocks32<22, 16>(w, nb, x, out, [](const uint8_t* b) {
+  auto one = [](const uint8_t* b) {
     return _mm256_or_si256(nibbles32(b + 6), _mm256_maskz_mov_epi8(load_u32(b + 2), _mm256_set1_epi8(0x10)));
-  });
+  };
+  auto pair = [](const uint8_t* b) {
+    const __mmask64 high = (__mmask64)load_u32(b + 2) | (__mmask64)load_u32(b + 24) << 32;
+    return _mm512_or_si512(nibbles64(b + 6, b + 28), _mm512_maskz_mov_epi8(high, _mm512_set1_epi8(0x10)));
+  };
+  fused_blocks32<22, 16>(w, nb, x, out, pair, one);
 }
 
 // Q4_0: w = d * (q - 8).
 template <int N>
 static void fused_q4_0_n(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* out) {
-  fused_blocks32<18, 8>(w, nb, x, out, [](const uint8_t* b) { return nibbles32(b + 2); });
+  fused_blocks32<18, 8>(w, nb, x, out, [](const uint8_t* b) { return nibbles64(b + 2, b + 20); },
+                        [](const uint8_t* b) { return nibbles32(b + 2); });
 }
 
 // IQ4_XS: the code book shifted by 128 is unsigned; w = dl * (u - 128) per sub-block of 32.

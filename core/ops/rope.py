@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .. import _kernels
+from . import cpu_kernels
 
 
 def inv_freq(config, dim: int, layer_type: str | None = None) -> tuple[torch.Tensor, float]:
@@ -65,23 +65,8 @@ class Rope:
             and positions.dtype == torch.int64
             and positions.is_cpu
             and positions.is_contiguous()
-            and positions.numel() == x.shape[0]
-            and x.shape[2] == 2 * self.freqs.numel()
         ):
-            t, heads, dim = x.shape
-            pos, freqs = positions.data_ptr(), self.freqs.data_ptr()
-            _kernels.rope(
-                x.data_ptr(),
-                t,
-                heads,
-                x.stride(0),
-                x.stride(1),
-                dim,
-                pos,
-                freqs,
-                self.scale,
-                self.interleaved,
-            )
+            cpu_kernels.rope_(x, positions, self.freqs, self.scale, self.interleaved)
             return x
         return self(x, positions)
 

@@ -63,15 +63,20 @@ constexpr int kFusedRows = 4;
 constexpr int kFusedMaxRows = 7;  // two passes (4 + 3) still beat decoding to a buffer
 constexpr int kPanelMinRows = 8;
 constexpr int kAmxMinRows = 16;
+// How far ahead of the weight row being decoded to prefetch (at least two rows).
+constexpr int64_t kPrefetchBytes = 64 << 10;
 
 using QuantActFn = void (*)(const float* x, int64_t cols, int8_t* q, float* d, float* s);
 using DecodeI8Fn = void (*)(const uint8_t* src, int64_t n_blocks, int8_t* q, float* a, float* b);
 using DotTileI8Fn = void (*)(const DecodedI8& w, const ActI8& x, const TileOut& o);
 using DotTileF32Fn = void (*)(const DecodedF32& w, const float* x, const TileOut& o);
-// out[t] = <one row of GGUF blocks, int8 activation row t> for t < n (n <= 4, qdot_impl.h's
-// kFusedRows), decoding the weights once, in registers.
-using FusedDotFn = void (*)(const uint8_t* w, int64_t n_blocks, const int8_t* const* xq, const float* const* xd,
-                            const float* const* xs, int n, float* out);
+// out[r * n + t] = <weight row r, int8 activation row t> for r < rows, t < n (n <= 4,
+// kFusedRows): weight rows of GGUF blocks `row_bytes` apart, each decoded once, in registers.
+// The rows loop inside the kernel (a call per row cost as much as a short row's products);
+// rows ahead are prefetched, up to `end`.
+using FusedDotFn = void (*)(const uint8_t* w, int64_t row_bytes, int rows, int64_t n_blocks,
+                            const int8_t* const* xq, const float* const* xd, const float* const* xs, int n,
+                            float* out, const uint8_t* end);
 // The same for float32 activation rows (n_blocks blocks of the type; BF16 blocks are 1 value).
 using FusedDotF32Fn = void (*)(const uint8_t* w, int64_t n_blocks, const float* const* x, int n, float* out);
 

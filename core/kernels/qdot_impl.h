@@ -497,15 +497,23 @@ struct FusedRows {
   const float* s[N];
 };
 
-// Runs kernel<N> for n = 1..kFusedRows rows given as pointer arrays.
+// Runs kernel<N> over `rows` weight rows for n = 1..kFusedRows activation rows given as
+// pointer arrays (FusedDotFn). Asks for the row 64 KiB ahead into L2 (prefetcht2: not L1,
+// whose few fill buffers the loads need), never past `end` (another expert's rows).
 template <template <int> class K>
-static void fused_rows(const uint8_t* w, int64_t nb, const int8_t* const* q, const float* const* d,
-                       const float* const* s, int n, float* out) {
+static void fused_rows(const uint8_t* w, int64_t rb, int rows, int64_t nb, const int8_t* const* q,
+                       const float* const* d, const float* const* s, int n, float* out, const uint8_t* end) {
+  const int64_t ahead = rb * 2 > kPrefetchBytes ? rb * 2 : kPrefetchBytes;
   auto run = [&](auto tag) {
     constexpr int N = decltype(tag)::value;
-    FusedRows<N> rows;
-    for (int t = 0; t < N; ++t) rows.q[t] = q[t], rows.d[t] = d[t], rows.s[t] = s[t];
-    K<N>::run(w, nb, rows, out);
+    FusedRows<N> x;
+    for (int t = 0; t < N; ++t) x.q[t] = q[t], x.d[t] = d[t], x.s[t] = s[t];
+    for (int r = 0; r < rows; ++r) {
+      const uint8_t* row = w + r * rb;
+      if (row + ahead + rb <= end)
+        for (int64_t off = 0; off < rb; off += 64) __builtin_prefetch(row + ahead + off, 0, 1);
+      K<N>::run(row, nb, x, out + r * N);
+    }
   };
   switch (n) {
     case 1: return run(std::integral_constant<int, 1>());

@@ -35,11 +35,6 @@ bool wants_kq(const KernelTable& t, int type, bool exact) {
   return uses_int8(t, type, exact) && t.fused[type] && t.fused_kq_order[type];
 }
 
-namespace {
-// How far ahead of the row being decoded to prefetch (at least two rows).
-constexpr int64_t kPrefetchBytes = 64 << 10;
-}  // namespace
-
 void Activations::prepare(const KernelTable& t, const float* x, int64_t n, int64_t c, bool int8, bool kq_order,
                           ThreadPool& pool) {
   cols = c;
@@ -81,7 +76,7 @@ namespace {
 
 struct Scratch {
   std::vector<int8_t> q;
-  std::vector<float> a, b, f;
+  std::vector<float> a, b, f, v;
 };
 
 // Asks for a weight row 64 KiB ahead of the one being decoded, into L2 (not L1, whose few
@@ -127,20 +122,25 @@ void tile_product(const KernelTable& t, const QMatrix& m, int64_t r0, int nr, co
     const ActI8 a = fused_i8 && t.fused_kq_order[m.type] ? x.int8_kq() : x.int8();
     const int8_t* q[kFusedRows];
     const float *d[kFusedRows], *sc[kFusedRows], *f[kFusedRows];
-    float v[kFusedRows];
-    for (int r = 0; r < nr; ++r) {
-      prefetch_ahead(r);
-      for (int i0 = 0; i0 < o.n; i0 += kFusedRows) {
-        const int n = o.n - i0 < kFusedRows ? o.n - i0 : kFusedRows;
-        for (int k = 0; k < n; ++k) {
-          const int64_t row = o.x_row(i0 + k);
-          if (fused_i8) q[k] = a.q + row * m.cols, d[k] = a.d + row * ng, sc[k] = a.s + row * ng;
-          else f[k] = x.f + row * m.cols;
-        }
-        if (fused_i8) t.fused[m.type](src + r * rb, nb, q, d, sc, n, v);
-        else t.fused_f32[m.type](src + r * rb, nb, f, n, v);
-        for (int k = 0; k < n; ++k) o.put(i0 + k, r, v[k]);
+    if ((int64_t)s.v.size() < (int64_t)nr * kFusedRows) s.v.resize((size_t)nr * kFusedRows);
+    for (int i0 = 0; i0 < o.n; i0 += kFusedRows) {
+      const int n = o.n - i0 < kFusedRows ? o.n - i0 : kFusedRows;
+      for (int k = 0; k < n; ++k) {
+        const int64_t row = o.x_row(i0 + k);
+        if (fused_i8) q[k] = a.q + row * m.cols, d[k] = a.d + row * ng, sc[k] = a.s + row * ng;
+        else f[k] = x.f + row * m.cols;
       }
+      float* v = s.v.data();  // [nr][n]
+      if (fused_i8) {
+        t.fused[m.type](src, rb, nr, nb, q, d, sc, n, v, end);
+      } else {
+        for (int r = 0; r < nr; ++r) {
+          prefetch_ahead(r);
+          t.fused_f32[m.type](src + r * rb, nb, f, n, v + r * n);
+        }
+      }
+      for (int r = 0; r < nr; ++r)
+        for (int k = 0; k < n; ++k) o.put(i0 + k, r, v[r * n + k]);
     }
     return;
   }

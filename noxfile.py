@@ -61,3 +61,5 @@ def bench(session: nox.Session) -> None:
     session.run("python", "bench/gguf_open.py", *session.posargs)
     session.run("python", "bench/quants.py", *session.posargs)
     session.run("python", "bench/generate.py", *session.posargs)
+    # builds llama-cpp-python from source in ~/.cache/ktx/llama-venv on first use (~12 min on 2 cores)
+    session.run("python", "bench/vs_llamacpp.py", "--v2-lite")

@@ -3,7 +3,7 @@
 `weights` (a rule kwarg) picks how the weights are held:
 - `auto` (default): on the CPU the GGUF blocks stay where they are (a view of the mmap, no
   copy) and every product runs on the C++ kernels over the native blocks
-  (ktx.core._kernels.qmatmul): activations are quantized to int8 per 16 values for the types
+  (core/kernels/qmatmul.h): activations are quantized to int8 per 16 values for the types
   with an int8 form, as llama.cpp does; KTX_EXACT=1 (or `exact: true`) keeps them float32.
   Prefill chunks take the same kernels (AVX-512: 16 tokens per register), which measured ~15%
   faster than dequantizing for PyTorch's float32 GEMM on the demo. On other devices, as
@@ -19,13 +19,12 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .. import _kernels, cpu
 from ..cpu_moe import exact_default
-from ..gguf import BLOCK_SIZES, GGMLType
+from ..gguf import GGMLType
 from ..models.names import tied
 from . import cpu_kernels
 from .base import Operator
@@ -34,30 +33,6 @@ from .base import Operator
 # the kernels' pool needs the cores, and PyTorch has little to do.
 GEMV_MAX_TOKENS = 16
 MODES = ("auto", "dequant", "gguf")
-
-
-def native_matmul(
-    data: np.ndarray, ggml_type: int, rows: int, x: torch.Tensor, threads: int, exact: bool
-) -> torch.Tensor:
-    """x [n, cols] -> x @ W.T [n, rows] float32 for W given as GGUF blocks (`data`, uint8)."""
-    block, type_size = BLOCK_SIZES[GGMLType(ggml_type)]
-    if x.dim() != 2 or x.shape[1] % block or data.nbytes != rows * (x.shape[1] // block) * type_size:
-        # the kernel trusts the shapes: a mismatch would read past the weights
-        raise ValueError(f"input {tuple(x.shape)} does not fit {rows} rows of {data.nbytes // rows} bytes")
-    x = x.float().contiguous()
-    y = torch.empty(x.shape[0], rows, dtype=torch.float32)
-    _kernels.qmatmul(
-        int(ggml_type),
-        data.ctypes.data,
-        rows,
-        x.shape[1],
-        x.data_ptr(),
-        x.shape[0],
-        y.data_ptr(),
-        exact,
-        threads,
-    )
-    return y
 
 
 def fused_linears(linears, x: torch.Tensor, check: bool = True) -> list[torch.Tensor] | None:

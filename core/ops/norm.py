@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 
-from .. import _kernels
 from . import cpu_kernels
 from .base import Operator
 
@@ -33,27 +32,9 @@ class RMSNorm(Operator):
         self.weight = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.weight
-        if _kernel_fits(x) and w.device.type == "cpu":
-            cols = x.shape[-1]
-            if cols != w.numel():
-                raise ValueError(
-                    f"{self.key}: input {tuple(x.shape)} does not fit a weight of {w.numel()} values"
-                )
-            out = torch.empty_like(x)
-            _kernels.rms_norm(
-                x.data_ptr(),
-                x.numel() // cols,
-                cols,
-                cols,
-                w.data_ptr(),
-                self.eps,
-                out.data_ptr(),
-                cols,
-                False,
-            )
-            return out
-        return rms_norm(x, w, self.eps)
+        if _kernel_fits(x) and self.weight.device.type == "cpu":
+            return cpu_kernels.rms_norm(x, self.weight, self.eps)
+        return rms_norm(x, self.weight, self.eps)
 
     def add_to(self, residual: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """residual += norm(x), in place (Gemma's norm after attention and after the MLP)."""

@@ -35,12 +35,12 @@ GEMV_MAX_TOKENS = 16
 MODES = ("auto", "dequant", "gguf")
 
 
-def fused_linears(linears, x: torch.Tensor, check: bool = True) -> list[torch.Tensor] | None:
+def fused_linears(linears, x: torch.Tensor) -> list[torch.Tensor] | None:
     """x [n, cols] -> [x @ W_i.T + b_i] float32 for QuantLinears held natively on the CPU (one
     width, one `exact` setting): x is quantized once and all products run as one job. None if
     any of them is held otherwise (the caller runs them one by one)."""
     first = linears[0]
-    if check and any(
+    if any(
         lin.qmatrix is None
         or lin.exact_kernels != first.exact_kernels
         or lin.qmatrix.cols != first.qmatrix.cols

@@ -246,6 +246,42 @@ PYBIND11_MODULE(_kernels, m) {
           },
           py::arg("x"), py::arg("n"), py::arg("k_store"), py::arg("v_store"), py::arg("table"), py::arg("width"),
           py::arg("block_size"), py::arg("seq"), py::arg("pos"));
+  py::class_<MlaBlock>(m, "MlaBlock", "A layer's multi-head latent attention half as one call (see blocks.h).")
+      .def(py::init([fptr](int64_t hidden, uintptr_t norm, float norm_eps, const QMatrix& q, const QMatrix* q_a,
+                           uintptr_t q_a_norm, float q_a_eps, const QMatrix& kv_a, uintptr_t kv_norm, float kv_eps,
+                           const QMatrix& k_b, int64_t k_b_stride, const QMatrix& v_b, int64_t v_b_stride,
+                           const QMatrix& o, int heads, int nope, int rope_dim, int rank, int v_dim,
+                           uintptr_t rope_freqs, float rope_scale, float scale, bool exact, int threads) {
+             MlaBlockSpec s;
+             s.hidden = hidden;
+             s.norm = {fptr(norm), norm_eps};
+             s.q = q;
+             if (q_a) s.q_a = *q_a;
+             s.q_a_norm = {fptr(q_a_norm), q_a_eps};
+             s.kv_a = kv_a;
+             s.kv_norm = {fptr(kv_norm), kv_eps};
+             s.k_b = k_b, s.k_b_stride = k_b_stride, s.v_b = v_b, s.v_b_stride = v_b_stride, s.o = o;
+             s.heads = heads, s.nope = nope, s.rope_dim = rope_dim, s.rank = rank, s.v_dim = v_dim;
+             s.rope_freqs = fptr(rope_freqs), s.rope_scale = rope_scale, s.scale = scale;
+             s.exact = exact, s.threads = threads;
+             return new MlaBlock(s);
+           }),
+           py::arg("hidden"), py::arg("norm"), py::arg("norm_eps"), py::arg("q"), py::arg("q_a"), py::arg("q_a_norm"),
+           py::arg("q_a_eps"), py::arg("kv_a"), py::arg("kv_norm"), py::arg("kv_eps"), py::arg("k_b"),
+           py::arg("k_b_stride"), py::arg("v_b"), py::arg("v_b_stride"), py::arg("o"), py::arg("heads"),
+           py::arg("nope"), py::arg("rope_dim"), py::arg("rank"), py::arg("v_dim"), py::arg("rope_freqs"),
+           py::arg("rope_scale"), py::arg("scale"), py::arg("exact"), py::arg("threads"))
+      .def(
+          "forward",
+          [](MlaBlock& b, uintptr_t x, int64_t n, uintptr_t store, uintptr_t table, int64_t width, int block_size,
+             uintptr_t seq, uintptr_t pos) {
+            py::gil_scoped_release release;
+            b.forward(reinterpret_cast<float*>(x), n, reinterpret_cast<float*>(store),
+                      {reinterpret_cast<const int32_t*>(table), width, block_size},
+                      reinterpret_cast<const int32_t*>(seq), reinterpret_cast<const int64_t*>(pos));
+          },
+          py::arg("x"), py::arg("n"), py::arg("store"), py::arg("table"), py::arg("width"), py::arg("block_size"),
+          py::arg("seq"), py::arg("pos"));
   m.def("block_clock", &block_clock, "ns in the decoder blocks by kind: norms, rope (+q/k norms), linear, attention.");
   m.def("reset_block_clock", &reset_block_clock);
   py::class_<MlpBlock>(m, "MlpBlock", "A layer's gated-MLP half as one call (see blocks.h).")

@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 
@@ -112,6 +113,91 @@ void AttnBlock::forward(float* x, int64_t n, float* k_store, float* v_store, con
     linear_many(&out, 1, o_.data(), n, s.exact, s.threads);
   }
   add_into(x, y_.data(), n, s.hidden, s.post_norm);
+}
+
+MlaBlock::MlaBlock(const MlaBlockSpec& s) : s_(s) {
+  need(s.heads > 0 && s.nope > 0 && s.rank > 0 && s.v_dim > 0, "MLA needs heads, nope, rank and v_dim");
+  need(s.rope_dim > 0 && s.rope_dim % 2 == 0 && s.rope_freqs, "rope_dim must be even, with RoPE frequencies");
+  need(s.kv_norm.w != nullptr, "MLA needs the latent's norm");
+  const bool lora = s.q_a.rows > 0;
+  for (const QMatrix* m : {&s.q, &s.kv_a, &s.k_b, &s.v_b, &s.o}) check_matrix(*m, "decoder block");
+  if (lora) {
+    check_matrix(s.q_a, "decoder block");
+    need(s.q_a.cols == s.hidden && s.q.cols == s.q_a.rows && s.q_a_norm.w, "q_a must read hidden values, q_b its");
+  } else {
+    need(s.q.cols == s.hidden, "q must read hidden values");
+  }
+  need(s.q.rows == (int64_t)s.heads * (s.nope + s.rope_dim), "q must give heads * (nope + rope_dim) values");
+  need(s.kv_a.cols == s.hidden && s.kv_a.rows == s.rank + s.rope_dim, "kv_a must give rank + rope_dim values");
+  need(s.k_b.rows == s.rank && s.k_b.cols == s.nope && s.k_b_stride >= s.k_b.rows, "k_b heads must be [rank][nope]");
+  need(s.v_b.rows == s.v_dim && s.v_b.cols == s.rank && s.v_b_stride >= s.v_b.rows, "v_b heads must be [v_dim][rank]");
+  need(s.o.cols == (int64_t)s.heads * s.v_dim && s.o.rows == s.hidden, "o must map heads * v_dim back to hidden");
+}
+
+void MlaBlock::forward(float* x, int64_t n, float* store, const PagedCache& cache, const int32_t* seq,
+                       const int64_t* pos) {
+  if (n <= 0) return;
+  const MlaBlockSpec& s = s_;
+  const int64_t H = s.heads, dq = s.nope + s.rope_dim, qw = H * dq, lw = s.rank + s.rope_dim;
+  const float* h = normed(s.norm, x, n, s.hidden, h_);
+  q_.resize(n * qw);
+  ckv_.resize(n * lw);
+  {
+    Timed t(kClockLinear);
+    if (s.q_a.rows > 0) {
+      qa_.resize(n * s.q_a.rows);
+      const LinearOut outs[2] = {{s.q_a, qa_.data(), s.q_a.rows, nullptr, false},
+                                 {s.kv_a, ckv_.data(), lw, nullptr, false}};
+      linear_many(outs, 2, h, n, s.exact, s.threads);
+    } else {
+      const LinearOut outs[2] = {{s.q, q_.data(), qw, nullptr, false}, {s.kv_a, ckv_.data(), lw, nullptr, false}};
+      linear_many(outs, 2, h, n, s.exact, s.threads);
+    }
+  }
+  if (s.q_a.rows > 0) {
+    {
+      Timed t(kClockNorm);
+      rms_norm(qa_.data(), n, s.q_a.rows, s.q_a.rows, s.q_a_norm.w, s.q_a_norm.eps, qa_.data(), s.q_a.rows, false);
+    }
+    Timed t(kClockLinear);
+    const LinearOut out{s.q, q_.data(), qw, nullptr, false};
+    linear_many(&out, 1, qa_.data(), n, s.exact, s.threads);
+  }
+  {
+    Timed t(kClockNorm);
+    rms_norm(ckv_.data(), n, s.rank, lw, s.kv_norm.w, s.kv_norm.eps, ckv_.data(), lw, false);
+  }
+  {
+    Timed t(kClockRope);
+    rope(q_.data() + s.nope, n, s.heads, qw, dq, s.rope_dim, pos, s.rope_freqs, s.rope_scale, true);
+    rope(ckv_.data() + s.rank, n, 1, lw, lw, s.rope_dim, pos, s.rope_freqs, s.rope_scale, true);
+  }
+  // the absorbed query [n][H][rank + rope_dim]: q_nope through k_b, then q_pe
+  qn_.resize(n * H * s.nope);
+  ql_.resize(n * H * s.rank);
+  qabs_.resize(n * H * lw);
+  for (int64_t r = 0; r < n * H; ++r)
+    std::memcpy(qn_.data() + r * s.nope, q_.data() + r * dq, s.nope * sizeof(float));
+  {
+    Timed t(kClockLinear);
+    linear_heads(s.k_b, s.heads, s.k_b_stride, qn_.data(), n, ql_.data(), s.exact, s.threads);
+  }
+  for (int64_t r = 0; r < n * H; ++r) {
+    std::memcpy(qabs_.data() + r * lw, ql_.data() + r * s.rank, s.rank * sizeof(float));
+    std::memcpy(qabs_.data() + r * lw + s.rank, q_.data() + r * dq + s.nope, s.rope_dim * sizeof(float));
+  }
+  ol_.resize(n * H * s.rank);
+  {
+    Timed t(kClockAttention);
+    kv_write(store, lw, ckv_.data(), lw, lw, n, cache, seq, pos);
+    paged_attention(qabs_.data(), H * lw, n, s.heads, 1, (int)lw, s.rank, store, lw, store, lw, cache, seq, pos,
+                    s.scale, 0, 0.0f, ol_.data(), s.threads);
+  }
+  o_.resize(n * H * s.v_dim);
+  Timed t(kClockLinear);
+  linear_heads(s.v_b, s.heads, s.v_b_stride, ol_.data(), n, o_.data(), s.exact, s.threads);
+  const LinearOut out{s.o, x, s.hidden, nullptr, true};  // the residual add is the product's own accumulation
+  linear_many(&out, 1, o_.data(), n, s.exact, s.threads);
 }
 
 MlpBlock::MlpBlock(const MlpBlockSpec& s) : s_(s) {

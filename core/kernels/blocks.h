@@ -36,6 +36,30 @@ struct AttnBlockSpec {
   int threads = 1;
 };
 
+// Multi-head latent attention (DeepSeek-V2/V3, Kimi-K2) in its absorbed form over the latent
+// cache (core/ops/mla.py's CPU path): q (directly, or q_a -> norm -> q_b), the latent
+// kv_a -> (norm(c), RoPE(k_pe)) written to the cache, q_nope through each head's k_b into
+// latent space, paged attention with the latent rows as keys (their first `rank` values as
+// values), each head's v_b, the output projection, the residual.
+struct MlaBlockSpec {
+  int64_t hidden = 0;
+  Norm norm;     // before the block
+  QMatrix q{};   // q_proj, or q_b_proj when q_a is set
+  QMatrix q_a{}; // rows 0: none (no q LoRA)
+  Norm q_a_norm;
+  QMatrix kv_a{};  // [rank + rope_dim][hidden]
+  Norm kv_norm;    // on the latent c
+  QMatrix k_b{}, v_b{};  // one head's matrix: [rank][nope], [v_dim][rank]
+  int64_t k_b_stride = 0, v_b_stride = 0;  // rows from one head's matrix to the next
+  QMatrix o{};
+  int heads = 0, nope = 0, rope_dim = 0, rank = 0, v_dim = 0;
+  const float* rope_freqs = nullptr;  // rope_dim / 2, interleaved pairs
+  float rope_scale = 1.0f;
+  float scale = 1.0f;
+  bool exact = false;
+  int threads = 1;
+};
+
 struct MlpBlockSpec {
   int64_t hidden = 0, inter = 0;
   Norm norm, post_norm;
@@ -63,6 +87,18 @@ class AttnBlock {
  private:
   AttnBlockSpec s_;
   std::vector<float> h_, q_, k_, v_, o_, y_;
+};
+
+class MlaBlock {
+ public:
+  explicit MlaBlock(const MlaBlockSpec& s);
+  // x [n][hidden] += the block's output; the new tokens' latent rows (rank + rope_dim floats)
+  // are written to `store` first.
+  void forward(float* x, int64_t n, float* store, const PagedCache& cache, const int32_t* seq, const int64_t* pos);
+
+ private:
+  MlaBlockSpec s_;
+  std::vector<float> h_, qa_, q_, ckv_, qn_, ql_, qabs_, ol_, o_;
 };
 
 class MlpBlock {

@@ -7,6 +7,8 @@ Two equal ways to attend (tests check they agree):
 - absorbed (decode): fold kv_b's K half into the query and its V half into the output, so
   attention runs in latent space and reads only the cache.
 kv_b comes from `attn_kv_b` (older GGUFs) or from llama.cpp's split `attn_k_b`/`attn_v_b`.
+On CPU decode steps the plan runs the absorbed path below as one kernel call
+(runtime/cpu_blocks.mla_block: the same kernels in the same order).
 """
 
 from __future__ import annotations

@@ -4,8 +4,9 @@ On the CPU, a decode step's Python costs more than its small products: about a d
 operator calls per layer at several microseconds each. Where a layer's attention and gated
 MLP are ktx operators holding GGUF-native weights on the CPU, the step plan hands each half
 to one C++ call that runs the same kernels in the same order (so its results equal the
-operators'). Anything else (an accelerator, dequantized weights, MLA, MoE) returns None here
-and runs through the operators.
+operators'). DeepSeek's multi-head latent attention has a block of its own (mla_block).
+Anything else (an accelerator, dequantized weights, MoE) returns None here and runs through
+the operators.
 
 The blocks point into the operators' tensors and the GGUF mmap; `keep` holds them so they live
 as long as the block, even if an operator is unloaded.
@@ -20,13 +21,14 @@ import torch
 
 from .. import _kernels
 from ..ops.attention import Attention
+from ..ops.mla import MLAAttention
 from ..ops.mlp import GatedMLP
 from ..ops.norm import RMSNorm
 
 
 @dataclass
 class Block:
-    kernel: Any  # _kernels.AttnBlock | _kernels.MlpBlock
+    kernel: Any  # _kernels.AttnBlock | _kernels.MlaBlock | _kernels.MlpBlock
     keep: tuple  # what the kernel's pointers point into
 
 
@@ -94,6 +96,58 @@ def attn_block(norm, attn, post_norm) -> Block | None:
         threads=attn.threads,
     )
     keep = (*k1, *k2, *kq, *kk, freqs, *(lin.blocks for lin in lins), *(lin.bias for lin in lins))
+    return Block(kernel, keep)
+
+
+def mla_block(norm, attn, post_norm) -> Block | None:
+    """The absorbed MLA of attn (its CPU decode path, in the same kernel order) as one call."""
+    if type(attn) is not MLAAttention or attn.accelerated or attn.absorb == "never" or post_norm is not None:
+        return None
+    if attn.k_heads is None or attn.v_heads is None or attn.rope is None or norm is None:
+        return None  # kv_b's older joint form, or widths the kernels do not take: the operator
+    lora = attn.q_proj is None
+    lins = (attn.q_b_proj, attn.q_a_proj) if lora else (attn.q_proj,)
+    lins = (*lins, attn.kv_a_proj_with_mqa, attn.o_proj)
+    norms = [_norm(n) for n in (norm, attn.q_a_layernorm if lora else None, attn.kv_a_layernorm)]
+    if (
+        not _native(*lins)
+        or any(lin.bias is not None for lin in lins)
+        or None in norms
+        or lins[0].exact_kernels != attn.exact
+    ):
+        return None
+    (n1, e1, k1), (nqa, eqa, kqa), (nkv, ekv, kkv) = norms
+    (k_b, k_stride), (v_b, v_stride) = attn.k_heads, attn.v_heads
+    freqs = attn.rope.freqs
+    kernel = _kernels.MlaBlock(
+        hidden=lins[0].qmatrix.cols if not lora else attn.q_a_proj.qmatrix.cols,
+        norm=n1,
+        norm_eps=e1,
+        q=lins[0].qmatrix,
+        q_a=attn.q_a_proj.qmatrix if lora else None,
+        q_a_norm=nqa,
+        q_a_eps=eqa,
+        kv_a=attn.kv_a_proj_with_mqa.qmatrix,
+        kv_norm=nkv,
+        kv_eps=ekv,
+        k_b=k_b,
+        k_b_stride=k_stride,
+        v_b=v_b,
+        v_b_stride=v_stride,
+        o=attn.o_proj.qmatrix,
+        heads=attn.heads,
+        nope=attn.nope,
+        rope_dim=attn.rope_dim,
+        rank=attn.rank,
+        v_dim=attn.v_dim,
+        rope_freqs=freqs.data_ptr(),
+        rope_scale=attn.rope.scale,
+        scale=attn.scale,
+        exact=attn.exact,
+        threads=attn.threads,
+    )
+    heads_data = tuple(attn.tensor(f"{attn.key}.attn_{p}_b.weight").raw for p in ("k", "v"))
+    keep = (*k1, *kqa, *kkv, freqs, *(lin.blocks for lin in lins), *heads_data)
     return Block(kernel, keep)
 
 

@@ -108,17 +108,10 @@ class LayerStep:
     def _attn_block(self, x: torch.Tensor) -> None:
         ctx = current()
         seq, table, pos = ctx.cpu_rows
-        k_store, v_store = ctx.pool.layers[self.layer_idx]
+        stores = [t.data_ptr() for t in ctx.pool.layers[self.layer_idx]]  # MLA: one latent store
         cache = (table.data_ptr(), table.shape[1], ctx.pool.block_size)
-        self.attn_block.kernel.forward(
-            x.data_ptr(),
-            x.shape[0],
-            k_store.data_ptr(),
-            v_store.data_ptr(),
-            *cache,
-            seq.data_ptr(),
-            pos.data_ptr(),
-        )
+        kernel = self.attn_block.kernel
+        kernel.forward(x.data_ptr(), x.shape[0], *stores, *cache, seq.data_ptr(), pos.data_ptr())
 
 
 @dataclass
@@ -150,7 +143,9 @@ def layer_step(layer: nn.Module, fused: bool = True) -> LayerStep | ModuleStep:
     if fused:
         from . import cpu_blocks  # imports the operators, which import this package
 
-        step.attn_block = cpu_blocks.attn_block(norm1, attn, norm2)
+        step.attn_block = cpu_blocks.attn_block(norm1, attn, norm2) or cpu_blocks.mla_block(
+            norm1, attn, norm2
+        )
         step.mlp_block = cpu_blocks.mlp_block(norm3, mlp, norm4)
     return step
 

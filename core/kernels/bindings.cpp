@@ -10,6 +10,7 @@
 
 #include "bandwidth.h"
 #include "blocks.h"
+#include "routing.h"
 #include "cpu_features.h"
 #include "dispatch.h"
 #include "kernel_table.h"
@@ -282,6 +283,26 @@ PYBIND11_MODULE(_kernels, m) {
           },
           py::arg("x"), py::arg("n"), py::arg("store"), py::arg("table"), py::arg("width"), py::arg("block_size"),
           py::arg("seq"), py::arg("pos"));
+  py::class_<RouteSpec>(m, "Router", "A MoE router on the CPU (see routing.h).")
+      .def(py::init([fptr](const QMatrix& gate, uintptr_t bias, int top_k, int scoring, int group, int n_group,
+                           int topk_group, bool norm, float scale, int threads) {
+             RouteSpec s;
+             s.gate = gate, s.bias = fptr(bias), s.top_k = top_k, s.scoring = scoring, s.group = group;
+             s.n_group = n_group, s.topk_group = topk_group, s.norm = norm, s.scale = scale, s.threads = threads;
+             route(s, nullptr, 0, nullptr, nullptr);  // checks the spec
+             return new RouteSpec(s);
+           }),
+           py::arg("gate"), py::arg("bias"), py::arg("top_k"), py::arg("scoring"), py::arg("group"),
+           py::arg("n_group"), py::arg("topk_group"), py::arg("norm"), py::arg("scale"), py::arg("threads"))
+      .def(
+          "forward",
+          [](const RouteSpec& s, uintptr_t x, int64_t n, uintptr_t ids, uintptr_t weights) {
+            py::gil_scoped_release release;
+            route(s, reinterpret_cast<const float*>(x), n, reinterpret_cast<int64_t*>(ids),
+                  reinterpret_cast<float*>(weights));
+          },
+          py::arg("x"), py::arg("n"), py::arg("ids"), py::arg("weights"),
+          "ids [n][top_k] int64 and weights [n][top_k] float32 for x [n][hidden] float32.");
   m.def("block_clock", &block_clock, "ns in the decoder blocks by kind: norms, rope (+q/k norms), linear, attention.");
   m.def("reset_block_clock", &reset_block_clock);
   py::class_<MlpBlock>(m, "MlpBlock", "A layer's gated-MLP half as one call (see blocks.h).")

@@ -26,8 +26,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .. import cpu_moe
-from ..gguf import quants
+from .. import _kernels, cpu, cpu_moe
+from ..gguf import GGMLType, quants
 from ..models.errors import ModelError
 from .base import Operator, adopt
 
@@ -82,16 +82,47 @@ class Gate(Operator):
         self.params = _routing(config)
         self.n_group = getattr(config, "n_group", None) or 1
         self.topk_group = getattr(config, "topk_group", None) or 1
-        self.weight = self.bias = None
+        self.weight = self.bias = self.router = None
 
     def load(self) -> None:
         self.weight = self.dequant(f"{self.key}.weight")
         layer = self.key.rsplit(".", 1)[0]
         if self.has(f"{layer}.exp_probs_b.bias"):
             self.bias = self.dequant(f"{layer}.exp_probs_b.bias")
+        self.router = self._cpu_router()
+
+    def unload(self) -> None:
+        self.weight = self.bias = self.router = None
+
+    def _cpu_router(self):
+        """The C++ router (core/kernels/routing.h) for this gate on the CPU, or None (the
+        reference `route` then runs)."""
+        w = self.weight
+        if self.device.type != "cpu" or w.dtype != torch.float32 or w.shape[1] % 32:
+            return None
+        p = self.params
+        group = {None: 0, "max": 1, "top2sum": 2}[p["group"]]
+        return _kernels.Router(
+            _kernels.QMatrix(int(GGMLType.F32), w.data_ptr(), w.shape[0], w.shape[1]),
+            self.bias.data_ptr() if self.bias is not None else 0,
+            self.top_k,
+            0 if p["scoring"] == "softmax" else 1,
+            group,
+            self.n_group,
+            self.topk_group,
+            bool(p["norm"]),
+            float(p["scale"]),
+            cpu.default_threads(),
+        )
 
     def route(self, x: torch.Tensor):
         # x: [N, hidden] -> ids, weights: [N, k]
+        if self.router is not None and x.is_cpu:
+            x = x.float().contiguous()
+            ids = torch.empty(x.shape[0], self.top_k, dtype=torch.int64)
+            weights = torch.empty(x.shape[0], self.top_k)
+            self.router.forward(x.data_ptr(), x.shape[0], ids.data_ptr(), weights.data_ptr())
+            return ids, weights
         logits = F.linear(x.float(), self.weight)
         return route(
             logits,

@@ -269,7 +269,10 @@ void linear_heads(const QMatrix& w, int heads, int64_t head_stride, const float*
   std::vector<int32_t> xrow((size_t)heads * n);
   for (int h = 0; h < heads; ++h)
     for (int64_t k = 0; k < n; ++k) xrow[(size_t)h * n + k] = (int32_t)(k * heads + h);
-  const int rows = rows_per_task(w, n, pool.size());
+  // the heads' rows as one matrix for the split (a head's matrix alone is small: split by its
+  // own size, tasks would be a few microseconds each)
+  const QMatrix all{w.type, w.data, w.rows * heads, w.cols};
+  const int rows = (int)std::min<int64_t>(rows_per_task(all, n, pool.size()), w.rows);
   const int64_t tiles = (w.rows + rows - 1) / rows;
   const bool int8 = uses_int8(t, w.type, exact);
   pool.run(heads * tiles, [&](int64_t task) {

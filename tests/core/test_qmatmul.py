@@ -198,3 +198,23 @@ def test_linear_layer_refuses_an_input_of_the_wrong_width(tiny_gguf):
     for wrong in (lin, lambda x: fused_linears((lin,), x)):
         with pytest.raises(ValueError, match="does not fit"):
             wrong(torch.randn(2, cols + 32))
+
+
+@pytest.mark.parametrize("ggml_type", [T.Q5_0, T.Q4_K, T.Q8_0], ids=lambda t: t.name)
+@pytest.mark.parametrize("n", [1, 3])
+def test_linear_heads_multiplies_each_head_by_its_own_matrix(ggml_type, n, isa):
+    # MLA's absorbed projections: head h times rows h * stride .. h * stride + rows of one
+    # tensor (stride > rows: the v rows of a joint kv_b); many short rows split over the pool
+    rng = np.random.default_rng(int(ggml_type) + n)
+    heads, rows, stride = 16, 96, 128
+    cols = 256 if ggml_type == T.Q4_K else 128
+    raw = random_weights(ggml_type, heads * stride, cols, rng)
+    w = dequantize(raw, ggml_type, heads * stride, cols).reshape(heads, stride, cols)[:, :rows]
+    x = rng.standard_normal((n, heads, cols), dtype=np.float32)
+    y = np.full((n, heads, rows), np.nan, np.float32)
+    qm = _kernels.QMatrix(int(ggml_type), raw.ctypes.data, rows, cols)
+    _kernels.linear_heads(qm, heads, stride, x.ctypes.data, n, y.ctypes.data, False, 2)
+    xr = fake_quant(x.reshape(-1, cols)).reshape(n, heads, cols)
+    expected = np.einsum("nhc,hrc->nhr", xr, w)
+    err = np.abs(y - expected) / np.einsum("nhc,hrc->nhr", np.abs(xr), np.abs(w))
+    assert err.max() <= REL, f"relative error {err.max():.3g}"

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 # the decoder blocks' clocks (core/kernels/blocks.h BlockClock) as families
-BLOCK_CLOCKS = ("norms/rope", "norms/rope", "dense linear", "attention")
+BLOCK_CLOCKS = ("norms/rope", "norms/rope", "dense linear", "attention", "moe experts", "moe routing")
 FAMILIES = ("attention", "dense linear", "moe experts", "moe routing", "lm head", "norms/rope", "embedding")
 
 

@@ -91,14 +91,17 @@ def random_prompt(vocab: int, n: int, seed: int) -> list[int]:
 
 @contextlib.contextmanager
 def cpu_experts_off(model):
+    # the step plan is rebuilt on the way in and out: a CPU MoE block runs the experts itself
     experts = _experts(model)
     for m in experts:
         m.cpu_off = True
+    model.__dict__.pop("_ktx_step_plan", None)
     try:
         yield
     finally:
         for m in experts:
             m.cpu_off = False
+        model.__dict__.pop("_ktx_step_plan", None)
 
 
 def _decode(model, pool, seq, logits, gen: int, cuda_graph: bool, device) -> float:

@@ -303,7 +303,32 @@ PYBIND11_MODULE(_kernels, m) {
           },
           py::arg("x"), py::arg("n"), py::arg("ids"), py::arg("weights"),
           "ids [n][top_k] int64 and weights [n][top_k] float32 for x [n][hidden] float32.");
-  m.def("block_clock", &block_clock, "ns in the decoder blocks by kind: norms, rope (+q/k norms), linear, attention.");
+  py::class_<MoeBlock>(m, "MoeBlock", "A MoE layer's MLP half as one call (see blocks.h).")
+      .def(py::init([fptr](int64_t hidden, uintptr_t norm, float norm_eps, uintptr_t post_norm, float post_eps,
+                           const RouteSpec& router, MoeLayer& experts, const QMatrix* shared_gate,
+                           const QMatrix* shared_up, const QMatrix* shared_down, int act, bool exact, int threads) {
+             MoeBlockSpec s;
+             s.hidden = hidden;
+             s.norm = {fptr(norm), norm_eps};
+             s.post_norm = {fptr(post_norm), post_eps};
+             s.route = router;
+             s.experts = &experts;
+             if (shared_gate && shared_up && shared_down)
+               s.shared_gate = *shared_gate, s.shared_up = *shared_up, s.shared_down = *shared_down;
+             s.act = act, s.exact = exact, s.threads = threads;
+             return new MoeBlock(s);
+           }),
+           py::arg("hidden"), py::arg("norm"), py::arg("norm_eps"), py::arg("post_norm"), py::arg("post_eps"),
+           py::arg("router"), py::arg("experts"), py::arg("shared_gate"), py::arg("shared_up"),
+           py::arg("shared_down"), py::arg("act"), py::arg("exact"), py::arg("threads"))
+      .def(
+          "forward",
+          [](MoeBlock& b, uintptr_t x, int64_t n) {
+            py::gil_scoped_release release;
+            b.forward(reinterpret_cast<float*>(x), n);
+          },
+          py::arg("x"), py::arg("n"));
+  m.def("block_clock", &block_clock, "ns in the decoder blocks by kind: norms, rope (+q/k norms), linear, attention, experts, routing.");
   m.def("reset_block_clock", &reset_block_clock);
   py::class_<MlpBlock>(m, "MlpBlock", "A layer's gated-MLP half as one call (see blocks.h).")
       .def(py::init([fptr](int64_t hidden, int64_t inter, uintptr_t norm, float norm_eps, uintptr_t post_norm,

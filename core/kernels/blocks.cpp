@@ -200,6 +200,47 @@ void MlaBlock::forward(float* x, int64_t n, float* store, const PagedCache& cach
   linear_many(&out, 1, o_.data(), n, s.exact, s.threads);
 }
 
+MoeBlock::MoeBlock(const MoeBlockSpec& s) : s_(s) {
+  need(s.experts != nullptr && s.experts->hidden() == s.hidden, "the experts must read hidden values");
+  route(s.route, nullptr, 0, nullptr, nullptr);  // checks the router
+  need(s.route.gate.cols == s.hidden && s.route.gate.rows == s.experts->n_experts(),
+       "the router must score every expert from hidden values");
+  if (s.shared_gate.rows > 0) {
+    for (const QMatrix* m : {&s.shared_gate, &s.shared_up, &s.shared_down}) check_matrix(*m, "decoder block");
+    need(s.shared_gate.cols == s.hidden && s.shared_up.cols == s.hidden && s.shared_up.rows == s.shared_gate.rows,
+         "shared gate/up must read hidden values, give one width");
+    need(s.shared_down.cols == s.shared_gate.rows && s.shared_down.rows == s.hidden,
+         "shared down must map back to hidden");
+    need(s.act == 0 || s.act == 1, "act must be 0 (SiLU) or 1 (GELU tanh)");
+  }
+}
+
+void MoeBlock::forward(float* x, int64_t n) {
+  if (n <= 0) return;
+  const MoeBlockSpec& s = s_;
+  const int k = s.route.top_k;
+  const float* h = normed(s.norm, x, n, s.hidden, h_);
+  ids_.resize(n * k);
+  w_.resize(n * k);
+  {
+    Timed t(kClockRouting);
+    route(s.route, h, n, ids_.data(), w_.data());
+  }
+  y_.resize(n * s.hidden);
+  {
+    Timed t(kClockExperts);
+    s.experts->forward({n, k, ids_.data(), w_.data(), h, false, y_.data(), false});
+  }
+  if (s.shared_gate.rows > 0) {
+    Timed t(kClockLinear);
+    g_.resize(n * s.shared_gate.rows);
+    gated_linear(s.shared_gate, s.shared_up, h, n, g_.data(), s.act, s.exact, s.threads);
+    const LinearOut out{s.shared_down, y_.data(), s.hidden, nullptr, true};  // y + shared, as the operator adds them
+    linear_many(&out, 1, g_.data(), n, s.exact, s.threads);
+  }
+  add_into(x, y_.data(), n, s.hidden, s.post_norm);
+}
+
 MlpBlock::MlpBlock(const MlpBlockSpec& s) : s_(s) {
   for (const QMatrix* m : {&s.gate, &s.up, &s.down}) check_matrix(*m, "decoder block");
   need(s.gate.cols == s.hidden && s.up.cols == s.hidden, "gate/up must read hidden values");

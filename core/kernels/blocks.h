@@ -8,7 +8,9 @@
 #include <cstdint>
 #include <vector>
 
+#include "moe.h"
 #include "qmatmul.h"
+#include "routing.h"
 #include "step.h"
 
 namespace ktx {
@@ -69,9 +71,23 @@ struct MlpBlockSpec {
   int threads = 1;
 };
 
+// A MoE layer's MLP half: norm, router, routed experts (the layer's MoeLayer), shared experts
+// if any (gated, then down, added to the experts' sum as core/ops/moe.py's MoE adds them),
+// residual.
+struct MoeBlockSpec {
+  int64_t hidden = 0;
+  Norm norm, post_norm;
+  RouteSpec route;
+  MoeLayer* experts = nullptr;  // not owned
+  QMatrix shared_gate{}, shared_up{}, shared_down{};  // rows 0: no shared experts
+  int act = 0;
+  bool exact = false;  // the shared experts'
+  int threads = 1;
+};
+
 // Time spent in the blocks by kind of work, for `ktx bench e2e --breakdown` (the blocks run
 // several kernel families in one call). Nanoseconds since the last reset.
-enum BlockClock { kClockNorm, kClockRope, kClockLinear, kClockAttention, kClockCount };
+enum BlockClock { kClockNorm, kClockRope, kClockLinear, kClockAttention, kClockExperts, kClockRouting, kClockCount };
 std::vector<int64_t> block_clock();
 void reset_block_clock();
 
@@ -99,6 +115,17 @@ class MlaBlock {
  private:
   MlaBlockSpec s_;
   std::vector<float> h_, qa_, q_, ckv_, qn_, ql_, qabs_, ol_, o_;
+};
+
+class MoeBlock {
+ public:
+  explicit MoeBlock(const MoeBlockSpec& s);
+  void forward(float* x, int64_t n);  // x [n][hidden] += the block's output
+
+ private:
+  MoeBlockSpec s_;
+  std::vector<float> h_, w_, y_, g_, z_;
+  std::vector<int64_t> ids_;
 };
 
 class MlpBlock {

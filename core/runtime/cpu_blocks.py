@@ -4,9 +4,10 @@ On the CPU, a decode step's Python costs more than its small products: about a d
 operator calls per layer at several microseconds each. Where a layer's attention and gated
 MLP are ktx operators holding GGUF-native weights on the CPU, the step plan hands each half
 to one C++ call that runs the same kernels in the same order (so its results equal the
-operators'). DeepSeek's multi-head latent attention has a block of its own (mla_block).
-Anything else (an accelerator, dequantized weights, MoE) returns None here and runs through
-the operators.
+operators'). DeepSeek's multi-head latent attention (mla_block) and the MoE layers (router,
+routed experts on their MoeLayer, shared experts: moe_block) have blocks of their own.
+Anything else (an accelerator, dequantized weights, experts split with a GPU) returns None
+here and runs through the operators.
 
 The blocks point into the operators' tensors and the GGUF mmap; `keep` holds them so they live
 as long as the block, even if an operator is unloaded.
@@ -23,12 +24,13 @@ from .. import _kernels
 from ..ops.attention import Attention
 from ..ops.mla import MLAAttention
 from ..ops.mlp import GatedMLP
+from ..ops.moe import Experts, Gate, MoE
 from ..ops.norm import RMSNorm
 
 
 @dataclass
 class Block:
-    kernel: Any  # _kernels.AttnBlock | _kernels.MlaBlock | _kernels.MlpBlock
+    kernel: Any  # _kernels.AttnBlock | _kernels.MlaBlock | _kernels.MlpBlock | _kernels.MoeBlock
     keep: tuple  # what the kernel's pointers point into
 
 
@@ -174,3 +176,52 @@ def mlp_block(norm, mlp, post_norm) -> Block | None:
         threads=gate.threads,
     )
     return Block(kernel, (*k1, *k2, gate.blocks, up.blocks, down.blocks))
+
+
+def moe_block(norm, moe, post_norm) -> Block | None:
+    """A MoE layer whose router, experts and shared experts all run on the CPU kernels."""
+    if type(moe) is not MoE or moe.accelerated or norm is None:
+        return None
+    gate, experts = moe.gate, moe.experts
+    shared = moe.shared_experts if moe.shared_experts is not None else moe.shared_expert
+    if (
+        not isinstance(gate, Gate)
+        or getattr(gate, "router", None) is None
+        or "route" in vars(gate)  # watched (runtime/profile.count_routing): the operators route
+        or not isinstance(experts, Experts)
+        or experts.kernel is None
+        or experts.gpu_w is not None
+        or experts.cpu_off
+        or moe.shared_expert_gate is not None  # Qwen2-MoE's sigmoid gate: the operators
+    ):
+        return None
+    norms = [_norm(n) for n in (norm, post_norm)]
+    if None in norms:
+        return None
+    (n1, e1, k1), (n2, e2, k2) = norms
+    parts, act, exact, threads, keep = (None, None, None), 0, False, 1, ()
+    if shared is not None:
+        if not isinstance(shared, GatedMLP) or shared.accelerated or not shared._fused():
+            return None
+        lins = (shared.gate_proj, shared.up_proj, shared.down_proj)
+        if not _native(*lins) or shared.down_proj.bias is not None:
+            return None
+        parts = tuple(lin.qmatrix for lin in lins)
+        act, exact, threads = shared.act, lins[0].exact_kernels, lins[0].threads
+        keep = tuple(lin.blocks for lin in lins)
+    kernel = _kernels.MoeBlock(
+        hidden=experts.kernel.hidden,
+        norm=n1,
+        norm_eps=e1,
+        post_norm=n2,
+        post_eps=e2,
+        router=gate.router,
+        experts=experts.kernel._layer,
+        shared_gate=parts[0],
+        shared_up=parts[1],
+        shared_down=parts[2],
+        act=act,
+        exact=exact,
+        threads=threads,
+    )
+    return Block(kernel, (*k1, *k2, gate.weight, gate.bias, experts.kernel, *keep))

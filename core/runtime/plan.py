@@ -146,7 +146,7 @@ def layer_step(layer: nn.Module, fused: bool = True) -> LayerStep | ModuleStep:
         step.attn_block = cpu_blocks.attn_block(norm1, attn, norm2) or cpu_blocks.mla_block(
             norm1, attn, norm2
         )
-        step.mlp_block = cpu_blocks.mlp_block(norm3, mlp, norm4)
+        step.mlp_block = cpu_blocks.mlp_block(norm3, mlp, norm4) or cpu_blocks.moe_block(norm3, mlp, norm4)
     return step
 
 

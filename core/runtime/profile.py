@@ -33,11 +33,15 @@ def count_routing(model: torch.nn.Module) -> Iterator[dict[str, torch.Tensor]]:
             return ids, weights
 
         gate.route = counted  # an instance attribute shadows the method
+    # the step plan is rebuilt on the way in and out: a CPU MoE block routes in C++, past
+    # gate.route (runtime/cpu_blocks.moe_block leaves a counted gate to the operators)
+    model.__dict__.pop("_ktx_step_plan", None)
     try:
         yield counts
     finally:
         for gate in gates:
             del gate.route
+        model.__dict__.pop("_ktx_step_plan", None)
 
 
 def spread(counts: dict[str, torch.Tensor]) -> dict[str, float]:

@@ -177,7 +177,18 @@ def test_step_plan_logits_match_transformers_token_by_token(name, qtype, hf_dirs
 
 
 @pytest.mark.parametrize(
-    "name", ["gemma3", "qwen3", "qwen2", "llama", "deepseek-v2", "deepseek-v2-qlora", "deepseek-v3"]
+    "name",
+    [
+        "gemma3",
+        "qwen3",
+        "qwen2",
+        "llama",
+        "deepseek-v2",
+        "deepseek-v2-qlora",
+        "deepseek-v3",
+        "qwen3moe",
+        "mixtral",
+    ],
 )
 def test_cpu_decoder_blocks_give_the_operators_results_bit_for_bit(name, hf_dirs, tmp_path):
     """The fused CPU blocks (runtime/cpu_blocks.py) run the operators' kernels in their order:
@@ -196,8 +207,8 @@ def test_cpu_decoder_blocks_give_the_operators_results_bit_for_bit(name, hf_dirs
         ours.__dict__["_ktx_step_plan"] = plan = StepPlan(ours, fused=fused)
         blocks = [b for s in plan.layers for b in (s.attn_block, s.mlp_block) if b is not None]
         assert bool(blocks) == fused
-        if fused:  # every layer's attention, GQA or MLA, is one block (MoE layers: the MLP is not)
-            assert all(s.attn_block is not None for s in plan.layers)
+        if fused:  # every layer's attention (GQA or MLA) and MLP (dense or MoE) is one block
+            assert all(s.attn_block is not None and s.mlp_block is not None for s in plan.layers)
         pool, seq = make_pool(ours, 64, block_size=8), SequenceKV()
         runs.append(
             [forward_step(ours, pool, [Segment(seq, i, 1)], torch.tensor([t]))[0] for i, t in enumerate(ids)]

@@ -354,15 +354,18 @@ PYBIND11_MODULE(_kernels, m) {
           py::arg("x"), py::arg("n"));
   m.def(
       "quantize_act",
-      [](uintptr_t x, int64_t n, int64_t cols, uintptr_t q, uintptr_t d, uintptr_t s) {
-        if (cols <= 0 || cols % 16) throw std::invalid_argument("quantize_act: cols must be a multiple of 16");
+      [](uintptr_t x, int64_t n, int64_t cols, uintptr_t q, uintptr_t d, uintptr_t s, int group) {
+        if (group != 16 && group != 256) throw std::invalid_argument("quantize_act: group must be 16 or 256");
+        if (cols <= 0 || cols % group) throw std::invalid_argument("quantize_act: cols must be a multiple of group");
         const KernelTable& t = active_table();
+        const QuantActFn quant = group == 16 ? t.quant_act : t.quant_act_256;
         for (int64_t r = 0; r < n; ++r)
-          t.quant_act(reinterpret_cast<const float*>(x) + r * cols, cols, reinterpret_cast<int8_t*>(q) + r * cols,
-                      reinterpret_cast<float*>(d) + r * (cols / 16), reinterpret_cast<float*>(s) + r * (cols / 16));
+          quant(reinterpret_cast<const float*>(x) + r * cols, cols, reinterpret_cast<int8_t*>(q) + r * cols,
+                reinterpret_cast<float*>(d) + r * (cols / 16), reinterpret_cast<float*>(s) + r * (cols / 16));
       },
-      py::arg("x"), py::arg("n"), py::arg("cols"), py::arg("q"), py::arg("d"), py::arg("s"),
-      "Activation rows -> int8 q, per 16 values scale d and d * sum(q) (as the int8 kernels see them).");
+      py::arg("x"), py::arg("n"), py::arg("cols"), py::arg("q"), py::arg("d"), py::arg("s"), py::arg("group") = 16,
+      "Activation rows -> int8 q with one scale per run of `group` (16, or 256 for the K-quants); per 16 values "
+      "the run's scale d and d * sum(q) (as the int8 kernels see them).");
   m.def(
       "decode_i8",
       [](int type, uintptr_t src, int64_t n_blocks, uintptr_t q, uintptr_t a, uintptr_t b) {

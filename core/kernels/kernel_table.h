@@ -110,7 +110,8 @@ struct KernelTable {
   DequantFn dequant[GGML_TYPE_SLOTS];
   QuantFn quant[GGML_TYPE_SLOTS];
   ToBF16Fn to_bf16;
-  QuantActFn quant_act;
+  QuantActFn quant_act;      // groups of 16
+  QuantActFn quant_act_256;  // runs of 256 (the K-quants' activations)
   DecodeI8Fn decode_i8[GGML_TYPE_SLOTS];  // null: the type has no int8 form (float path)
   DotTileI8Fn dot_i8;
   DotTileF32Fn dot_f32;

@@ -140,8 +140,10 @@ void MoeLayer::run(const MoeCall& c) {
     x = xf_.data();
   }
   const bool gate_i8 = uses_int8(t, gate_.type, exact_), up_i8 = uses_int8(t, up_.type, exact_);
-  x_acts_.prepare(t, x, n, H, gate_i8 || up_i8, wants_kq(t, gate_.type, exact_) || wants_kq(t, up_.type, exact_),
-                  pool);
+  ActNeeds x_needs;
+  x_needs.add(t, gate_.type, exact_);
+  x_needs.add(t, up_.type, exact_);
+  x_acts_.prepare(t, x, n, H, x_needs, pool);
 
   // Gate and up: task = (expert, tile of rows); act[slot][r] = silu(gate) * up.
   act_.resize(slots * I);
@@ -174,7 +176,9 @@ void MoeLayer::run(const MoeCall& c) {
   std::vector<int32_t> by_id(active);
   std::sort(by_id.begin(), by_id.end());
   const bool down_i8 = uses_int8(t, down_.type, exact_);
-  act_acts_.prepare(t, act_.data(), slots, I, down_i8, wants_kq(t, down_.type, exact_), pool);
+  ActNeeds act_needs;
+  act_needs.add(t, down_.type, exact_);
+  act_acts_.prepare(t, act_.data(), slots, I, act_needs, pool);
   float* outf = static_cast<float*>(c.out);
   if (c.out_bf16) {
     outf_.resize(n * H);

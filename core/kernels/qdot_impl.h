@@ -1,11 +1,13 @@
 // Matrix products over GGUF-native weights, per ISA (included by quants_impl.h).
 //
 // The int8 path, as llama.cpp's CPU backend does it (our own code): each activation row is
-// quantized to int8 in groups of 16 values with one float scale d per group; each weight row
-// is decoded block by block into int8 values q with a float scale a and offset b per group of
-// 16 (w = a * q + b; every GGUF block type of the table maps onto that exactly); a product is
-// then sum over groups of a*d * (integer dot of the group) + b * (d * sum of the group's
-// activations). The integer dots run on VNNI (AVX-512) or maddubs (AVX2).
+// quantized to int8 in runs with one float scale d per run (16 values; 256 for Q4_K and
+// Q5_K, whose sub-block scales are integers: a super-block's products then sum in integers,
+// llama.cpp's Q8_K scheme); each weight row is decoded block by block into int8 values q with
+// a float scale a and offset b per group of 16 (w = a * q + b; every GGUF block type of the
+// table maps onto that exactly); a product is then sum over groups of a*d * (integer dot of
+// the group) + b * (d * sum of the group's activations), d being the group's run's scale.
+// The integer dots run on VNNI (AVX-512) or maddubs (AVX2).
 //
 // The float path (BF16, F16, F32, Q2_K, Q3_K, or any type when exact float32 activations
 // are asked for) decodes weight rows to float32 and multiplies float32 activations.
@@ -29,54 +31,82 @@ namespace KTX_ISA_NS {
 
 // ---- activations -------------------------------------------------------------------------
 
-// One row of `cols` floats (cols % 16 == 0) -> q[cols] int8, and per group g of 16:
-// d[g] = max|x| / 127, q = round-half-even(x * (127 / max|x|)), s[g] = d[g] * sum(q).
-static void quantize_act(const float* x, int64_t cols, int8_t* q, float* d, float* s) {
-  for (int64_t g = 0; g < cols / 16; ++g) {
-    const float* xg = x + g * 16;
+// max |x| over n values (n % 16 == 0).
+static inline float abs_max(const float* x, int64_t n) {
 #if defined(__AVX512F__)
-    const __m512 v = _mm512_loadu_ps(xg);
-    const float amax = _mm512_reduce_max_ps(_mm512_abs_ps(v));
-    const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
-    const __m512i qi = _mm512_cvtps_epi32(_mm512_roundscale_ps(_mm512_mul_ps(v, _mm512_set1_ps(id)),
-                                                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(q + g * 16), _mm512_cvtepi32_epi8(qi));
-    const int sum = _mm512_reduce_add_epi32(qi);
+  __m512 m = _mm512_setzero_ps();
+  for (int64_t i = 0; i < n; i += 16) m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_loadu_ps(x + i)));
+  return _mm512_reduce_max_ps(m);
 #elif defined(__AVX2__)
-    const __m256 sign = _mm256_set1_ps(-0.0f);
-    const __m256 v0 = _mm256_loadu_ps(xg), v1 = _mm256_loadu_ps(xg + 8);
-    __m256 m = _mm256_max_ps(_mm256_andnot_ps(sign, v0), _mm256_andnot_ps(sign, v1));
-    __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
-    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
-    h = _mm_max_ss(h, _mm_movehdup_ps(h));
-    const float amax = _mm_cvtss_f32(h);
-    const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
-    const __m256 vid = _mm256_set1_ps(id);
-    const __m256i q0 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v0, vid), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-    const __m256i q1 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v1, vid), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-    // int32 -> int8 (values within [-127, 127]): pack to 16 bits, then to 8, fix the lane order
-    const __m256i p16 = _mm256_permute4x64_epi64(_mm256_packs_epi32(q0, q1), 0xD8);
-    const __m128i p8 = _mm_packs_epi16(_mm256_castsi256_si128(p16), _mm256_extracti128_si256(p16, 1));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(q + g * 16), p8);
-    __m256i t = _mm256_add_epi32(q0, q1);
-    __m128i u = _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
-    u = _mm_add_epi32(u, _mm_shuffle_epi32(u, 0x4E));
-    u = _mm_add_epi32(u, _mm_shuffle_epi32(u, 0xB1));
-    const int sum = _mm_cvtsi128_si32(u);
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  __m256 m = _mm256_setzero_ps();
+  for (int64_t i = 0; i < n; i += 8) m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + i)));
+  __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+  h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+  h = _mm_max_ss(h, _mm_movehdup_ps(h));
+  return _mm_cvtss_f32(h);
 #else
-    float amax = 0.0f;
-    for (int j = 0; j < 16; ++j) amax = std::fmax(amax, std::fabs(xg[j]));
-    const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
-    int sum = 0;
-    for (int j = 0; j < 16; ++j) {
-      const int v = (int)std::nearbyint(xg[j] * id);
-      q[g * 16 + j] = (int8_t)v;
-      sum += v;
-    }
+  float amax = 0.0f;
+  for (int64_t i = 0; i < n; ++i) amax = std::fmax(amax, std::fabs(x[i]));
+  return amax;
 #endif
-    d[g] = amax / 127.0f;
-    s[g] = d[g] * (float)sum;
+}
+
+// 16 values -> q = round-half-even(x * id) (|q| <= 127 when id = 127 / max|x|); returns sum(q).
+static inline int quant16(const float* xg, float id, int8_t* q) {
+#if defined(__AVX512F__)
+  const __m512i qi = _mm512_cvtps_epi32(_mm512_roundscale_ps(_mm512_mul_ps(_mm512_loadu_ps(xg), _mm512_set1_ps(id)),
+                                                              _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(q), _mm512_cvtepi32_epi8(qi));
+  return _mm512_reduce_add_epi32(qi);
+#elif defined(__AVX2__)
+  const __m256 vid = _mm256_set1_ps(id);
+  const __m256i q0 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(xg), vid), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  const __m256i q1 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(xg + 8), vid), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  // int32 -> int8 (values within [-127, 127]): pack to 16 bits, then to 8, fix the lane order
+  const __m256i p16 = _mm256_permute4x64_epi64(_mm256_packs_epi32(q0, q1), 0xD8);
+  const __m128i p8 = _mm_packs_epi16(_mm256_castsi256_si128(p16), _mm256_extracti128_si256(p16, 1));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(q), p8);
+  __m256i t = _mm256_add_epi32(q0, q1);
+  __m128i u = _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
+  u = _mm_add_epi32(u, _mm_shuffle_epi32(u, 0x4E));
+  u = _mm_add_epi32(u, _mm_shuffle_epi32(u, 0xB1));
+  return _mm_cvtsi128_si32(u);
+#else
+  int sum = 0;
+  for (int j = 0; j < 16; ++j) {
+    const int v = (int)std::nearbyint(xg[j] * id);
+    q[j] = (int8_t)v;
+    sum += v;
   }
+  return sum;
+#endif
+}
+
+// One row of `cols` floats (cols % group == 0) -> q[cols] int8, each run of `group` values
+// (16 or 256) with one scale: d = max|x| / 127 over the run, q = round-half-even(x * (127 /
+// max|x|)); per group g of 16, d[g] (its run's d) and s[g] = d[g] * sum(q of the group).
+template <int kGroup>
+static void quantize_runs(const float* x, int64_t cols, int8_t* q, float* d, float* s) {
+  for (int64_t r = 0; r < cols / kGroup; ++r) {
+    const float* xr = x + r * kGroup;
+    const float amax = abs_max(xr, kGroup);
+    const float id = amax > 0.0f ? 127.0f / amax : 0.0f, dd = amax / 127.0f;
+    for (int g = 0; g < kGroup / 16; ++g) {
+      const int64_t at = r * (kGroup / 16) + g;
+      d[at] = dd;
+      s[at] = dd * (float)quant16(xr + g * 16, id, q + at * 16);
+    }
+  }
+}
+
+// Groups of 16 (the 32-value block types and IQ4_XS) and runs of 256 (the K-quants, whose
+// sub-block scales are then integers against one activation scale, as llama.cpp's Q8_K).
+static void quantize_act(const float* x, int64_t cols, int8_t* q, float* d, float* s) {
+  quantize_runs<16>(x, cols, q, d, s);
+}
+static void quantize_act_256(const float* x, int64_t cols, int8_t* q, float* d, float* s) {
+  quantize_runs<256>(x, cols, q, d, s);
 }
 
 // ---- weight decoders: n_blocks blocks -> q (block_size int8), a and b (block_size / 16) ----
@@ -577,6 +607,10 @@ struct RowSums {
   }
 };
 
+// Q4_K / Q5_K against activations with one scale per super-block (act_per_256): the
+// sub-block scales are integers, so a super-block's products sum in integers (maddubs, then
+// dpwssd with each lane's sub-block scale) and meet the float scales once; the mins stay the
+// per-group offsets b * s.
 template <bool kFive, int N>
 static void fused_kq_n(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* out) {
   const __m512i m4 = _mm512_set1_epi8(0x0F), one = _mm512_set1_epi8(1);
@@ -587,12 +621,24 @@ static void fused_kq_n(const uint8_t* w, int64_t nb, const FusedRows<N>& x, floa
     return _mm512_set_epi64(h, h, h, h, l, l, l, l);
   };
   const __m512i s0 = counts(0, 2), s1 = counts(1, 3), s2 = counts(4, 6), s3 = counts(5, 7);
+  // product k's 32 16-bit lanes after maddubs: 0-15 from sub-block lo, 16-31 from hi; these
+  // pick each lane's scale out of the 8 widened scale bytes
+  auto pick = [](int lo, int hi) {
+    const short l = (short)lo, h = (short)hi;
+    return _mm512_set_epi16(h, h, h, h, h, h, h, h, h, h, h, h, h, h, h, h, l, l, l, l, l, l, l, l, l, l, l, l, l, l, l, l);
+  };
+  const __m512i p0 = pick(0, 2), p1 = pick(1, 3), p2 = pick(4, 6), p3 = pick(5, 7);
   const int bytes = kFive ? 176 : 144, qs_at = kFive ? layout::q5k_qs : layout::q4k_qs;
-  RowSums<N> sums;
+  __m512 acc[N], off[N];
+  for (int t = 0; t < N; ++t) acc[t] = off[t] = _mm512_setzero_ps();
   for (int64_t i = 0; i < nb; ++i, w += bytes) {
     uint64_t mn;
     const uint64_t sc = kq_unpack(w + 4, mn);
-    const __m512 a = kq_groups(sc, half(w)), b = kq_groups(mn, -half(w + 2));
+    const float dw = half(w);
+    const __m512 b = kq_groups(mn, -half(w + 2));
+    const __m512i sc16 = _mm512_cvtepu8_epi16(_mm256_zextsi128_si256(_mm_cvtsi64_si128((long long)sc)));
+    const __m512i c0 = _mm512_permutexvar_epi16(p0, sc16), c1 = _mm512_permutexvar_epi16(p1, sc16);
+    const __m512i c2 = _mm512_permutexvar_epi16(p2, sc16), c3 = _mm512_permutexvar_epi16(p3, sc16);
     const __m512i z0 = _mm512_loadu_si512(w + qs_at), z1 = _mm512_loadu_si512(w + qs_at + 64);
     __m512i q0 = _mm512_and_si512(z0, m4), q1 = _mm512_and_si512(_mm512_srli_epi16(z0, 4), m4);
     __m512i q2 = _mm512_and_si512(z1, m4), q3 = _mm512_and_si512(_mm512_srli_epi16(z1, 4), m4);
@@ -606,10 +652,18 @@ static void fused_kq_n(const uint8_t* w, int64_t nb, const FusedRows<N>& x, floa
       q2 = _mm512_or_si512(q2, fifth(s2));
       q3 = _mm512_or_si512(q3, fifth(s3));
     }
-    const __m512i q[4] = {q0, q1, q2, q3};
-    sums.add_run(x, i * QK_K, a, b, q);
+    for (int t = 0; t < N; ++t) {
+      const int8_t* xq = x.q[t] + i * QK_K;
+      // unsigned q <= 31 times int8: pairs stay within int16 (2 * 31 * 127)
+      __m512i p = _mm512_dpwssd_epi32(_mm512_setzero_si512(), _mm512_maddubs_epi16(q0, _mm512_loadu_si512(xq)), c0);
+      p = _mm512_dpwssd_epi32(p, _mm512_maddubs_epi16(q1, _mm512_loadu_si512(xq + 64)), c1);
+      p = _mm512_dpwssd_epi32(p, _mm512_maddubs_epi16(q2, _mm512_loadu_si512(xq + 128)), c2);
+      p = _mm512_dpwssd_epi32(p, _mm512_maddubs_epi16(q3, _mm512_loadu_si512(xq + 192)), c3);
+      acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_set1_ps(dw * x.d[t][i * 16]), acc[t]);
+      off[t] = _mm512_fmadd_ps(b, _mm512_loadu_ps(x.s[t] + i * 16), off[t]);
+    }
   }
-  sums.finish(out);
+  for (int t = 0; t < N; ++t) out[t] = _mm512_reduce_add_ps(_mm512_add_ps(acc[t], off[t]));
 }
 
 // Q6_K in natural order: w = (d * sc[g]) * (q - 32), q unsigned 6-bit; the -32 is an offset.
@@ -846,21 +900,36 @@ static inline void groups_of_bytes(uint64_t bytes, float f, __m256 out[2]) {
 }
 
 // Q4_K / Q5_K: nibbles in natural order per 32 bytes (low: sub-block 2j, high: 2j + 1); Q5_K's
-// fifth bit is bit 2j (low) or 2j + 1 (high) of qh[l]. Values below 16 / 32.
+// fifth bit is bit 2j (low) or 2j + 1 (high) of qh[l]. Values below 16 / 32. The activations
+// have one scale per super-block (act_per_256), so its products sum in integers with the
+// sub-block scales (maddubs, then madd by the scale) and meet the float scales once; the mins
+// stay the per-group offsets b * s.
 template <bool kFive, int N>
 static void fused_kq_n(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* out) {
-  RowSums<N> sums;
+  __m256 acc[N], off[N];
+  for (int t = 0; t < N; ++t) acc[t] = off[t] = _mm256_setzero_ps();
   for (int64_t i = 0; i < nb; ++i, w += kFive ? 176 : 144) {
     uint64_t mn;
     const uint64_t sc = kq_unpack(w + 4, mn);
-    __m256 a[2], b[2];
-    groups_of_bytes(sc, half(w), a);
+    const float dw = half(w);
+    __m256 b[2];
     groups_of_bytes(mn, -half(w + 2), b);
-    __m256i q[8];
+    __m256i q[8], c[8];
     kq_values<kFive>(w, q);
-    sums.template add_run<false>(x, i * QK_K, a, b, q);
+    for (int k = 0; k < 8; ++k) c[k] = _mm256_set1_epi16((short)((sc >> (8 * k)) & 0xFF));
+    for (int t = 0; t < N; ++t) {
+      const int8_t* xq = x.q[t] + i * QK_K;
+      const float* xs = x.s[t] + i * 16;
+      // unsigned q <= 31 times int8: pairs stay within int16 (2 * 31 * 127)
+      __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(q[0], load256(xq)), c[0]);
+      for (int k = 1; k < 8; ++k)
+        p = _mm256_add_epi32(p, _mm256_madd_epi16(_mm256_maddubs_epi16(q[k], load256(xq + 32 * k)), c[k]));
+      acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * x.d[t][i * 16]), acc[t]);
+      off[t] = _mm256_fmadd_ps(b[0], _mm256_loadu_ps(xs), off[t]);
+      off[t] = _mm256_fmadd_ps(b[1], _mm256_loadu_ps(xs + 8), off[t]);
+    }
   }
-  sums.finish(out);
+  for (int t = 0; t < N; ++t) out[t] = hsum(_mm256_add_ps(acc[t], off[t]));
 }
 
 // IQ4_XS: signed code-book values (sign trick).

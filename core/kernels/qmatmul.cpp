@@ -35,41 +35,68 @@ bool wants_kq(const KernelTable& t, int type, bool exact) {
   return uses_int8(t, type, exact) && t.fused[type] && t.fused_kq_order[type];
 }
 
-void Activations::prepare(const KernelTable& t, const float* x, int64_t n, int64_t c, bool int8, bool kq_order,
-                          ThreadPool& pool) {
-  cols = c;
-  f = x;
-  kq.clear();
-  if (!int8) {
-    q.clear();
-    return;
+bool act_per_256(int type) {
+  return type == GGML_Q4_K || type == GGML_Q5_K;
+}
+
+void ActNeeds::add(const KernelTable& t, int type, bool exact) {
+  if (!uses_int8(t, type, exact)) return;
+  const bool kq = wants_kq(t, type, exact);
+  if (act_per_256(type)) {
+    g256 = true;
+    g256_kq = g256_kq || kq;
+  } else {
+    g16 = true;
+    g16_kq = g16_kq || kq;
   }
+}
+
+ActI8 Activations::int8(int type, bool kq) const {
+  const QuantizedRows& r = act_per_256(type) ? g256 : g16;
+  return kq ? ActI8{r.kq.data(), r.kd.data(), r.ks.data(), cols} : ActI8{r.q.data(), r.d.data(), r.s.data(), cols};
+}
+
+namespace {
+void quantize_rows(QuantActFn quant, const float* x, int64_t n, int64_t c, bool kq_order, ThreadPool& pool,
+                   QuantizedRows& r) {
   const int64_t ng = c / 16;
-  q.resize(std::max<int64_t>(n * c, 1));
-  d.resize(std::max<int64_t>(n * ng, 1));
-  s.resize(std::max<int64_t>(n * ng, 1));
+  r.q.resize(std::max<int64_t>(n * c, 1));
+  r.d.resize(std::max<int64_t>(n * ng, 1));
+  r.s.resize(std::max<int64_t>(n * ng, 1));
   const int64_t per_task = std::max<int64_t>(1, (64 << 10) / c);
   pool.run((n + per_task - 1) / per_task, [&](int64_t task) {
-    for (int64_t r = task * per_task; r < std::min(n, (task + 1) * per_task); ++r)
-      t.quant_act(x + r * c, c, q.data() + r * c, d.data() + r * ng, s.data() + r * ng);
+    for (int64_t i = task * per_task; i < std::min(n, (task + 1) * per_task); ++i)
+      quant(x + i * c, c, r.q.data() + i * c, r.d.data() + i * ng, r.s.data() + i * ng);
   });
-  if (!kq_order || c % 128 != 0) return;
-  kq.resize(q.size());
-  kd.resize(d.size());
-  ks.resize(s.size());
+  r.ready = true;
+  r.has_kq = kq_order && c % 128 == 0;
+  if (!r.has_kq) return;
+  r.kq.resize(r.q.size());
+  r.kd.resize(r.d.size());
+  r.ks.resize(r.s.size());
   static const int kGroupOrder[8] = {0, 1, 4, 5, 2, 3, 6, 7};
   for (int64_t run = 0; run < n * c / 128; ++run) {
-    const int8_t* src = q.data() + run * 128;
-    int8_t* dst = kq.data() + run * 128;
+    const int8_t* src = r.q.data() + run * 128;
+    int8_t* dst = r.kq.data() + run * 128;
     std::memcpy(dst, src, 32);
     std::memcpy(dst + 32, src + 64, 32);
     std::memcpy(dst + 64, src + 32, 32);
     std::memcpy(dst + 96, src + 96, 32);
     for (int g = 0; g < 8; ++g) {
-      kd[run * 8 + g] = d[run * 8 + kGroupOrder[g]];
-      ks[run * 8 + g] = s[run * 8 + kGroupOrder[g]];
+      r.kd[run * 8 + g] = r.d[run * 8 + kGroupOrder[g]];
+      r.ks[run * 8 + g] = r.s[run * 8 + kGroupOrder[g]];
     }
   }
+}
+}  // namespace
+
+void Activations::prepare(const KernelTable& t, const float* x, int64_t n, int64_t c, const ActNeeds& needs,
+                          ThreadPool& pool) {
+  cols = c;
+  f = x;
+  g16.ready = g16.has_kq = g256.ready = g256.has_kq = false;
+  if (needs.g16) quantize_rows(t.quant_act, x, n, c, needs.g16_kq, pool, g16);
+  if (needs.g256) quantize_rows(t.quant_act_256, x, n, c, needs.g256_kq, pool, g256);
 }
 
 namespace {
@@ -116,10 +143,10 @@ void tile_product(const KernelTable& t, const QMatrix& m, int64_t r0, int nr, co
     if (p + rb <= end) prefetch_row(p, rb);
   };
   // Fused kernels: up to kFusedRows activation rows per pass over a weight row.
-  const bool fused_i8 = int8 && t.fused[m.type] && (!t.fused_kq_order[m.type] || x.has_kq());
+  const bool fused_i8 = int8 && t.fused[m.type] && (!t.fused_kq_order[m.type] || x.has_kq(m.type));
   const bool fused_f = !int8 && t.fused_f32[m.type];
   if ((o.n <= kFusedMaxRows || invariant) && (fused_i8 || fused_f)) {
-    const ActI8 a = fused_i8 && t.fused_kq_order[m.type] ? x.int8_kq() : x.int8();
+    const ActI8 a = x.int8(m.type, fused_i8 && t.fused_kq_order[m.type]);
     const int8_t* q[kFusedRows];
     const float *d[kFusedRows], *sc[kFusedRows], *f[kFusedRows];
     if ((int64_t)s.v.size() < (int64_t)nr * kFusedRows) s.v.resize((size_t)nr * kFusedRows);
@@ -163,7 +190,7 @@ void tile_product(const KernelTable& t, const QMatrix& m, int64_t r0, int nr, co
   };
   auto multiply = [&](int rows, const TileOut& out) {
     if (int8)
-      t.dot_i8({s.q.data(), s.a.data(), s.b.data(), m.cols, rows}, x.int8(), out);
+      t.dot_i8({s.q.data(), s.a.data(), s.b.data(), m.cols, rows}, x.int8(m.type, false), out);
     else
       t.dot_f32({s.f.data(), m.cols, rows}, x.f, out);
   };
@@ -211,12 +238,9 @@ namespace {
 // The activation forms the matrices at hand need, prepared once.
 void prepare_for(const KernelTable& t, const QMatrix* const* ms, int count, const float* x, int64_t n, bool exact,
                  ThreadPool& pool, Activations& acts) {
-  bool int8 = false, kq = false;
-  for (int i = 0; i < count; ++i) {
-    int8 = int8 || uses_int8(t, ms[i]->type, exact);
-    kq = kq || wants_kq(t, ms[i]->type, exact);
-  }
-  acts.prepare(t, x, n, ms[0]->cols, int8, kq, pool);
+  ActNeeds needs;
+  for (int i = 0; i < count; ++i) needs.add(t, ms[i]->type, exact);
+  acts.prepare(t, x, n, ms[0]->cols, needs, pool);
 }
 
 Activations& thread_acts() {

@@ -28,24 +28,39 @@ void check_matrix(const QMatrix& m, const char* what);
 bool uses_int8(const KernelTable& t, int type, bool exact);
 // Whether its fused kernel wants activations in K-quant order.
 bool wants_kq(const KernelTable& t, int type, bool exact);
+// Whether its int8 activations have one scale per run of 256 values (the K-quants: their
+// sub-block scales are integers, so a run's products sum in integers, as llama.cpp's Q8_K
+// scheme does); else one per group of 16.
+bool act_per_256(int type);
+
+// Activation rows quantized one way: int8 q with, per group of 16, the scale d and d * sum(q);
+// and the same rows with each run of 128 values reordered as 0-31, 64-95, 32-63, 96-127 (the
+// order of the 4-bit K-quants' nibbles) for the fused kernels that want it.
+struct QuantizedRows {
+  std::vector<int8_t> q, kq;
+  std::vector<float> d, s, kd, ks;
+  bool ready = false, has_kq = false;
+};
+
+// The forms a set of matrices needs.
+struct ActNeeds {
+  bool g16 = false, g16_kq = false, g256 = false, g256_kq = false;
+  void add(const KernelTable& t, int type, bool exact);
+  bool int8() const { return g16 || g256; }
+};
 
 // Activation rows in the form(s) the kernels of the weights at hand need.
 struct Activations {
   int64_t cols = 0;
   const float* f = nullptr;  // float32 rows (when a float-path type is involved)
-  std::vector<int8_t> q;     // int8 rows
-  std::vector<float> d, s;   // per group of 16
-  // The same rows with each run of 128 values reordered as 0-31, 64-95, 32-63, 96-127 (the
-  // order of the 4-bit K-quants' nibbles), for the fused kernels.
-  std::vector<int8_t> kq;
-  std::vector<float> kd, ks;
-  ActI8 int8() const { return {q.data(), d.data(), s.data(), cols}; }
-  ActI8 int8_kq() const { return {kq.data(), kd.data(), ks.data(), cols}; }
-  bool has_int8() const { return !q.empty(); }
-  bool has_kq() const { return !kq.empty(); }
-  // Keeps a pointer to x (rows of cols floats) and, if `int8`, quantizes it on the pool
-  // (also in K-quant order if `kq_order` and cols % 128 == 0).
-  void prepare(const KernelTable& t, const float* x, int64_t n, int64_t cols, bool int8, bool kq_order,
+  QuantizedRows g16;         // a scale per group of 16
+  QuantizedRows g256;        // a scale per run of 256 (act_per_256 types)
+  // The int8 rows the products with weights of `type` read (in K-quant order if kq).
+  ActI8 int8(int type, bool kq) const;
+  bool has_kq(int type) const { return (act_per_256(type) ? g256 : g16).has_kq; }
+  // Keeps a pointer to x (rows of cols floats) and quantizes it on the pool in the forms
+  // `needs` asks for (the K-quant order only if cols % 128 == 0).
+  void prepare(const KernelTable& t, const float* x, int64_t n, int64_t cols, const ActNeeds& needs,
                ThreadPool& pool);
 };
 

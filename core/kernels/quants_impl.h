@@ -40,6 +40,7 @@ static KernelTable make_table() {
   t.quant[GGML_Q6_K] = q_q6_k;
   t.to_bf16 = f32_to_bf16;
   t.quant_act = quantize_act;
+  t.quant_act_256 = quantize_act_256;
   t.decode_i8[GGML_Q8_0] = dec_q8_0;
   t.decode_i8[GGML_Q4_0] = dec_q4_0;
   t.decode_i8[GGML_Q4_1] = dec_q4_1;

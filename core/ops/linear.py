@@ -3,8 +3,9 @@
 `weights` (a rule kwarg) picks how the weights are held:
 - `auto` (default): on the CPU the GGUF blocks stay where they are (a view of the mmap, no
   copy) and every product runs on the C++ kernels over the native blocks
-  (core/kernels/qmatmul.h): activations are quantized to int8 per 16 values for the types
-  with an int8 form, as llama.cpp does; KTX_EXACT=1 (or `exact: true`) keeps them float32.
+  (core/kernels/qmatmul.h): activations are quantized to int8 (one scale per 16 values, per
+  256 for Q4_K/Q5_K) for the types with an int8 form, as llama.cpp does; KTX_EXACT=1 (or
+  `exact: true`) keeps them float32.
   Prefill chunks take the same kernels (AVX-512: 16 tokens per register), which measured ~15%
   faster than dequantizing for PyTorch's float32 GEMM on the demo. On other devices, as
   `dequant`.

@@ -14,7 +14,7 @@ import gguf as gguf_py
 import numpy as np
 import pytest
 import torch
-from int8_oracle import T, dequantize, fake_quant, int8_types, random_weights, step_allowance
+from int8_oracle import T, dequantize, fake_quant, int8_types, random_weights, run_of, step_allowance
 
 from ktx.core.cpu_moe import CpuMoE, ExpertTensor
 
@@ -47,7 +47,7 @@ def _experts(types, rng, n_experts=E, hidden=H):
 def _oracle(types, dense, x, ids, weights, exact):
     wg, wu, wd = dense
     i8 = set() if exact else int8_types()
-    xin = {t: fake_quant(x) if int(t) in i8 else x.astype(np.float64) for t in types[:2]}
+    xin = {t: fake_quant(x, run_of(t)) if int(t) in i8 else x.astype(np.float64) for t in types[:2]}
     out = np.zeros((x.shape[0], wd.shape[1]))
     bound = np.zeros_like(out)
     for t in range(x.shape[0]):
@@ -56,14 +56,14 @@ def _oracle(types, dense, x, ids, weights, exact):
             g, u = xg @ wg[e].T, xu @ wu[e].T
             sig = 1 / (1 + np.exp(-g))
             act = (g * sig * u)[None].astype(np.float32)
-            a = fake_quant(act) if int(types[2]) in i8 else act.astype(np.float64)
+            a = fake_quant(act, run_of(types[2])) if int(types[2]) in i8 else act.astype(np.float64)
             out[t] += w * (a[0] @ wd[e].T)
             # float32 error of gate and up, through SiLU(g) * u (d SiLU / dg = sig (1 + g (1 - sig)))
             dg, du = 1e-5 * (np.abs(xg) @ np.abs(wg[e]).T), 1e-5 * (np.abs(xu) @ np.abs(wu[e]).T)
             dact = dg * np.abs(sig * (1 + g * (1 - sig)) * u) + du * np.abs(g * sig)
             bound[t] += abs(w) * ((1e-5 * np.abs(a[0]) + dact) @ np.abs(wd[e]).T)
             if int(types[2]) in i8:
-                bound[t] += abs(w) * step_allowance(act, wd[e])[0]
+                bound[t] += abs(w) * step_allowance(act, wd[e], run_of(types[2]))[0]
     return out, bound
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import gguf as gguf_py
 import numpy as np
 import pytest
-from int8_oracle import T, dequantize, fake_quant, int8_types, quantize_act, random_weights
+from int8_oracle import T, dequantize, fake_quant, int8_types, quantize_act, random_weights, run_of
 
 from ktx.core import _kernels, cpu
 
@@ -48,7 +48,7 @@ def test_qmatmul_matches_float64_on_dequantized_weights(ggml_type, n, isa):
     w = dequantize(raw, ggml_type, rows, cols)
     x = rng.standard_normal((n, cols), dtype=np.float32)
     for exact in (False, True):
-        xr = x.astype(np.float64) if exact or ggml_type not in INT8 else fake_quant(x)
+        xr = x.astype(np.float64) if exact or ggml_type not in INT8 else fake_quant(x, run_of(ggml_type))
         y = _qmatmul(ggml_type, raw, rows, cols, x, exact)
         err = np.abs(y - xr @ w.T) / (np.abs(xr) @ np.abs(w).T)
         assert err.max() <= REL, f"exact={exact}: relative error {err.max():.3g}"
@@ -97,20 +97,24 @@ def test_decoded_int8_form_is_exactly_the_dequantized_weights(ggml_type, isa):
     np.testing.assert_array_equal(got, expected)
 
 
-def test_quantize_act_matches_its_definition(isa):
+@pytest.mark.parametrize("run", [16, 256])
+def test_quantize_act_matches_its_definition(run, isa):
     rng = np.random.default_rng(2)
-    x = rng.standard_normal((5, 256), dtype=np.float32) * np.float32(3)
-    x[1, :16] = 0.0  # an all-zero group: d = 0, q = 0
+    x = rng.standard_normal((5, 512), dtype=np.float32) * np.float32(3)
+    x[1, :256] = 0.0  # an all-zero run: d = 0, q = 0
+    x[3, 256:] *= np.float32(1e-3)  # runs of one row quantized apart
     # max 127 makes the scale 1, so these are exact ties: round half to even (0, 2, 2, -0, ...)
+    x[2, :256] = np.clip(x[2, :256], -100, 100)
     x[2, 16:32] = [127, 0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 3.5, 4.5, 5.5, 6.5, -7.5, 8.5, 9.5, 10.5, 11.5]
     q = np.zeros(x.shape, np.int8)
-    d = np.zeros((5, 16), np.float32)
+    d = np.zeros((5, 32), np.float32)
     s = np.zeros_like(d)
-    _kernels.quantize_act(x.ctypes.data, 5, 256, q.ctypes.data, d.ctypes.data, s.ctypes.data)
-    eq, ed, es = quantize_act(x)
+    _kernels.quantize_act(x.ctypes.data, 5, 512, q.ctypes.data, d.ctypes.data, s.ctypes.data, run)
+    eq, ed, es = quantize_act(x, run)
     np.testing.assert_array_equal(q, eq)
     np.testing.assert_array_equal(d, ed)
     np.testing.assert_array_equal(s, es)
+    assert (q[2, 17:32] == [0, 2, 2, 0, -2, -2, 4, 4, 6, 6, -8, 8, 10, 10, 12]).all()
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
@@ -214,7 +218,7 @@ def test_linear_heads_multiplies_each_head_by_its_own_matrix(ggml_type, n, isa):
     y = np.full((n, heads, rows), np.nan, np.float32)
     qm = _kernels.QMatrix(int(ggml_type), raw.ctypes.data, rows, cols)
     _kernels.linear_heads(qm, heads, stride, x.ctypes.data, n, y.ctypes.data, False, 2)
-    xr = fake_quant(x.reshape(-1, cols)).reshape(n, heads, cols)
+    xr = fake_quant(x.reshape(-1, cols), run_of(ggml_type)).reshape(n, heads, cols)
     expected = np.einsum("nhc,hrc->nhr", xr, w)
     err = np.abs(y - expected) / np.einsum("nhc,hrc->nhr", np.abs(xr), np.abs(w))
     assert err.max() <= REL, f"relative error {err.max():.3g}"

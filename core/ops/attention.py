@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import cpu
-from ..runtime.context import PAGED_MAX_TOKENS, current
+from ..runtime.context import current
 from . import cpu_kernels
 from .base import Operator, adopt
 from .linear import fused_linears
@@ -82,9 +82,9 @@ def attend_cached_cpu(
     """Attention of q [T, H, dk] (or q(rows) -> those rows' q) over the step's cache, the new
     tokens already written.
 
-    Short segments run the CPU paged kernel ([n, H, dv], then `finish` if given: MLA's value
-    expansion); `long_segment(rows, seg, start)` computes the others' rows (PyTorch), in the
-    finished form."""
+    Segments of at most op.paged_max_tokens new tokens (None: all) run the CPU paged kernel
+    ([n, H, dv], then `finish` if given: MLA's value expansion); `long_segment(rows, seg,
+    start)` computes the others' rows (PyTorch), in the finished form."""
     ctx = current()
     seq, table, positions = ctx.cpu_rows
     k_store, v_store = stores
@@ -106,12 +106,10 @@ def attend_cached_cpu(
         )
         return finish(o) if finish is not None else o
 
-    if all(seg.length <= PAGED_MAX_TOKENS for _, seg, _ in ctx.rows):
+    limit = op.paged_max_tokens
+    if limit is None or all(seg.length <= limit for _, seg, _ in ctx.rows):
         return paged(slice(0, len(positions)))
-    outs = [
-        paged(rs) if seg.length <= PAGED_MAX_TOKENS else long_segment(rs, seg, start)
-        for rs, seg, start in ctx.rows
-    ]
+    outs = [paged(rs) if seg.length <= limit else long_segment(rs, seg, start) for rs, seg, start in ctx.rows]
     return torch.cat(outs)
 
 
@@ -132,6 +130,8 @@ def segments(hidden: torch.Tensor, position_ids: torch.Tensor | None):
 
 
 class Attention(Operator):
+    paged_max_tokens = None  # the CPU paged kernel takes segments of any length
+
     def __init__(self, key, gguf, config, orig=None, device="cpu", **kwargs):
         super().__init__(key, gguf, config, orig, device, **kwargs)
         adopt(self, orig, ("q_proj", "k_proj", "v_proj", "o_proj", "q_norm", "k_norm"))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from .. import _kernels, cpu
-from ..runtime.context import current
+from ..runtime.context import PAGED_MAX_TOKENS, current
 from . import cpu_kernels
 from .attention import attend_cached_cpu, cpu_paged, paged_kernels, segments
 from .base import Operator, adopt
@@ -24,6 +24,8 @@ from .rope import Rope, inv_freq
 
 
 class MLAAttention(Operator):
+    paged_max_tokens = PAGED_MAX_TOKENS  # absorbed only for short segments (runtime/context.py)
+
     def __init__(self, key, gguf, config, orig=None, device="cpu", absorb: str = "decode", **kwargs):
         super().__init__(key, gguf, config, orig, device, **kwargs)
         if absorb not in ("decode", "always", "never"):

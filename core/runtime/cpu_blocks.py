@@ -32,6 +32,7 @@ from ..ops.norm import RMSNorm
 class Block:
     kernel: Any  # _kernels.AttnBlock | _kernels.MlaBlock | _kernels.MlpBlock | _kernels.MoeBlock
     keep: tuple  # what the kernel's pointers point into
+    max_tokens: int | None = None  # attention: the longest segment it takes (None: any)
 
 
 def _norm(n) -> tuple[int, float, tuple]:
@@ -150,7 +151,7 @@ def mla_block(norm, attn, post_norm) -> Block | None:
     )
     heads_data = tuple(attn.tensor(f"{attn.key}.attn_{p}_b.weight").raw for p in ("k", "v"))
     keep = (*k1, *kqa, *kkv, freqs, *(lin.blocks for lin in lins), *heads_data)
-    return Block(kernel, keep)
+    return Block(kernel, keep, attn.paged_max_tokens)
 
 
 def mlp_block(norm, mlp, post_norm) -> Block | None:

@@ -17,22 +17,25 @@ import torch
 from .context import ForwardBatch, Segment, forward_batch
 from .forward import layers_forward
 from .kv_cache import BlockPool, SequenceKV
+from .plan import StepPlan
 from .sampler import Sampler, SamplingParams
 from .stops import StopMatcher
 
 
 @contextlib.contextmanager
-def _torch_threads_for(n_tokens: int):
-    """Decode-sized steps run PyTorch's own ops on one thread.
+def _torch_threads_for(n_tokens: int, all_blocks: bool):
+    """Decode-sized steps, and every step of a model whose layers all run as CPU blocks
+    (all_blocks), run PyTorch's own ops on one thread.
 
-    Their work is small (norms, RoPE, attention over one query), and PyTorch's idle OpenMP
+    Their PyTorch work is small (the embedding, the final norm), and PyTorch's idle OpenMP
     workers spin on the cores that ktx's kernel pool needs: on the 2-core dev VM, decode went
-    from 12 to 28 tokens/s. Prefill keeps every thread for its large matmuls.
+    from 12 to 28 tokens/s, and the demo's 128-token prefill from 630 to 1040. Other prefills
+    (MLA's long segments, dequantized weights) keep every thread for PyTorch's large ops.
     """
     from ..ops.linear import GEMV_MAX_TOKENS
 
     before = torch.get_num_threads()
-    if n_tokens > GEMV_MAX_TOKENS or before == 1:
+    if (n_tokens > GEMV_MAX_TOKENS and not all_blocks) or before == 1:
         yield
         return
     torch.set_num_threads(1)
@@ -61,7 +64,7 @@ def forward_step(
         pool.reserve(seg.seq, seg.start + seg.length)
     batch = ForwardBatch(pool, segments)
     last = None if batch.decode_only else torch.tensor([rows.stop - 1 for rows, _, _ in batch.rows])
-    with forward_batch(batch), _torch_threads_for(len(input_ids)):
+    with forward_batch(batch), _torch_threads_for(len(input_ids), StepPlan.of(model).all_blocks):
         logits = layers_forward(model, input_ids, batch.positions, last).float()
     for seg in segments:
         seg.seq.length = seg.start + seg.length

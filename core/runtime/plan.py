@@ -26,7 +26,7 @@ from torch import nn
 
 from ..ops.base import Operator
 from ..ops.norm import RMSNorm
-from .context import PAGED_MAX_TOKENS, current
+from .context import current
 
 PRE_NORM = "pre_norm"  # x += attn(norm1(x)); x += mlp(norm2(x))
 SANDWICH = "sandwich"  # x += norm2(attn(norm1(x))); x += norm4(mlp(norm3(x)))   (Gemma 3)
@@ -83,11 +83,19 @@ class LayerStep:
     attn_block: Any = None  # the CPU kernels' fused halves where they fit (cpu_blocks.Block)
     mlp_block: Any = None
 
-    def __call__(self, x: torch.Tensor, positions: torch.Tensor, fused: int = 0) -> torch.Tensor:
-        # x: [T, hidden], updated in place (each residual add writes into it). fused: 1 when x is
-        # a contiguous float32 CPU tensor (the MLP block fits), 2 when also every segment of the
-        # step is short, with a float32 cache (the attention block fits)
-        if fused == 2 and self.attn_block is not None:
+    def __call__(
+        self, x: torch.Tensor, positions: torch.Tensor, fused: bool = False, attn_tokens: int = 0
+    ) -> torch.Tensor:
+        # x: [T, hidden], updated in place (each residual add writes into it). fused: x is a
+        # contiguous float32 CPU tensor (the MLP block fits); attn_tokens: the step's longest
+        # segment, when the cache is a float32 host pool (else 0): the attention block fits if
+        # it takes segments that long
+        block = self.attn_block
+        if (
+            attn_tokens
+            and block is not None
+            and (block.max_tokens is None or attn_tokens <= block.max_tokens)
+        ):
             self._attn_block(x)
         else:
             a = self.attn(self.attn_norm(x)[None])[0][0]
@@ -120,7 +128,9 @@ class ModuleStep:
 
     layer: nn.Module
 
-    def __call__(self, x: torch.Tensor, positions: torch.Tensor, fused: int = 0) -> torch.Tensor:
+    def __call__(
+        self, x: torch.Tensor, positions: torch.Tensor, fused: bool = False, attn_tokens: int = 0
+    ) -> torch.Tensor:
         out = self.layer(x[None], attention_mask=None, position_ids=positions[None], position_embeddings=None)
         return (out[0] if isinstance(out, tuple) else out)[0]
 
@@ -165,6 +175,14 @@ class StepPlan:
         self.layers = [layer_step(layer, fused) for layer in inner.layers[: config.num_hidden_layers]]
         self.norm = direct(inner.norm)
         self.lm_head = direct(model.lm_head)
+        # Every layer is two CPU blocks that take any step (no PyTorch work of any size in it)
+        self.all_blocks = all(
+            isinstance(s, LayerStep)
+            and s.mlp_block is not None
+            and s.attn_block is not None
+            and s.attn_block.max_tokens is None
+            for s in self.layers
+        )
         self.softcap = getattr(config, "final_logit_softcapping", None)
 
     @classmethod
@@ -181,11 +199,12 @@ class StepPlan:
         """input_ids, positions: [T] -> logits [len(keep) or T, vocab]."""
         x = self.embed(input_ids[None])[0]  # [T, hidden]
         ctx = current()
-        fused = int(x.is_cpu and x.dtype == torch.float32 and x.is_contiguous())
-        if fused and ctx is not None and all(s.length <= PAGED_MAX_TOKENS for s in ctx.segments):
-            fused += ctx.pool.host_float32
+        fused = x.is_cpu and x.dtype == torch.float32 and x.is_contiguous()
+        attn_tokens = 0
+        if fused and ctx is not None and ctx.pool.host_float32:
+            attn_tokens = max(s.length for s in ctx.segments)
         for step in self.layers:
-            x = step(x, positions, fused)
+            x = step(x, positions, fused, attn_tokens)
         if keep is not None:  # the norm is per row: only the kept rows need it
             x = x[keep.to(x.device)]
         logits = self.lm_head(self.norm(x))

@@ -85,6 +85,7 @@ def test_shutdown_ends_a_stream_it_cannot_wait_for_with_a_finish_reason(demo_ggu
     # 2 s of grace (the engine ends requests after 0.5 s) against 2,000 tokens: no machine
     # finishes in time, so the stream must end as a whole answer, cut at its tokens so far
     srv = start_server("--max-new-tokens", "4", graceful_s=2.5)
+    srv.engine.eos = set()  # a sampled end-of-sequence token would end the stream first
     events: list[dict] = []
     lines: list[str] = []
     started = threading.Event()

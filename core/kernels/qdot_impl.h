@@ -1129,10 +1129,107 @@ static void dot_tile_i8_panels(const DecodedI8& w, const ActI8& x, const TileOut
 }
 #endif
 
+#if defined(__AVX2__) && !defined(__AVX512F__)
+// Tiles with many activation rows, AVX2: 8 tokens per register, one per 32-bit lane, packed
+// [cols / 4][8 tokens][4] bytes, and a weight row's 4 values broadcast to every lane, as the
+// AVX-512 panels. Without VNNI, maddubs (unsigned weight x signed activation, pairs to int16)
+// and madd (pairs to int32) advance 8 dot products by 4 values; the pairs stay within int16
+// when the weights enter as q + 64 <= 128, so this takes tiles whose |q| <= 64 (every int8
+// form but Q8_0's and the IQ4 code books'); the 64 * sum(x) it adds is taken back with the
+// offsets.
+constexpr int kTileRows2 = 4;
+
+struct TokenPanel8 {
+  std::vector<int8_t> q;    // [cols / 4][8][4]
+  std::vector<float> d, s;  // [ng][8]
+};
+
+static bool small_q(const int8_t* q, int64_t n) {  // every |q| <= 64 (n % 32 == 0)
+  __m256i m = _mm256_setzero_si256();
+  for (int64_t i = 0; i < n; i += 32) m = _mm256_max_epu8(m, _mm256_abs_epi8(load256(q + i)));
+  return _mm256_testz_si256(_mm256_cmpgt_epi8(m, _mm256_set1_epi8(64)), _mm256_set1_epi8(-1)) &&
+         _mm256_testz_si256(_mm256_cmpeq_epi8(m, _mm256_set1_epi8((char)0x80)), _mm256_set1_epi8(-1));
+}
+
+static void pack_panel8(const ActI8& x, const int32_t* xrow, int i0, int n, int64_t cols, TokenPanel8& p) {
+  const int64_t ng = cols / 16;
+  p.q.assign(cols * 8, 0);
+  p.d.assign(ng * 8, 0.0f);
+  p.s.assign(ng * 8, 0.0f);
+  for (int l = 0; l < n; ++l) {
+    const int64_t t = xrow ? xrow[i0 + l] : i0 + l;
+    const int8_t* src = x.q + t * cols;
+    for (int64_t k4 = 0; k4 < cols / 4; ++k4) std::memcpy(&p.q[k4 * 32 + 4 * l], src + 4 * k4, 4);
+    for (int64_t g = 0; g < ng; ++g) {
+      p.d[g * 8 + l] = x.d[t * ng + g];
+      p.s[g * 8 + l] = x.s[t * ng + g];
+    }
+  }
+}
+
+static void dot_tile_i8_panels8(const DecodedI8& w, const ActI8& x, const TileOut& o) {
+  const int64_t cols = w.cols, ng = cols / 16;
+  static thread_local std::vector<TokenPanel8> panels;
+  static thread_local std::vector<uint8_t> wu;    // kTileRows2 rows of q + 64
+  static thread_local std::vector<float> ap, bp;  // a, and b - 64 a
+  const __m256i k64 = _mm256_set1_epi8(64), ones = _mm256_set1_epi16(1);
+  const int n_panels = (o.n + 7) / 8;
+  if ((int)panels.size() < n_panels) panels.resize(n_panels);
+  for (int pi = 0; pi < n_panels; ++pi)
+    pack_panel8(x, o.xrow, 8 * pi, o.n - 8 * pi < 8 ? o.n - 8 * pi : 8, cols, panels[pi]);
+  for (int r0 = 0; r0 < w.rows; r0 += kTileRows2) {
+    const int nr = w.rows - r0 < kTileRows2 ? w.rows - r0 : kTileRows2;
+    // rows past the tile's end stay zero (their results are dropped)
+    wu.assign(kTileRows2 * cols, 0);
+    ap.assign(kTileRows2 * ng, 0.0f);
+    bp.assign(kTileRows2 * ng, 0.0f);
+    for (int r = 0; r < nr; ++r) {
+      const int8_t* q = w.q + (r0 + r) * cols;
+      for (int64_t k = 0; k < cols; k += 32) store256(&wu[r * cols + k], _mm256_add_epi8(load256(q + k), k64));
+      const float *a = w.a + (r0 + r) * ng, *b = w.b + (r0 + r) * ng;
+      for (int64_t g = 0; g < ng; ++g) {
+        ap[r * ng + g] = a[g];
+        bp[r * ng + g] = b[g] - 64.0f * a[g];
+      }
+    }
+    for (int pi = 0; pi < n_panels; ++pi) {
+      const TokenPanel8& panel = panels[pi];
+      __m256 acc[kTileRows2];
+      for (int r = 0; r < kTileRows2; ++r) acc[r] = _mm256_setzero_ps();
+      for (int64_t g = 0; g < ng; ++g) {
+        const int8_t* xp = &panel.q[g * 128];  // group g: 4 steps of [8 tokens][4 values]
+        const __m256 dv = _mm256_loadu_ps(&panel.d[g * 8]), sv = _mm256_loadu_ps(&panel.s[g * 8]);
+        __m256i p[kTileRows2];
+        for (int r = 0; r < kTileRows2; ++r) p[r] = _mm256_setzero_si256();
+        for (int step = 0; step < 4; ++step) {
+          const __m256i xs = load256(xp + 32 * step);
+          for (int r = 0; r < kTileRows2; ++r) {
+            const __m256i wb = _mm256_set1_epi32((int)load_u32(&wu[r * cols + g * 16 + 4 * step]));
+            p[r] = _mm256_add_epi32(p[r], _mm256_madd_epi16(_mm256_maddubs_epi16(wb, xs), ones));
+          }
+        }
+        for (int r = 0; r < kTileRows2; ++r) {
+          acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p[r]), _mm256_mul_ps(dv, _mm256_set1_ps(ap[r * ng + g])), acc[r]);
+          acc[r] = _mm256_fmadd_ps(sv, _mm256_set1_ps(bp[r * ng + g]), acc[r]);
+        }
+      }
+      alignas(32) float out[kTileRows2][8];
+      for (int r = 0; r < nr; ++r) _mm256_store_ps(out[r], acc[r]);
+      const int n = o.n - 8 * pi < 8 ? o.n - 8 * pi : 8;
+      for (int l = 0; l < n; ++l)
+        for (int r = 0; r < nr; ++r) o.put(8 * pi + l, r0 + r, out[r][l]);
+    }
+  }
+}
+#endif
+
 // Products of every decoded weight row with every activation row of `o` (TileOut::put).
 static void dot_tile_i8(const DecodedI8& w, const ActI8& x, const TileOut& o) {
 #if defined(__AVX512F__)
   if (o.n >= kPanelMinRows) return dot_tile_i8_panels(w, x, o);
+#endif
+#if defined(__AVX2__) && !defined(__AVX512F__)
+  if (o.n >= kPanelMinRows && small_q(w.q, (int64_t)w.rows * w.cols)) return dot_tile_i8_panels8(w, x, o);
 #endif
   const int64_t ng = w.cols / 16;
   for (int i0 = 0; i0 < o.n; i0 += kTokenBlock) {

@@ -154,13 +154,21 @@ def mla_block(norm, attn, post_norm) -> Block | None:
     return Block(kernel, keep, attn.paged_max_tokens)
 
 
-def mlp_block(norm, mlp, post_norm) -> Block | None:
+def _gated(mlp) -> tuple | None:
+    """(gate, up, down) of a GatedMLP the kernels run as one gated product and a down
+    product (GGUF-native on the CPU, no down bias), or None."""
     if not isinstance(mlp, GatedMLP) or mlp.accelerated or not mlp._fused():
         return None
-    gate, up, down = mlp.gate_proj, mlp.up_proj, mlp.down_proj
+    lins = (mlp.gate_proj, mlp.up_proj, mlp.down_proj)
+    return lins if _native(*lins) and mlp.down_proj.bias is None else None
+
+
+def mlp_block(norm, mlp, post_norm) -> Block | None:
+    lins = _gated(mlp)
     norms = [_norm(n) for n in (norm, post_norm)]
-    if not _native(gate, up, down) or down.bias is not None or None in norms or norm is None:
+    if lins is None or None in norms or norm is None:
         return None
+    gate, up, down = lins
     (n1, e1, k1), (n2, e2, k2) = norms
     kernel = _kernels.MlpBlock(
         hidden=gate.qmatrix.cols,
@@ -202,10 +210,8 @@ def moe_block(norm, moe, post_norm) -> Block | None:
     (n1, e1, k1), (n2, e2, k2) = norms
     parts, act, exact, threads, keep = (None, None, None), 0, False, 1, ()
     if shared is not None:
-        if not isinstance(shared, GatedMLP) or shared.accelerated or not shared._fused():
-            return None
-        lins = (shared.gate_proj, shared.up_proj, shared.down_proj)
-        if not _native(*lins) or shared.down_proj.bias is not None:
+        lins = _gated(shared)
+        if lins is None:
             return None
         parts = tuple(lin.qmatrix for lin in lins)
         act, exact, threads = shared.act, lins[0].exact_kernels, lins[0].threads

@@ -42,6 +42,7 @@ class E2EConfig:
     cuda_graph: bool = False
     seed: int = 0
     breakdown: bool = False  # also time a decode pass by kernel family (bench/breakdown.py)
+    warmup: int = 1  # untimed rounds (a prefill and a few decode steps) before the first measurement
 
 
 def _sync(device: torch.device) -> None:
@@ -104,16 +105,46 @@ def cpu_experts_off(model):
         model.__dict__.pop("_ktx_step_plan", None)
 
 
-def _decode(model, pool, seq, logits, gen: int, cuda_graph: bool, device) -> float:
-    """Seconds for `gen` greedy decode steps after `logits`."""
+def _decode(
+    model, pool, seq, logits, gen: int, cuda_graph: bool, device, timed=contextlib.nullcontext
+) -> tuple[float, float]:
+    """(seconds for `gen` greedy decode steps after `logits`, the CPU experts' busy seconds in them).
+
+    One more step runs first, untimed: it compiles kernels and, with `cuda_graph`, warms up and
+    captures the graph; timing it would charge a one-off cost to every step. `timed()` is a
+    context entered around the timed steps only (a profiler)."""
     step = decode_step(model, pool, cuda_graph)
+
+    def one(logits):
+        return step([Segment(seq, seq.length, 1)], torch.tensor([int(logits.argmax())]))[0]
+
+    logits = one(logits)
     _sync(device)
-    t0 = time.perf_counter()
-    for _ in range(gen):
-        token = int(logits.argmax())
-        logits = step([Segment(seq, seq.length, 1)], torch.tensor([token]))[0]
-    _sync(device)
-    return time.perf_counter() - t0
+    with timed():
+        busy0, t0 = cpu_busy_s(model), time.perf_counter()
+        for _ in range(gen):
+            logits = one(logits)
+        _sync(device)
+        elapsed = time.perf_counter() - t0
+    return elapsed, cpu_busy_s(model) - busy0
+
+
+def warm_up(model, cfg: E2EConfig) -> None:
+    """`cfg.warmup` untimed rounds of the first prompt length's prefill and a few decode steps:
+    the first call of each kernel (Triton's JIT, autotuning, the allocator's first blocks) is
+    paid here, not by the first measured prompt."""
+    if not cfg.warmup or not cfg.prompts:
+        return
+    device = model.model.embed_tokens.device
+    n = cfg.prompts[0]
+    ids = random_prompt(int(model.config.vocab_size), n, cfg.seed + 1)
+    pool = make_pool(model, n + 8)
+    with torch.inference_mode():
+        for _ in range(cfg.warmup):
+            seq = SequenceKV()
+            logits = prefill(model, pool, seq, ids, cfg.chunk_size)
+            _decode(model, pool, seq, logits, 2, cfg.cuda_graph, device)
+            pool.free(seq)
 
 
 def measure(model, n_prompt: int, cfg: E2EConfig) -> dict[str, Any]:
@@ -121,7 +152,7 @@ def measure(model, n_prompt: int, cfg: E2EConfig) -> dict[str, Any]:
     vocab = int(model.config.vocab_size)
     ids = random_prompt(vocab, n_prompt, cfg.seed + n_prompt)
     passes = 3 if cfg.breakdown else 2
-    pool = make_pool(model, n_prompt + passes * cfg.gen + 1)
+    pool = make_pool(model, n_prompt + passes * (cfg.gen + 1) + 1)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     with torch.inference_mode():
@@ -132,18 +163,23 @@ def measure(model, n_prompt: int, cfg: E2EConfig) -> dict[str, Any]:
             logits = prefill(model, pool, seq, ids, cfg.chunk_size)
         int(logits.argmax())  # the first token: TTFT ends here
         ttft = time.perf_counter() - t0
-        busy0 = cpu_busy_s(model)
-        decode_s = _decode(model, pool, seq, logits, cfg.gen, cfg.cuda_graph, device)
-        cpu_s = cpu_busy_s(model) - busy0
+        decode_s, cpu_s = _decode(model, pool, seq, logits, cfg.gen, cfg.cuda_graph, device)
         # as many steps again, on with the same sequence, with every CPU expert slot skipped:
         # the rest of the model's time at nearly the same context length
         with cpu_experts_off(model):
-            rest_s = _decode(model, pool, seq, logits, cfg.gen, cfg.cuda_graph, device)
+            rest_s, _ = _decode(model, pool, seq, logits, cfg.gen, cfg.cuda_graph, device)
         families = None
         if cfg.breakdown:  # eager steps: a captured graph would not run the timers
-            with breakdown.profiled(model) as bd:
-                _decode(model, pool, seq, logits, cfg.gen, False, device)
-            families = {f: 1e3 * s / cfg.gen for f, s in bd.seconds.items()}
+            got = []
+
+            @contextlib.contextmanager
+            def timed():
+                with breakdown.profiled(model) as bd:
+                    got.append(bd)
+                    yield
+
+            _decode(model, pool, seq, logits, cfg.gen, False, device, timed=timed)
+            families = {f: 1e3 * s / cfg.gen for f, s in got[0].seconds.items()}
         pool.free(seq)
     step_ms, cpu_ms, rest_ms = (1e3 * s / cfg.gen for s in (decode_s, cpu_s, rest_s))
     row = {

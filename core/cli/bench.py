@@ -83,7 +83,9 @@ def run_e2e(args: argparse.Namespace) -> int:
     from .model_args import load_model
 
     prompts = moe.parse_tokens(args.prompt)
-    cfg = e2e.E2EConfig(prompts, args.gen, args.chunk_size, args.cuda_graph, args.seed or 0, args.breakdown)
+    cfg = e2e.E2EConfig(
+        prompts, args.gen, args.chunk_size, args.cuda_graph, args.seed or 0, args.breakdown, args.warmup
+    )
     info = sys.stderr if args.json else sys.stdout
     model = load_model(args, quiet=args.json)
     dram = membw.read_gb_s()
@@ -99,6 +101,9 @@ def run_e2e(args: argparse.Namespace) -> int:
         file=info,
         flush=True,
     )
+    if cfg.warmup:
+        print(f"warm-up: {cfg.warmup} untimed round(s) of a {prompts[0]}-token prompt", file=info, flush=True)
+        e2e.warm_up(model, cfg)
     if not args.json:
         print(e2e.TABLE_HEADER, flush=True)
     rows = []
@@ -198,14 +203,20 @@ def _start_server(app):
     raise RuntimeError("the benchmark's server did not start")
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
+def _at_least(low: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} must be at least {low}")
+        return value
+
+    return parse
+
+
+_positive = _at_least(1)
 
 
 def add_parser(subcommands) -> None:
@@ -293,6 +304,15 @@ def add_parser(subcommands) -> None:
         "--prompt", default="512,2048", help="comma-separated prompt lengths (default: %(default)s)"
     )
     e.add_argument("--gen", type=_positive, default=128, help="tokens decoded per prompt (default: 128)")
+    e.add_argument(
+        "--warmup",
+        type=_at_least(0),
+        default=1,
+        metavar="N",
+        help="untimed rounds (a prefill of the first prompt length and a few decode steps) before "
+        "measuring, so kernel compiles and first allocations are not timed (default: 1; 0: none). "
+        "Each measured decode pass also runs one untimed step first (JIT, CUDA-graph capture)",
+    )
     e.add_argument(
         "--breakdown",
         action="store_true",

@@ -52,3 +52,38 @@ def test_bench_e2e_reports_speed_memory_and_the_step_split(tiny_moe, capsys):
     assert main(argv) == 0
     table = capsys.readouterr().out
     assert "prefill/s" in table and "DRAM read" in table
+
+
+def test_bench_e2e_does_not_time_the_first_decode_step(tiny_moe, monkeypatch):
+    """The first step of a decode pass pays one-off costs (Triton's JIT, CUDA-graph capture); a
+    clock that jumps 1000 s in each pass's first step shows whether it was timed."""
+    import time
+
+    from ktx.core.bench import e2e
+    from ktx.core.loader import load
+
+    jump = [0.0]
+    real_step = e2e.decode_step
+
+    def slow_first_step(model, pool, cuda_graph):
+        step, calls = real_step(model, pool, cuda_graph), []
+
+        def run(segments, tokens):
+            if not calls:
+                jump[0] += 1000.0
+            calls.append(1)
+            return step(segments, tokens)
+
+        return run
+
+    class Clock:
+        @staticmethod
+        def perf_counter():
+            return time.perf_counter() + jump[0]
+
+    monkeypatch.setattr(e2e, "decode_step", slow_first_step)
+    monkeypatch.setattr(e2e, "time", Clock)
+    model = load(tiny_moe, device="cpu")
+    row = e2e.measure(model, 8, e2e.E2EConfig([8], gen=3))
+    assert row["step_ms"] < 1e5 and row["rest_ms"] < 1e5  # a timed first step would add 333,333 ms
+    assert jump[0] == 2000.0  # the two passes each ran their untimed first step

@@ -143,6 +143,16 @@ class CpuMoE:
         self._layer.sync()
         return keep[3]
 
+    def cancel(self) -> None:
+        """Waits for a submitted call, if any, and drops its result (its step failed)."""
+        if self._inflight is not None:
+            try:
+                self._layer.sync()  # the call reads its tensors until then: they are dropped after
+            except Exception:  # the abandoned call's own failure: its step has failed already
+                pass
+            finally:
+                self._inflight = None
+
     @property
     def busy_seconds(self) -> float:
         """Time spent running calls since this layer was built (the CPU side of a hybrid step)."""

@@ -27,7 +27,8 @@ _driver = None
 
 def launch_host_func(stream: torch.cuda.Stream, fn: int, arg: int) -> None:
     """cuLaunchHostFunc(stream, fn, arg): `fn(arg)` runs on a CUDA thread once the stream's work
-    before it is done; work after it waits for it to return."""
+    before it is done; work after it waits for it to return. The caller makes the stream's
+    device current: the driver call works in the current context."""
     global _driver
     if _driver is None:
         lib = ctypes.CDLL("libcuda.so.1")
@@ -43,7 +44,7 @@ class _Buffers:
     """Pinned host buffers for calls of up to `rows` tokens x k experts: x, ids, weights, out."""
 
     def __init__(self, rows: int, k: int, hidden: int):
-        pin = dict(pin_memory=True)
+        pin = dict(pin_memory=torch.cuda.is_available())  # pinned for the GPU's copies (tests run without)
         self.x = torch.empty(rows, hidden, dtype=torch.float32, **pin)
         self.ids = torch.empty(rows, k, dtype=torch.int64, **pin)
         self.weights = torch.empty(rows, k, dtype=torch.float32, **pin)
@@ -80,15 +81,20 @@ class StreamExperts:
             got = self.tasks[(n, k)] = (self.moe.host_task(*views), views)
         return got
 
+    def _launch(self, fn: int, task: HostTask) -> None:
+        with torch.cuda.device(self.device):  # layers on cuda:1 launch in cuda:1's context
+            launch_host_func(torch.cuda.current_stream(self.device), fn, task.address)
+
     def submit(self, x: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor) -> None:
         # x: [n, hidden], ids/weights: [n, k] on self.device
-        if self._pending is not None:
-            raise RuntimeError("StreamExperts.submit: the previous call was not synced")
+        # A call still pending was abandoned (its step raised between submit and sync): it is
+        # awaited and dropped, so one failed step does not fail every later one.
+        self.cancel()
         task, (bx, bids, bw, _) = got = self._task(*ids.shape)
         bx.copy_(x, non_blocking=True)
         bids.copy_(ids, non_blocking=True)
         bw.copy_(weights, non_blocking=True)
-        launch_host_func(torch.cuda.current_stream(self.device), HostTask.submit_fn, task.address)
+        self._launch(HostTask.submit_fn, task)
         self._pending = got
 
     def sync(self) -> torch.Tensor:
@@ -96,8 +102,15 @@ class StreamExperts:
         if self._pending is None:
             raise RuntimeError("StreamExperts.sync: nothing was submitted")
         (task, views), self._pending = self._pending, None
-        launch_host_func(torch.cuda.current_stream(self.device), HostTask.sync_fn, task.address)
+        self._launch(HostTask.sync_fn, task)
         return views[3].to(self.device, non_blocking=True)
+
+    def cancel(self) -> None:
+        """Drops a submitted call: its wait is enqueued (its buffers stay untouched until the
+        CPU layer is done with them), its output is not copied back."""
+        if self._pending is not None:
+            (task, _), self._pending = self._pending, None
+            self._launch(HostTask.sync_fn, task)
 
     def check(self) -> None:
         """Raises what a callback of this layer hit (call after the stream has run)."""

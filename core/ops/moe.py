@@ -136,36 +136,73 @@ class Gate(Operator):
 
 class TorchExperts(Operator):
     """Routed experts from `ffn_{gate,up,down}_exps` ([E, I, H], [E, I, H], [E, H, I]): the
-    PyTorch reference."""
+    PyTorch reference.
+
+    The experts run where they are placed, whatever device the input comes from: on the CPU
+    the GGUF blocks stay in the mmap; on an accelerator they are uploaded once as blocks (what
+    the memory plan counts) and each active expert is expanded there by the backend's kernel."""
 
     def __init__(self, key, gguf, config, orig=None, device="cpu", **kwargs):
         super().__init__(key, gguf, config, orig, device, **kwargs)
-        self.parts = None
+        self.parts = self._blocks = None
 
     def load(self) -> None:
         self.parts = {}
         for part in ("gate", "up", "down"):
             t = self.tensor(f"{self.key}.ffn_{part}_exps.weight")
             self.parts[part] = (t, t.data.reshape(t.shape[0], -1))  # one row of bytes per expert
+        if self.accelerated:  # no kernel runs there: this reference does
+            self._blocks = {part: self._upload(raw) for part, (_, raw) in self.parts.items()}
+
+    def _upload(self, raw) -> torch.Tensor:
+        import warnings
+
+        with warnings.catch_warnings():  # a read-only mmap view: only ever copied from here
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.from_numpy(raw).to(self.device)
 
     def unload(self) -> None:
-        self.parts = None
+        self.parts = self._blocks = None
 
     def expert_weight(self, part: str, e: int) -> torch.Tensor:
+        """Expert e's `part` matrix, float32, on this operator's device."""
         t, raw = self.parts[part]
-        return quants.dequantize(raw[e], t.type, tuple(t.shape[1:]), torch.float32)
+        shape = tuple(t.shape[1:])
+        if self._blocks is not None:
+            from ..backend import kernels
+
+            kern = kernels(self.device.type)
+            if kern is not None and hasattr(kern, "dequantize"):
+                try:
+                    return kern.dequantize(self._blocks[part][e], int(t.type), shape, torch.float32)
+                except NotImplementedError:
+                    pass  # a type without a device kernel: expanded on the CPU, then copied
+        w = quants.dequantize(raw[e], t.type, shape, torch.float32)
+        return w if self.device.type == "cpu" else w.to(self.device)
 
     def forward(self, x: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        # x: [N, H]; ids/weights: [N, k] -> [N, H] float32
-        x = x.float()
+        # x: [N, H]; ids/weights: [N, k] -> [N, H] float32, on x's device
+        where = x.device
+        x, ids, weights = x.to(self.device).float(), ids.to(self.device), weights.to(self.device)
         out = torch.zeros_like(x)
-        for e in ids.unique().tolist():
-            token, slot = (ids == e).nonzero(as_tuple=True)
+        # Tokens grouped by expert with one sort and one count read back: a single host sync
+        # per layer (not one per expert) on an accelerator. Within an expert the tokens keep
+        # their order, so the sums run as they would token by token.
+        k = ids.shape[1]
+        order = ids.reshape(-1).argsort(stable=True)
+        counts = torch.bincount(ids.reshape(-1), minlength=self.parts["gate"][0].shape[0]).tolist()
+        start = 0
+        for e, n in enumerate(counts):
+            if not n:
+                continue
+            picked = order[start : start + n]
+            start += n
+            token, slot = picked // k, picked % k
             h = x[token]
             act = F.silu(h @ self.expert_weight("gate", e).T) * (h @ self.expert_weight("up", e).T)
             y = act @ self.expert_weight("down", e).T
             out.index_add_(0, token, y * weights[token, slot, None])
-        return out
+        return out.to(where)
 
 
 BACKENDS = ("auto", "kernel", "torch")
@@ -271,7 +308,9 @@ class Experts(TorchExperts):
         return self.sync()
 
     def submit(self, x: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor) -> None:
-        """Starts the experts (the CPU's in the background); collect the result with sync()."""
+        """Starts the experts (the CPU's in the background); collect the result with sync(), or
+        drop it with cancel()."""
+        self.cancel()  # a call left pending by a failed step
         gpu_part = None
         if self.gpu_w is not None:
             ids, gpu_part = self._gpu_part(x, ids, weights)
@@ -295,6 +334,15 @@ class Experts(TorchExperts):
         if gpu_part is not None:
             return cpu_out.to(gpu_part.device) + gpu_part
         return cpu_out
+
+    def cancel(self) -> None:
+        """Drops a submitted call after waiting for the CPU's share (a step that raised between
+        submit and sync: the next step must start clean)."""
+        if self._result is None:
+            return
+        (cpu_out, _), self._result = self._result, None
+        if cpu_out is None:
+            (self._stream or self.kernel).cancel()
 
     def _stream_for(self, device: torch.device):
         """The backend's stream-ordered runner of this layer's CPU experts, or None."""
@@ -376,10 +424,15 @@ class MoE(Operator):
         else:
             y = self.experts(x, ids, weights)
         s = None
-        if shared is not None:
-            s = shared(x).float()
-            if self.shared_expert_gate is not None:
-                s = torch.sigmoid(self.shared_expert_gate(x).float()) * s
+        try:
+            if shared is not None:
+                s = shared(x).float()
+                if self.shared_expert_gate is not None:
+                    s = torch.sigmoid(self.shared_expert_gate(x).float()) * s
+        except BaseException:
+            if overlap:  # an OOM in the shared experts, say: the CPU's call must not stay pending
+                self.experts.cancel()
+            raise
         if overlap:
             y = self.experts.sync().to(x.device)
         if s is not None:

@@ -1096,8 +1096,12 @@ static void dot_tile_i8_panels(const DecodedI8& w, const ActI8& x, const TileOut
     ap.assign(kTileRows * ng, 0.0f);
     for (int r = 0; r < nr; ++r) {
       const int8_t* q = w.q + (r0 + r) * cols;
-      for (int64_t k = 0; k < cols; k += 64)
+      int64_t k = 0;
+      for (; k + 64 <= cols; k += 64)
         _mm512_storeu_si512(&wu[r * cols + k], _mm512_xor_si512(_mm512_loadu_si512(q + k), flip));
+      for (; k < cols; k += 16)  // a width of 32 * odd: a 64-byte store would run past the row (heap)
+        _mm_storeu_si128((__m128i*)&wu[r * cols + k],
+                         _mm_xor_si128(_mm_loadu_si128((const __m128i*)(q + k)), _mm512_castsi512_si128(flip)));
       const float *a = w.a + (r0 + r) * ng, *b = w.b + (r0 + r) * ng;
       for (int64_t g = 0; g < ng; ++g) {
         ap[r * ng + g] = a[g];

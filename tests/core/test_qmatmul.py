@@ -58,14 +58,16 @@ def test_qmatmul_matches_float64_on_dequantized_weights(ggml_type, n, isa):
     "ggml_type", [T.Q4_0, T.Q5_0, T.Q8_0, T.IQ4_NL, T.Q4_1, T.Q5_1], ids=lambda t: t.name
 )
 @pytest.mark.parametrize("n_blocks", [1, 2, 3, 4, 5, 6, 12, 20, 44])
-def test_every_row_length_of_32_value_blocks(ggml_type, n_blocks, isa):
+@pytest.mark.parametrize("n", [2, 40])
+def test_every_row_length_of_32_value_blocks(ggml_type, n_blocks, n, isa):
     # the fused kernels take a row in runs of 8 blocks, then a run of 4, then pairs, then a lone
-    # block: lengths that end in each (640 values is the demo's, 1408 V2-Lite's down projection)
+    # block: lengths that end in each (640 values is the demo's, 1408 V2-Lite's down projection);
+    # 40 tokens take the token panels, whose rows once ran 32 bytes past an odd number of blocks
     rng = np.random.default_rng(int(ggml_type) + 100 * n_blocks)
     rows, cols = 9, 32 * n_blocks
     raw = random_weights(ggml_type, rows, cols, rng)
     w = dequantize(raw, ggml_type, rows, cols)
-    x = rng.standard_normal((2, cols), dtype=np.float32)
+    x = rng.standard_normal((n, cols), dtype=np.float32)
     y = _qmatmul(ggml_type, raw, rows, cols, x, exact=False)
     err = np.abs(y - fake_quant(x) @ w.T) / (np.abs(x) @ np.abs(w).T)
     assert err.max() <= REL, f"relative error {err.max():.3g}"

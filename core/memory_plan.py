@@ -3,9 +3,12 @@
 Each GGUF tensor goes where the module that reads it is placed (the rules' dry run): on the
 CPU it stays in the mmap (file bytes, counted against RAM); on an accelerator it is expanded
 to bfloat16 (2 bytes per value; float32 for 1-D tensors: norms, biases), or kept as GGUF blocks
-with `weights: gguf`. Routed experts kept on the GPU (`gpu_experts`) move their share there.
-The KV cache goes with each attention layer. A plan that does not fit is refused with what
-to change, before minutes of loading end in an out-of-memory error.
+with `weights: gguf` (then each call expands a matrix: the largest such temporary is counted).
+Routed experts placed on an accelerator are uploaded as blocks and expanded one expert at a
+time; those kept on the GPU beside CPU experts (`gpu_experts`) move their share there, in
+bfloat16. The KV cache goes with each attention layer, and MLA's prefill workspace with them.
+A plan that does not fit is refused with what to change, before minutes of loading end in an
+out-of-memory error.
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ from .models.names import gguf_prefix
 GIB = 1 << 30
 # Activations, cuBLAS/Triton workspaces and the allocator's slack on an accelerator.
 ACCEL_WORKSPACE = GIB
+# The most one MLA prefill attention makes in temporaries (ops/mla.py keeps within it), counted
+# on each device holding MLA layers on top of the workspace.
+MLA_ATTENTION_WORKSPACE = GIB // 2
 
 
 @dataclass
@@ -59,7 +65,8 @@ class MemoryPlan:
             else:
                 advice = (
                     "lower --gpu-experts or --cache-lens, keep more on the CPU with --rules, "
-                    "or hold the GPU's linear weights as GGUF blocks (rule kwarg weights: gguf)"
+                    "or hold the GPU's linear weights as GGUF blocks (rule kwarg weights: gguf: "
+                    "about half the bytes, linear layers ~2x slower)"
                 )
             over.append(f"{device} needs {need / GIB:.2f} GiB, {have / GIB:.2f} GiB free: {advice}")
         if over:
@@ -114,6 +121,7 @@ def plan_memory(
         if prefix is not None and not re.fullmatch(r"blk\.\d+", prefix):
             by_prefix[prefix] = path
     plan = MemoryPlan()
+    expanded: dict[str, int] = defaultdict(int)  # per device: the largest per-call expansion
     for name, t in gf.tensors.items():
         path = _owner(name, by_prefix)
         device, kwargs = devices.get(path, "cpu"), rule_kwargs.get(path, {})
@@ -124,13 +132,27 @@ def plan_memory(
             plan.add("cpu", _part(name), t.nbytes)
             continue
         matrix = len(t.shape) > 1
-        keep_blocks = kwargs.get("weights") == "gguf" and matrix
-        plan.add(device, _part(name), t.nbytes if keep_blocks else t.n_elements * (2 if matrix else 4))
+        if "_exps." in name:
+            # routed experts on an accelerator: uploaded as blocks, the gate, up and down of one
+            # expert expanded in float32 per call (ops/moe.py TorchExperts)
+            plan.add(device, _part(name), t.nbytes)
+            expanded[device] = max(expanded[device], 3 * 4 * t.n_elements // t.shape[0])
+        elif kwargs.get("weights") == "gguf" and matrix:
+            # blocks kept; each call expands the matrix in bfloat16 (ops/linear.py)
+            plan.add(device, _part(name), t.nbytes)
+            expanded[device] = max(expanded[device], 2 * t.n_elements)
+        else:
+            plan.add(device, _part(name), t.n_elements * (2 if matrix else 4))
     _add_gpu_experts(plan, gf, rule_kwargs, arch)
     per_token = _kv_values_per_token(config)
+    mla = bool(getattr(config, "kv_lora_rank", None))
     for path, device in devices.items():
         if path.endswith(".self_attn") and path.count(".") == 3:
             plan.add(device, "KV cache", cache_tokens * per_token * (4 if device == "cpu" else 2))
+            if mla and device != "cpu" and (device, "MLA prefill") not in plan.parts:
+                plan.add(device, "MLA prefill", MLA_ATTENTION_WORKSPACE)
+    for device, nbytes in expanded.items():
+        plan.add(device, "expanded per call", nbytes)
     for device in {d for d, _ in plan.parts if d != "cpu"}:
         plan.add(device, "workspace", ACCEL_WORKSPACE)
     return plan

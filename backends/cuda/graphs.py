@@ -52,6 +52,22 @@ class GraphRunner:
         )
         self.graph: torch.cuda.CUDAGraph | None = None
         self.logits: torch.Tensor | None = None
+        # Pinned host twins of the static tensors, made once: a step's values are written
+        # there and copied in stream order. Reuse is safe because step() waits for the stream
+        # (check_all) before it returns, so no copy from the last step is still reading them.
+        self.staging = {
+            name: torch.empty(t.shape, dtype=t.dtype, pin_memory=True) for name, t in self._statics().items()
+        }
+
+    def _statics(self) -> dict[str, torch.Tensor]:
+        s = self.static
+        return {
+            "input_ids": self.input_ids,
+            "positions": s.positions,
+            "write_slots": s.write_slots,
+            "block_table": s.block_table,
+            "seq_lens": s.seq_lens,
+        }
 
     def _fill(self, segments: list[Segment], tokens: torch.Tensor) -> None:
         # The step's values, staged on the CPU and copied into the static tensors in stream order.
@@ -61,14 +77,17 @@ class GraphRunner:
             self.pool.reserve(s.seq, s.start + 1)
         # the eager step's own indices, as wide as the graph's block table
         staged = ForwardBatch(self.pool, segments)._device_batch(torch.device("cpu"), self.pool.num_blocks)
-        for dst, src in (
-            (self.input_ids, tokens.reshape(-1)),
-            (self.static.positions, staged.positions),
-            (self.static.write_slots, staged.write_slots),
-            (self.static.block_table, staged.block_table),
-            (self.static.seq_lens, staged.seq_lens),
-        ):
-            dst.copy_(src.to(dst.dtype).pin_memory(), non_blocking=True)
+        values = {
+            "input_ids": tokens.reshape(-1),
+            "positions": staged.positions,
+            "write_slots": staged.write_slots,
+            "block_table": staged.block_table,
+            "seq_lens": staged.seq_lens,
+        }
+        for name, dst in self._statics().items():
+            host = self.staging[name]
+            host.copy_(values[name])
+            dst.copy_(host, non_blocking=True)
 
     def _run(self, segments: list[Segment]) -> torch.Tensor:
         batch = _StaticBatch(self.pool, segments, self.static, self.device)

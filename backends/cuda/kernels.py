@@ -8,9 +8,18 @@ import torch
 from .dequant import dequantize
 from .graphs import GraphRunner
 from .host_moe import StreamExperts, check_all
-from .paged_attention import gqa_decode, mla_decode
+from .paged_attention import gqa_decode, mla_decode, warm_gqa, warm_mla
 
-__all__ = ["GraphRunner", "dequantize", "finish_step", "gqa_decode", "mla_decode", "stream_experts"]
+__all__ = [
+    "GraphRunner",
+    "dequantize",
+    "finish_step",
+    "gqa_decode",
+    "mla_decode",
+    "stream_experts",
+    "warm_gqa",
+    "warm_mla",
+]
 
 
 def stream_experts(moe, device: torch.device) -> StreamExperts:

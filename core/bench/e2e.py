@@ -113,7 +113,7 @@ def _decode(
     One more step runs first, untimed: it compiles kernels and, with `cuda_graph`, warms up and
     captures the graph; timing it would charge a one-off cost to every step. `timed()` is a
     context entered around the timed steps only (a profiler)."""
-    step = decode_step(model, pool, cuda_graph)
+    step = decode_step(model, pool, cuda_graph, reuse=False)  # passes differ (CPU experts off)
 
     def one(logits):
         return step([Segment(seq, seq.length, 1)], torch.tensor([int(logits.argmax())]))[0]

@@ -39,6 +39,8 @@ def attend(
     mask = kpos <= qpos
     if window is not None:
         mask &= qpos - kpos < window
+    # every query sees every key: known from the positions, without reading the mask back
+    full = s - 1 <= q_start and (window is None or q_start + n - 1 < window)
     rep = q.shape[1] // k.shape[1]
     qh, kh, vh = q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1)  # heads first
     if softcap is not None:
@@ -51,7 +53,6 @@ def attend(
     # (SDPA's own GQA path is several times slower on the CPU for decode-sized inputs).
     kvh, d = k.shape[1], q.shape[-1]
     qg = qh.reshape(kvh, rep * n, d)
-    full = bool(mask.all())
     out = F.scaled_dot_product_attention(
         qg, kh, vh, attn_mask=None if full else mask.repeat(rep, 1), scale=scale
     )
@@ -69,6 +70,19 @@ def paged_kernels(op: Operator, name: str):
     from ..backend import kernels
 
     return getattr(kernels(op.device.type), name, None)
+
+
+def warm_decode(op: Operator, name: str, **config) -> None:
+    """Compiles the backend's paged decode kernel `name` ("warm_gqa", "warm_mla") for this
+    layer's config now, at load, rather than in the first decode step (seconds, cold)."""
+    if not op.accelerated:
+        return
+    from ..backend import kernels
+    from ..runtime.kv_cache import ACCEL_DTYPE, BLOCK_SIZE
+
+    warm = getattr(kernels(op.device.type), name, None)
+    if warm is not None:
+        warm(op.device, dtype=ACCEL_DTYPE, block_size=BLOCK_SIZE, **config)
 
 
 def cpu_paged(op: Operator, pool) -> bool:
@@ -120,7 +134,7 @@ def segments(hidden: torch.Tensor, position_ids: torch.Tensor | None):
     if ctx is not None:
         if b != 1:
             raise ValueError("with a KV-cache batch, hidden states are one flat row of tokens [1, T]")
-        return ctx.pool, ctx.rows, ctx.positions
+        return ctx.pool, ctx.rows, ctx.positions_on(hidden.device)
     if position_ids is None:
         position_ids = torch.arange(t).expand(b, t)
     positions = position_ids.reshape(-1).cpu()
@@ -160,6 +174,15 @@ class Attention(Operator):
         if self.has("rope_freqs.weight"):  # llama 3 scaling as llama.cpp stores it
             freqs = freqs / self.dequant("rope_freqs.weight").cpu()
         self.rope = Rope(freqs, scale, self.interleaved)
+        warm_decode(
+            self,
+            "warm_gqa",
+            heads=self.heads,
+            kv_heads=self.kv_heads,
+            head_dim=self.head_dim,
+            window=self.window,
+            softcap=self.softcap,
+        )
 
     def _qkv(self, x: torch.Tensor, positions: torch.Tensor):
         # x: [N, hidden] -> q [N, H, D], k [N, KVH, D], v [N, KVH, D] float32, q and k rotated
@@ -189,7 +212,7 @@ class Attention(Operator):
         for rs, seg, start in rows:
             qs, ks, vs = q[rs], k[rs], v[rs]
             if seg is not None:
-                put, get = seg.slots(pool)
+                put, get = seg.slots(pool, self.device)
                 pool.write(self.layer_idx, seg.seq, seg.start, ks, vs, slots=put)
                 ks, vs = pool.read(self.layer_idx, seg.seq, seg.start + seg.length, slots=get)
                 ks, vs = ks.float(), vs.float()  # an accelerator's pool holds bfloat16

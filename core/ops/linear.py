@@ -15,7 +15,8 @@
 - `gguf`: the GGUF blocks are kept as they are and dequantized per call: on the CPU from the
   mmap (PyTorch); on an accelerator they are uploaded and expanded by the backend's kernel
   before each product, the 4-bit weight-only option for GPUs too small for bf16 weights
-  (Q4_K is 4.5 bits per weight; a call costs one extra pass over the weights).
+  (Q4_K is 4.5 bits per weight; a call costs one extra pass over the weights, ~2x the time of
+  bf16 weights, and a bfloat16 temporary as large as the matrix, which the memory plan counts).
 """
 
 from __future__ import annotations

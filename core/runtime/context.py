@@ -25,6 +25,18 @@ from .kv_cache import BlockPool, SequenceKV
 PAGED_MAX_TOKENS = 16
 
 
+def upload(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor on `device` without stalling the host: copied from pinned memory in stream
+    order (a pageable copy waits for the transfer). On the CPU, `t` itself."""
+    if device.type == "cpu":
+        return t
+    try:
+        t = t.pin_memory()
+    except RuntimeError:  # no pinned memory for this accelerator: the plain copy
+        return t.to(device)
+    return t.to(device, non_blocking=True)
+
+
 @dataclass
 class Segment:
     seq: SequenceKV
@@ -32,12 +44,20 @@ class Segment:
     length: int  # new tokens in this step
     _slots: tuple | None = field(default=None, repr=False)
 
-    def slots(self, pool: BlockPool) -> tuple:
-        """(write slots, read slots) in the pool, the same for every layer of this step."""
+    _slots_on: dict = field(default_factory=dict, repr=False)
+
+    def slots(self, pool: BlockPool, device: torch.device | None = None) -> tuple:
+        """(write slots, read slots) in the pool, the same for every layer of this step; on
+        `device` (uploaded once per step and device) if given."""
         if self._slots is None:
             end = self.start + self.length
             self._slots = (pool.slots(self.seq, self.start, end), pool.slots(self.seq, 0, end))
-        return self._slots
+        if device is None or device.type == "cpu":
+            return self._slots
+        got = self._slots_on.get(device)
+        if got is None:
+            got = self._slots_on[device] = tuple(upload(t, device) for t in self._slots)
+        return got
 
 
 @dataclass
@@ -68,6 +88,15 @@ class ForwardBatch:
         """Every sequence adds one token (a decode step: paged attention kernels apply)."""
         return all(s.length == 1 for s in self.segments)
 
+    def positions_on(self, device: torch.device) -> torch.Tensor:
+        """`positions` on `device`, uploaded once per step and device (not once per layer)."""
+        if device.type == "cpu":
+            return self.positions
+        got = self._on.get(("positions", device))
+        if got is None:
+            got = self._on["positions", device] = upload(self.positions, device)
+        return got
+
     def on(self, device: torch.device) -> DeviceBatch:
         """This step's DeviceBatch on `device` (built once per step and device)."""
         got = self._on.get(device)
@@ -82,11 +111,12 @@ class ForwardBatch:
         table = torch.zeros(len(self.segments), width, dtype=torch.int32)
         for i, s in enumerate(self.segments):
             table[i, : len(s.seq.blocks)] = torch.tensor(s.seq.blocks, dtype=torch.int32)
+        lengths = torch.tensor([s.start + s.length for s in self.segments], dtype=torch.int32)
         return DeviceBatch(
-            positions=self.positions.to(device),
-            write_slots=torch.cat([s.slots(pool)[0] for s in self.segments]).to(device),
-            block_table=table.to(device),
-            seq_lens=torch.tensor([s.start + s.length for s in self.segments], dtype=torch.int32).to(device),
+            positions=self.positions_on(device),
+            write_slots=upload(torch.cat([s.slots(pool)[0] for s in self.segments]), device),
+            block_table=upload(table, device),
+            seq_lens=upload(lengths, device),
         )
 
     @cached_property

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .context import ForwardBatch, Segment, forward_batch
+from .context import ForwardBatch, Segment, forward_batch, upload
 from .forward import layers_forward
-from .kv_cache import BlockPool, SequenceKV
+from .kv_cache import ACCEL_DTYPE, BLOCK_SIZE, BlockPool, SequenceKV
 from .plan import StepPlan
 from .sampler import Sampler, SamplingParams
 from .stops import StopMatcher
@@ -45,14 +45,22 @@ def _torch_threads_for(n_tokens: int, all_blocks: bool):
         torch.set_num_threads(before)
 
 
-def make_pool(model: torch.nn.Module, cache_tokens: int = 4096, block_size: int = 64) -> BlockPool:
+def make_pool(model: torch.nn.Module, cache_tokens: int = 4096, block_size: int = BLOCK_SIZE) -> BlockPool:
     """A pool for `cache_tokens` tokens; each layer's blocks live on its attention's device
     (float32 on the CPU, bfloat16 on an accelerator)."""
     layers = {m.layer_idx: m for m in model.modules() if hasattr(m, "kv_spec")}
     specs = {i: m.kv_spec() for i, m in layers.items()}
     devices = {i: getattr(m, "device", torch.device("cpu")) for i, m in layers.items()}
-    dtypes = {i: torch.float32 if d.type == "cpu" else torch.bfloat16 for i, d in devices.items()}
+    dtypes = {i: torch.float32 if d.type == "cpu" else ACCEL_DTYPE for i, d in devices.items()}
     return BlockPool(specs, -(-cache_tokens // block_size), block_size, dtypes, devices)
+
+
+def _device_of(module: torch.nn.Module) -> torch.device:
+    device = getattr(module, "device", None)
+    if isinstance(device, torch.device):
+        return device
+    param = next(module.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
 
 
 @torch.inference_mode()
@@ -64,6 +72,10 @@ def forward_step(
         pool.reserve(seg.seq, seg.start + seg.length)
     batch = ForwardBatch(pool, segments)
     last = None if batch.decode_only else torch.tensor([rows.stop - 1 for rows, _, _ in batch.rows])
+    # the step's host-made indices go up in stream order (a pageable copy would wait for it)
+    input_ids = upload(input_ids, _device_of(model.model.embed_tokens))
+    if last is not None:
+        last = upload(last, _device_of(model.lm_head))
     with forward_batch(batch), _torch_threads_for(len(input_ids), StepPlan.of(model).all_blocks):
         logits = layers_forward(model, input_ids, batch.positions, last).float()
     for seg in segments:
@@ -88,8 +100,12 @@ def prefill(
     return logits
 
 
-def decode_step(model, pool: BlockPool, use_cuda_graph: bool) -> Callable:
-    """(segments, tokens) -> logits: eager forward_step, or a captured graph's replay."""
+def decode_step(model, pool: BlockPool, use_cuda_graph: bool, reuse: bool = True) -> Callable:
+    """(segments, tokens) -> logits: eager forward_step, or a captured graph's replay.
+
+    A graph belongs to its pool (it holds the pool's block table and the layers' buffers), so
+    its runner is kept on the pool and found there by the next call (`reuse`): a chat turn
+    replays the graph the previous turn captured."""
     if not use_cuda_graph:
         return lambda segments, tokens: forward_step(model, pool, segments, tokens)
     from ..backend import kernels
@@ -98,7 +114,27 @@ def decode_step(model, pool: BlockPool, use_cuda_graph: bool) -> Callable:
     runner = getattr(kernels(device.type), "GraphRunner", None)
     if runner is None:
         raise ValueError(f"use_cuda_graph: the model is on {device}, whose backend captures no graphs")
-    return runner(model, pool, batch_size=1).step
+    held = pool.__dict__.get("_ktx_graph_runner")
+    if not reuse or held is None or held.model is not model:
+        held = pool.__dict__["_ktx_graph_runner"] = runner(model, pool, batch_size=1)
+    return held.step
+
+
+def generation_pool(model, tokens: int, use_cuda_graph: bool = False) -> BlockPool:
+    """A pool with room for `tokens` more tokens: the model's own, kept from the last call when
+    it has that room, else a new one (kept in its place). With CUDA graphs it grows by powers
+    of two (at least 1024 tokens), so a growing conversation recaptures only now and then."""
+    held = model.__dict__.get("_ktx_generation_pool")
+    if held is not None and len(held.free_blocks) * held.block_size >= tokens:
+        return held
+    if use_cuda_graph:
+        tokens = max(1024, 1 << (tokens - 1).bit_length())
+        context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+        if context is not None:
+            tokens = min(tokens, max(context + 1, 1))
+    model.__dict__.pop("_ktx_generation_pool", None)  # the old one's memory goes first
+    pool = model.__dict__["_ktx_generation_pool"] = make_pool(model, tokens)
+    return pool
 
 
 @dataclass
@@ -143,7 +179,8 @@ def prefill_and_generate(
     """Generates up to `max_new_tokens` after `input_ids` (list or [1, T]); streams text to `on_text`.
 
     `use_cuda_graph`: decode steps replay one captured graph (the backend's GraphRunner; the
-    model must sit on an accelerator whose backend has one)."""
+    model must sit on an accelerator whose backend has one). Without `pool`, the model's own
+    is used (generation_pool), with the graph captured on it by an earlier call."""
     from ..tokenizer.stream import StreamDecoder
 
     tokens = input_ids.reshape(-1).tolist() if isinstance(input_ids, torch.Tensor) else list(input_ids)
@@ -158,7 +195,7 @@ def prefill_and_generate(
         max_new_tokens = min(max_new_tokens, context - len(tokens))
     sampling = sampling or SamplingParams(temperature=0.0)
     sampler = Sampler(sampling)
-    pool = pool or make_pool(model, len(tokens) + max_new_tokens + 1)
+    pool = pool or generation_pool(model, len(tokens) + max_new_tokens + 1, use_cuda_graph)
     step = decode_step(model, pool, use_cuda_graph)
     seq = SequenceKV()
     gen = Generation(prompt_tokens=len(tokens))

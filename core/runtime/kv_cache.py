@@ -12,6 +12,11 @@ from dataclasses import dataclass, field
 
 import torch
 
+# Tokens per block, and the dtype of an accelerator's blocks, unless a pool is made otherwise:
+# the paged decode kernels are compiled for these at load (ops/attention.py warm_decode).
+BLOCK_SIZE = 64
+ACCEL_DTYPE = torch.bfloat16
+
 
 class CacheFullError(RuntimeError):
     """The pool has no free block left; finish or free a sequence, or raise `cache_lens`."""

@@ -103,3 +103,36 @@ def test_stream_experts_match_the_cpu_layer():
         got = stream.sync()
         check_all()
         assert torch.equal(got.cpu(), moe(x, ids, w))
+
+
+@pytest.mark.parametrize("name", ["gemma3", "deepseek-v3"])
+def test_a_prefill_step_does_not_wait_for_the_gpu(name, tiny_gguf):
+    """Between the step's start and its logits nothing reads the GPU back (torch's sync debug
+    mode warns on each implicit wait): positions and slots go up once per step, pinned."""
+    import warnings
+
+    from ktx.core.runtime import SequenceKV, make_pool
+    from ktx.core.runtime.context import ForwardBatch, Segment, forward_batch
+    from ktx.core.runtime.forward import layers_forward
+
+    model = load(tiny_gguf(name), device="cuda")
+    pool = make_pool(model, 256)
+    seq = SequenceKV()
+    ids = torch.tensor(random_ids(500, 40))
+    for start, n in ((0, 24), (24, 16)):  # the second chunk reads the first's cache
+        pool.reserve(seq, start + n)
+        batch = ForwardBatch(pool, [Segment(seq, start, n)])
+        chunk = ids[start : start + n].pin_memory().cuda(non_blocking=True)
+        torch.cuda.synchronize()
+        with torch.inference_mode(), forward_batch(batch), warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                logits = layers_forward(model, chunk, batch.positions)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        seq.length = start + n
+        torch.cuda.synchronize()
+        assert logits.shape[0] == n
+        syncs = [str(w.message) for w in seen if "synchroniz" in str(w.message)]
+        assert not syncs, syncs

@@ -3,6 +3,7 @@ references, and the references against the attention the model operators compute
 
 from __future__ import annotations
 
+import inspect
 import math
 from types import SimpleNamespace
 
@@ -38,6 +39,16 @@ def paged_pool(lengths, block_size, shapes, dtype, device, seed=0):
             cache[blocks, rows] = torch.randn(n, *shape, generator=g)
     lens = torch.tensor(lengths, dtype=torch.int32)
     return [c.to(device, dtype) for c in caches], table.to(device), lens.to(device)
+
+
+def widened(table, width, num_blocks, seed=9):
+    """table's rows padded with stray block ids to `width` columns, as a graph's table is as wide as
+    the pool: the kernels must not read past a row's length."""
+    g = torch.Generator().manual_seed(seed)
+    pad = torch.randint(
+        0, num_blocks, (table.shape[0], width - table.shape[1]), generator=g, dtype=torch.int32
+    )
+    return torch.cat((table, pad.to(table.device)), 1)
 
 
 def gathered(cache, table, b, n):
@@ -111,6 +122,177 @@ def test_mla_decode_rank_not_power_of_two(kernel_device):
     torch.testing.assert_close(out, ref, atol=2e-5, rtol=1e-5)
 
 
+# One token, a few, and a long row: split 4 ways (shares of whole tiles) or as a 132-SM GPU would
+# split them (16 ways, shares of at least _MIN_SPLIT_TOKENS), the short rows leave splits empty.
+UNEVEN = (1, 7, 300)
+SPLITTINGS = [(0, None), (132, None), (0, 4)]  # (SMs, num_splits=)
+
+
+@pytest.mark.parametrize(
+    ("window", "softcap", "dtype"),
+    [
+        (None, None, torch.float32),
+        (100, None, torch.float32),
+        (None, 2.0, torch.bfloat16),
+        (250, None, torch.bfloat16),
+    ],
+    ids=["plain", "window", "softcap-bf16", "window-bf16"],
+)
+def test_gqa_decode_uneven_rows_with_empty_splits(kernel_device, monkeypatch, window, softcap, dtype):
+    (k_cache, v_cache), table, lens = paged_pool(UNEVEN, 16, ((2, 64), (2, 64)), dtype, kernel_device)
+    q = (2 * torch.randn(len(UNEVEN), 8, 64, generator=torch.Generator().manual_seed(6))).to(kernel_device)
+    ref = pa.gqa_decode_reference(q, k_cache, v_cache, table, lens, 0.125, window, softcap)
+    for sms, splits in SPLITTINGS:
+        monkeypatch.setattr(pa, "_sm_count", lambda device, sms=sms: sms)
+        out = pa.gqa_decode(q, k_cache, v_cache, table, lens, 0.125, window, softcap, num_splits=splits)
+        torch.testing.assert_close(out, ref, **tolerance(dtype))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
+def test_mla_decode_uneven_rows_with_empty_splits(kernel_device, monkeypatch, dtype):
+    rank, rope = 64, 16
+    (cache,), table, lens = paged_pool(UNEVEN, 16, ((rank + rope,),), dtype, kernel_device)
+    g = torch.Generator().manual_seed(7)
+    q_lat = torch.randn(len(UNEVEN), 16, rank, generator=g).to(kernel_device)
+    q_pe = torch.randn(len(UNEVEN), 16, rope, generator=g).to(kernel_device)
+    ref = pa.mla_decode_reference(q_lat, q_pe, cache, table, lens, 0.125, rank)
+    for sms, splits in SPLITTINGS:
+        monkeypatch.setattr(pa, "_sm_count", lambda device, sms=sms: sms)
+        out = pa.mla_decode(q_lat, q_pe, cache, table, lens, 0.125, rank, num_splits=splits)
+        torch.testing.assert_close(out, ref, **tolerance(dtype))
+
+
+@pytest.mark.parametrize("splits", [None, 3])
+def test_wide_block_table_gives_the_tight_tables_result(kernel_device, splits):
+    """A table as wide as the pool (graph mode) changes neither the splits nor the result."""
+    tight, bf16 = -(-max(LENGTHS) // 16), torch.bfloat16
+    g = torch.Generator().manual_seed(8)
+
+    (k_cache, v_cache), table, lens = paged_pool(LENGTHS, 16, ((2, 64), (2, 64)), bf16, kernel_device)
+    table, wide = table[:, :tight], widened(table[:, :tight], 64, k_cache.shape[0])
+    q = torch.randn(len(LENGTHS), 8, 64, generator=g).to(kernel_device)
+    out, out_wide = (
+        pa.gqa_decode(q, k_cache, v_cache, t, lens, 0.125, 40, num_splits=splits) for t in (table, wide)
+    )
+    assert torch.equal(out_wide, out)
+    ref = pa.gqa_decode_reference(q, k_cache, v_cache, table, lens, 0.125, 40)
+    torch.testing.assert_close(out, ref, **tolerance(bf16))
+
+    (latent,), table, lens = paged_pool(LENGTHS, 16, ((64 + 16,),), bf16, kernel_device, seed=1)
+    table, wide = table[:, :tight], widened(table[:, :tight], 64, latent.shape[0])
+    q_lat = torch.randn(len(LENGTHS), 16, 64, generator=g).to(kernel_device)
+    q_pe = torch.randn(len(LENGTHS), 16, 16, generator=g).to(kernel_device)
+    out, out_wide = (
+        pa.mla_decode(q_lat, q_pe, latent, t, lens, 0.125, 64, num_splits=splits) for t in (table, wide)
+    )
+    assert torch.equal(out_wide, out)
+    ref = pa.mla_decode_reference(q_lat, q_pe, latent, table, lens, 0.125, 64)
+    torch.testing.assert_close(out, ref, **tolerance(bf16))
+
+
+# --- one compile per model config ------------------------------------------------------------
+
+
+class Launches:
+    """Stands in for a kernel: records each launch's grid and what Triton would compile it for."""
+
+    def __init__(self):
+        self.grids, self.keys = [], []
+
+    def __getitem__(self, grid):
+        def launch(*args, **kwargs):
+            self.grids.append(grid)
+            self.keys.append((tuple(map(compiled_as, args)), tuple(sorted(kwargs.items()))))
+
+        return launch
+
+
+def compiled_as(arg):
+    """An argument as Triton's compile key sees it once the scalars are left unspecialized: a
+    pointer's dtype and 16-byte alignment, an integer's width, a float."""
+    if isinstance(arg, torch.Tensor):
+        return arg.dtype, arg.data_ptr() % 16 == 0
+    if isinstance(arg, int):
+        return "i32" if -(2**31) <= arg < 2**31 else "i64"
+    return type(arg).__name__
+
+
+@pytest.fixture
+def launches(monkeypatch):
+    kernels = {name: Launches() for name in ("_gqa_decode_kernel", "_mla_decode_kernel", "_combine_kernel")}
+    for name, fake in kernels.items():
+        monkeypatch.setattr(pa, name, fake)
+    return SimpleNamespace(
+        gqa=kernels["_gqa_decode_kernel"],
+        mla=kernels["_mla_decode_kernel"],
+        combine=kernels["_combine_kernel"],
+    )
+
+
+@pytest.mark.parametrize(("sms", "splits"), SPLITTINGS, ids=["cpu", "gpu-policy", "forced"])
+def test_launches_do_not_follow_lengths_or_table_width(launches, monkeypatch, sms, splits):
+    """Tables of 1 .. 64 blocks, full or nearly empty: one grid and one compile key per kernel, the
+    same as the warm-up's. ("gpu-policy": the split count a 132-SM GPU would choose.)"""
+    monkeypatch.setattr(pa, "_sm_count", lambda device: sms)
+    block_size, batch = 16, 3
+    pa.warm_gqa("cpu", heads=8, kv_heads=2, head_dim=64, dtype=torch.bfloat16, block_size=16, window=32)
+    pa.warm_mla("cpu", heads=16, rank=64, rope=16, dtype=torch.bfloat16, block_size=16)
+    warm = {key for k in (launches.gqa, launches.mla, launches.combine) for key in k.keys}
+    assert len(warm) == 3
+    for k in (launches.gqa, launches.mla, launches.combine):
+        k.__init__()
+
+    k_cache = v_cache = torch.zeros(80, block_size, 2, 64, dtype=torch.bfloat16)
+    latent = torch.zeros(80, block_size, 64 + 16, dtype=torch.bfloat16)
+    q, q_lat, q_pe = torch.zeros(batch, 8, 64), torch.zeros(batch, 16, 64), torch.zeros(batch, 16, 16)
+    for width in range(1, 65):
+        table = torch.zeros(batch, width, dtype=torch.int32)
+        for lens in (
+            [1, 2, 3],
+            [width * block_size] * batch,
+            [1, width * block_size // 2 + 1, width * block_size],
+        ):
+            lens = torch.tensor(lens, dtype=torch.int32)
+            pa.gqa_decode(q, k_cache, v_cache, table, lens, 0.125, 32, num_splits=splits)
+            pa.mla_decode(q_lat, q_pe, latent, table, lens, 0.125, 64, num_splits=splits)
+    for k in (launches.gqa, launches.mla):
+        assert len(set(k.grids)) == 1 and len(set(k.keys)) == 1
+    split = launches.gqa.grids[0][2]
+    assert split == (splits or (16 if sms else 1))
+    # the combine: a (rows, heads) grid for each kernel, one compile (both have Dv 64)
+    assert set(launches.combine.grids) == ({(batch, 8), (batch, 16)} if split > 1 else set())
+    assert len(set(launches.combine.keys)) == (split > 1)
+    assert {key for k in (launches.gqa, launches.mla, launches.combine) for key in k.keys} <= warm
+
+
+@pytest.mark.parametrize(
+    ("kernel", "runtime"),
+    [
+        ("_gqa_decode_kernel", {"stride_kn", "stride_tb", "stride_os", "window", "min_split"}),
+        ("_mla_decode_kernel", {"stride_cn", "stride_tb", "stride_os", "min_split"}),
+        ("_combine_kernel", {"stride_ps", "stride_lh", "splits"}),
+    ],
+)
+def test_kernels_leave_integer_arguments_unspecialized(kernel, runtime):
+    """Strides, lengths and counts are runtime values: no variant per value == 1 or % 16. (The
+    interpreter's stand-in keeps triton.jit's arguments in .kwargs, a JITFunction as attributes.)"""
+    kernel = getattr(pa, kernel)
+    declared = getattr(kernel, "do_not_specialize", None) or kernel.kwargs["do_not_specialize"]
+    params = inspect.signature(kernel.fn).parameters.items()
+    scalars = {n for n, p in params if "constexpr" not in str(p.annotation) and not n.endswith("_ptr")}
+    assert runtime <= scalars <= set(declared)
+
+
+def test_split_count_follows_programs_only(monkeypatch):
+    assert pa._sm_count(torch.device("cpu")) == 0 and pa._num_splits(1, torch.device("cpu")) == 1
+    monkeypatch.setattr(pa, "_sm_count", lambda device: 132)
+    gpu = torch.device("cuda", 0)
+    assert [pa._num_splits(p, gpu) for p in (1, 8, 9, 40, 131, 132, 1000)] == [16, 16, 15, 4, 2, 1, 1]
+    assert list(inspect.signature(pa._num_splits).parameters) == ["programs", "device"]
+    with pytest.raises(ValueError, match="num_splits"):
+        pa._splits(pa._MAX_SPLITS + 1, 1, gpu, 64)
+
+
 @pytest.mark.parametrize(("window", "softcap"), [(None, None), (20, None), (None, 2.0), (7, 3.0)])
 @pytest.mark.parametrize("heads", [2, 8])
 def test_gqa_reference_matches_attend(window, softcap, heads):
@@ -138,7 +320,12 @@ def test_mla_reference_matches_operator(absorbed):
         torch.randn(len(LENGTHS), heads, rope, generator=g),
     )
     eye = torch.eye(rank).expand(heads, rank, rank)
-    op = SimpleNamespace(rank=rank, scale=0.15, heads=heads, w_k=eye, w_v=eye)
+    op = SimpleNamespace(
+        rank=rank, scale=0.15, heads=heads, w_k=eye, w_v=eye, nope=rank, v_dim=rank, rope_dim=rope
+    )
+    op._mm = MLAAttention._mm
+    for name in ("_naive_bytes", "_absorbed_tile", "_attend_absorbed"):  # what _attend calls
+        setattr(op, name, getattr(MLAAttention, name).__get__(op))
     ref = pa.mla_decode_reference(q_lat, q_pe, cache, table, lens, 0.15, rank)
     for b, n in enumerate(LENGTHS):
         latent = gathered(cache, table, b, n)
@@ -179,5 +366,51 @@ def test_decode_replays_in_cuda_graph():
         torch.testing.assert_close(
             mla_out,
             pa.mla_decode_reference(q_lat, q_pe, latent, mla_table, lens, 0.125, 64),
+            **tolerance(torch.bfloat16),
+        )
+
+
+def cached_kernels(kernel) -> int:
+    """Compiled variants of a Triton kernel, on every device (JITFunction.device_caches)."""
+    return sum(len(kernel_cache) for kernel_cache, *_ in kernel.device_caches.values())
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_warm_up_compiles_all_that_decode_needs():
+    """After warm_gqa / warm_mla, batches, lengths, table widths and split counts compile nothing."""
+    kernels = (pa._gqa_decode_kernel, pa._mla_decode_kernel, pa._combine_kernel)
+    pa.warm_gqa("cuda", heads=8, kv_heads=2, head_dim=128, dtype=torch.bfloat16, block_size=16, window=512)
+    pa.warm_mla("cuda", heads=16, rank=512, rope=64, dtype=torch.bfloat16, block_size=16)
+    before = [cached_kernels(k) for k in kernels]
+    assert all(before)
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    g = torch.Generator().manual_seed(10)
+    for batch in (1, 3, -(-sms // 2)):  # 16 splits, several, one (rows x KV heads fill the GPU)
+        lengths = torch.randint(1, 4000, (batch,), generator=g).tolist()
+        lengths[0] = 1
+        (k_cache, v_cache), table, lens = paged_pool(
+            lengths, 16, ((2, 128), (2, 128)), torch.bfloat16, "cuda"
+        )
+        (latent,), mla_table, _ = paged_pool(lengths, 16, ((512 + 64,),), torch.bfloat16, "cuda", seed=1)
+        q = torch.randn(batch, 8, 128, device="cuda")
+        q_lat, q_pe = torch.randn(batch, 16, 512, device="cuda"), torch.randn(batch, 16, 64, device="cuda")
+        for width in (table.shape[1], table.shape[1] + 1, 4 * table.shape[1], 4096):
+            wide = widened(table, width, k_cache.shape[0])
+            out = pa.gqa_decode(q, k_cache, v_cache, wide, lens, 0.125, 512)
+            wide_mla = widened(mla_table, width, latent.shape[0])
+            o_lat = pa.mla_decode(q_lat, q_pe, latent, wide_mla, lens, 0.04, 512)
+        for shorter in (1, 17, 300):
+            pa.gqa_decode(q, k_cache, v_cache, table, (lens - shorter).clamp(min=1), 0.125, 512)
+            pa.mla_decode(q_lat, q_pe, latent, mla_table, (lens - shorter).clamp(min=1), 0.04, 512)
+        assert [cached_kernels(k) for k in kernels] == before
+        torch.testing.assert_close(
+            out,
+            pa.gqa_decode_reference(q, k_cache, v_cache, table, lens, 0.125, 512),
+            **tolerance(torch.bfloat16),
+        )
+        torch.testing.assert_close(
+            o_lat,
+            pa.mla_decode_reference(q_lat, q_pe, latent, mla_table, lens, 0.04, 512),
             **tolerance(torch.bfloat16),
         )

@@ -18,7 +18,7 @@ from hf_oracle import random_ids
 from ktx.core.inject.inject import inject
 from ktx.core.inject.rules import load_rules
 from ktx.core.loader import build_meta_model, load
-from ktx.core.memory_plan import GIB, plan_memory
+from ktx.core.memory_plan import GIB, MLA_ATTENTION_WORKSPACE, plan_memory
 from ktx.core.models import ModelError
 from ktx.core.models.registry import RULES_DIR
 from ktx.core.ops.moe import Experts, choose_gpu_experts
@@ -91,8 +91,9 @@ def test_memory_plan_puts_experts_in_ram_and_the_rest_on_the_device(tiny_gguf, t
     kv = config.num_hidden_layers * 1000 * (config.kv_lora_rank + config.qk_rope_head_dim) * 2
     per_device = plan.per_device()
     assert per_device["cpu"] == experts
-    assert per_device["cuda"] == others + kv + GIB
+    assert per_device["cuda"] == others + kv + MLA_ATTENTION_WORKSPACE + GIB
     assert plan.parts[("cuda", "KV cache")] == kv
+    assert plan.parts[("cuda", "MLA prefill")] == MLA_ATTENTION_WORKSPACE  # once per device
     assert any(line.startswith("cuda VRAM") for line in plan.lines())
     plan.check({"cuda": per_device["cuda"], "cpu": per_device["cpu"]})  # exactly fits
     with pytest.raises(ModelError, match=r"cuda needs .* GiB free: lower --gpu-experts"):
@@ -108,6 +109,32 @@ def test_memory_plan_puts_experts_in_ram_and_the_rest_on_the_device(tiny_gguf, t
     # all on the CPU: the file's bytes (mmap) plus a float32 KV cache
     _, _, cpu_plan = _plan(gguf, "cpu")
     assert cpu_plan.per_device() == {"cpu": sum(t.nbytes for t in tensors) + 2 * kv}
+
+
+def test_memory_plan_counts_blocks_and_their_per_call_expansion(tiny_gguf, tmp_path):
+    """Experts placed on the accelerator and `weights: gguf` linears are held as GGUF blocks;
+    the largest matrix one call expands is counted once per device."""
+    gguf = tiny_gguf("qwen3moe")
+    text = (RULES_DIR / "moe.yaml").read_text()
+    old = "replace: {class: ktx.core.ops.linear.QuantLinear}"
+    assert EXPERTS_RULE in text and old in text
+    rules = tmp_path / "blocks.yaml"
+    rules.write_text(
+        text.replace(EXPERTS_RULE, EXPERTS_RULE.replace("device: cpu", "device: cuda")).replace(
+            old, old[:-1] + ", kwargs: {weights: gguf}}"
+        )
+    )
+    gf, _, plan = _plan(gguf, "cuda", rules)
+    tensors = list(gf.tensors.values())
+    experts = [t for t in tensors if "_exps." in t.name]
+    assert "cpu" not in plan.per_device()
+    assert plan.parts[("cuda", "experts")] == sum(t.nbytes for t in experts)
+    linears = [
+        t for t in tensors if "_exps." not in t.name and len(t.shape) > 1 and "token_embd" not in t.name
+    ]
+    one_expert = max(3 * 4 * t.n_elements // t.shape[0] for t in experts)
+    largest_linear = max(2 * t.n_elements for t in linears)
+    assert plan.parts[("cuda", "expanded per call")] == max(one_expert, largest_linear)
 
 
 def test_load_reports_the_plan_before_weights_and_refuses_what_does_not_fit(tiny_gguf, monkeypatch):

@@ -91,6 +91,28 @@ def test_mla_absorbed_decode_equals_naive(hf_dirs, tmp_path):
     assert (outs["never"] - outs["always"]).abs().max().item() <= TOL
 
 
+@pytest.mark.parametrize("name", ["deepseek-v2", "deepseek-v3"])
+def test_mla_prefill_past_its_workspace_runs_absorbed_in_query_tiles(name, hf_dirs, tmp_path, monkeypatch):
+    """A history whose naive K/V expansion would exceed the workspace switches to the absorbed
+    form in tiles of queries (here a workspace of ~3 queries' scores): same logits."""
+    from ktx.core.ops import mla
+
+    gguf_path = tmp_path / "m.gguf"
+    convert_hf(hf_dirs(name), gguf_path, "f32", progress=False)
+    heads, n = load(gguf_path).config.num_attention_heads, 24
+    monkeypatch.setattr(mla, "MLA_ATTENTION_WORKSPACE", 4 * 3 * heads * n * 3)
+    tiles = []
+    absorbed = mla.MLAAttention._attend_absorbed
+
+    def counted(self, q, *args):
+        tiles.append(len(q))
+        return absorbed(self, q, *args)
+
+    monkeypatch.setattr(mla.MLAAttention, "_attend_absorbed", counted)
+    _compare(hf_dirs(name), gguf_path, GGUF_ARCH[name], n_tokens=n)
+    assert tiles and set(tiles) == {3}  # every layer, in tiles of 3 queries
+
+
 def test_legacy_kv_b_and_split_k_b_v_b_agree(hf_dirs, tmp_path):
     logits = []
     for legacy in (False, True):

@@ -95,3 +95,72 @@ def test_shared_pool_gets_its_blocks_back(model):
     pool = make_pool(model, 256, block_size=8)
     prefill_and_generate(model, model.tokenizer, random_ids(model.config.vocab_size, 20), 5, pool=pool)
     assert pool.used_blocks == 0
+
+
+def test_chat_turns_keep_the_pool_and_its_captured_graph(model, monkeypatch):
+    """Each turn of `ktx chat --cuda-graph` calls prefill_and_generate: the model's pool and the
+    graph runner on it are kept, not rebuilt (a recapture per turn). A stand-in backend gives the
+    CPU a GraphRunner whose steps are forward_step's."""
+    import types
+
+    import ktx.core.backend as backend
+
+    made = []
+
+    class Runner:
+        def __init__(self, model, pool, batch_size):
+            self.model, self.pool = model, pool
+            made.append(self)
+
+        def step(self, segments, tokens):
+            return forward_step(self.model, self.pool, segments, tokens)
+
+    monkeypatch.setattr(backend, "kernels", lambda kind: types.SimpleNamespace(GraphRunner=Runner))
+    model.__dict__.pop("_ktx_generation_pool", None)
+    vocab = model.config.vocab_size
+    eager = prefill_and_generate(
+        model, model.tokenizer, random_ids(vocab, 20), 6, ignore_eos=True, pool=make_pool(model, 64)
+    )
+    turns = [
+        prefill_and_generate(
+            model, model.tokenizer, random_ids(vocab, 20), 6, ignore_eos=True, use_cuda_graph=True
+        )
+        for _ in range(3)
+    ]
+    assert all(t.tokens == eager.tokens for t in turns)
+    assert len(made) == 1  # one capture serves every turn
+    pool = model.__dict__["_ktx_generation_pool"]
+    assert made[0].pool is pool and pool.used_blocks == 0
+    assert pool.num_blocks * pool.block_size >= 1024  # graph pools grow by powers of two
+    # a turn that needs more than the pool holds gets a larger pool, and a new capture
+    longer = min(model.config.max_position_embeddings - 8, pool.num_blocks * pool.block_size + 10)
+    if longer > pool.num_blocks * pool.block_size:
+        prefill_and_generate(model, model.tokenizer, [7] * longer, 2, ignore_eos=True, use_cuda_graph=True)
+        assert len(made) == 2 and model.__dict__["_ktx_generation_pool"] is not pool
+    model.__dict__.pop("_ktx_generation_pool", None)
+
+
+def test_prefill_on_a_16_bit_pool_reads_nothing_back_from_the_device(model):
+    """A 16-bit pool takes the PyTorch attention path that accelerators run. Nothing in a step
+    may read a value back to the host (bool(), .item(), nonzero: each one stalls Python behind
+    the stream and the CPU experts on a GPU); the ops that would are counted here on the CPU."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Ops(TorchDispatchMode):
+        names: list[str]
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.names.append(func.overloadpacket.__name__)
+            return func(*args, **(kwargs or {}))
+
+    layers = {m.layer_idx: m for m in model.modules() if hasattr(m, "kv_spec")}
+    pool = BlockPool({i: m.kv_spec() for i, m in layers.items()}, 8, 16, torch.bfloat16)
+    seq = SequenceKV()
+    vocab = model.config.vocab_size
+    forward_step(model, pool, [Segment(seq, 0, 20)], torch.tensor(random_ids(vocab, 20)))
+    ops = Ops()
+    ops.names = []
+    with ops:
+        forward_step(model, pool, [Segment(seq, 20, 10)], torch.tensor(random_ids(vocab, 10, seed=1)))
+    assert "scaled_dot_product_attention" in ops.names or "_softmax" in ops.names  # the PyTorch path ran
+    assert not {"_local_scalar_dense", "nonzero", "is_nonzero", "equal"} & set(ops.names)

@@ -136,3 +136,20 @@ def test_a_prefill_step_does_not_wait_for_the_gpu(name, tiny_gguf):
         assert logits.shape[0] == n
         syncs = [str(w.message) for w in seen if "synchroniz" in str(w.message)]
         assert not syncs, syncs
+
+
+def test_chat_turns_replay_one_graph_and_mla_weights_stay_bf16(tiny_gguf):
+    from ktx.core.ops.mla import MLAAttention
+
+    gpu = load(tiny_gguf("deepseek-v3", "q8_0"), device="cuda")
+    mla = [m for m in gpu.modules() if isinstance(m, MLAAttention)]
+    assert mla and all(m.w_k.dtype == m.w_v.dtype == torch.bfloat16 for m in mla)
+    runners, answers = [], []
+    for seed in (1, 2, 1):
+        prompt = random_ids(500, 20, seed=seed)
+        answers.append(
+            prefill_and_generate(gpu, gpu.tokenizer, prompt, 8, ignore_eos=True, use_cuda_graph=True)
+        )
+        runners.append(gpu.__dict__["_ktx_generation_pool"].__dict__["_ktx_graph_runner"])
+    assert runners[0] is runners[1] is runners[2]  # captured once, replayed by every turn
+    assert answers[0].tokens == answers[2].tokens  # the same prompt again: the same answer

@@ -65,8 +65,8 @@ def test_bench_e2e_does_not_time_the_first_decode_step(tiny_moe, monkeypatch):
     jump = [0.0]
     real_step = e2e.decode_step
 
-    def slow_first_step(model, pool, cuda_graph):
-        step, calls = real_step(model, pool, cuda_graph), []
+    def slow_first_step(model, pool, cuda_graph, **kwargs):
+        step, calls = real_step(model, pool, cuda_graph, **kwargs), []
 
         def run(segments, tokens):
             if not calls:

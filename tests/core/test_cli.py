@@ -387,3 +387,16 @@ def test_console_script_points_at_main():
     (script,) = [ep for ep in entry_points(group="console_scripts") if ep.name == "ktx"]
     assert script.value == "ktx.core.cli.main:main"
     assert script.load() is main
+
+
+def test_demo_model_can_be_an_assembled_copy(tmp_path, monkeypatch):
+    """KTX_DEMO_GGUF (the container images carry the assembled file, not the chunks)."""
+    from ktx.core.demo import demo_gguf
+
+    copy = tmp_path / "demo.gguf"
+    copy.write_bytes(b"GGUF")
+    monkeypatch.setenv("KTX_DEMO_GGUF", str(copy))
+    assert demo_gguf() == copy
+    monkeypatch.setenv("KTX_DEMO_GGUF", str(tmp_path / "missing.gguf"))
+    with pytest.raises(FileNotFoundError, match="KTX_DEMO_GGUF=.*missing.gguf: no such file"):
+        demo_gguf()

@@ -1,4 +1,6 @@
-"""Sessions: `nox -s tests` (CPU, what CI runs), `nox -s lint`, `nox -s bench`.
+"""Sessions: `nox -s tests` (CPU) and `nox -s image_smoke` (the CPU image built and used: what CI
+runs), `nox -s lint`, `nox -s bench`; per backend, on its hardware: `tests_cuda`, `tests_rocm`,
+`tests_xpu`, `tests_ascend`; `nox -s images -- TARGET|GROUP` bakes images (docker-bake.hcl).
 
 Virtual environments are reused between runs, and scikit-build-core keeps its CMake build in
 build/, so a second run only recompiles what changed.
@@ -63,3 +65,64 @@ def bench(session: nox.Session) -> None:
     session.run("python", "bench/generate.py", *session.posargs)
     # builds llama-cpp-python from source in ~/.cache/ktx/llama-venv on first use (~12 min on 2 cores)
     session.run("python", "bench/vs_llamacpp.py", "--v2-lite")
+
+
+# Per backend: the torch build (its wheel index, its Triton) and the marker-selected suite.
+BACKENDS = {
+    "cuda": ("https://download.pytorch.org/whl/cu128", ["triton"], "cuda or amx"),
+    # ROCm's torch answers as torch.cuda: the cuda-marked tests are the GPU's
+    "rocm": ("https://download.pytorch.org/whl/rocm6.4", ["pytorch-triton-rocm"], "cuda"),
+    "xpu": ("https://download.pytorch.org/whl/xpu", ["pytorch-triton-xpu"], "xpu"),
+    "ascend": ("https://download.pytorch.org/whl/cpu", ["torch_npu"], "npu"),
+}
+
+
+def backend_tests(session: nox.Session, backend: str) -> None:
+    """The tests marked for `backend`, on this machine's accelerator: torch from its index."""
+    index, extra, marker = BACKENDS[backend]
+    session.install(
+        "--index-url", index, "--extra-index-url", "https://pypi.org/simple", "torch==2.13.0", *extra
+    )
+    session.install(".[test]")
+    # exit 5: nothing is marked for this backend yet (its kernels arrive with their own issue)
+    session.run(
+        "pytest", "-m", marker, "tests/backends", "tests/core", *session.posargs, success_codes=[0, 5]
+    )
+
+
+@nox.session(default=False)
+def tests_cuda(session: nox.Session) -> None:
+    """The cuda- and amx-marked tests, on an NVIDIA GPU (and an AMX CPU when there is one)."""
+    backend_tests(session, "cuda")
+
+
+@nox.session(default=False)
+def tests_rocm(session: nox.Session) -> None:
+    """The GPU tests on an AMD GPU (ROCm torch answers as torch.cuda)."""
+    backend_tests(session, "rocm")
+
+
+@nox.session(default=False)
+def tests_xpu(session: nox.Session) -> None:
+    """The xpu-marked tests on an Intel GPU."""
+    backend_tests(session, "xpu")
+
+
+@nox.session(default=False)
+def tests_ascend(session: nox.Session) -> None:
+    """The npu-marked tests on an Ascend NPU (CPU torch plus torch_npu)."""
+    backend_tests(session, "ascend")
+
+
+@nox.session(default=False, venv_backend="none")
+def images(session: nox.Session) -> None:
+    """`docker buildx bake` a target or group (default: cpu): nox -s images -- all."""
+    session.run("docker", "buildx", "bake", *(session.posargs or ["cpu"]), external=True)
+
+
+@nox.session(default=False)
+def image_smoke(session: nox.Session) -> None:
+    """Builds ktx:cpu (a private Docker engine when none runs) and uses it: doctor, generate,
+    the server with the OpenAI and Ollama clients; bake and compose files checked (images/smoke.py)."""
+    session.install("docker>=7", "httpx>=0.27", "openai>=1.40", "ollama>=0.4")
+    session.run("python", "images/smoke.py", *session.posargs)

@@ -126,3 +126,12 @@ def image_smoke(session: nox.Session) -> None:
     the server with the OpenAI and Ollama clients; bake and compose files checked (images/smoke.py)."""
     session.install("docker>=7", "httpx>=0.27", "openai>=1.40", "ollama>=0.4")
     session.run("python", "images/smoke.py", *session.posargs)
+
+
+@nox.session(default=False)
+def webui_smoke(session: nox.Session) -> None:
+    """Open WebUI (PyPI) against `ktx serve` on loopback, wired as compose.yaml wires them: sign
+    in, list models, one chat through it (images/webui_smoke.py; minutes: not in CI)."""
+    install_ktx(session, "demo")
+    session.install("open-webui>=0.12,<0.13", "httpx>=0.27")
+    session.run("python", "images/webui_smoke.py", *session.posargs)

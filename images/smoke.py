@@ -7,7 +7,9 @@
    cannot set the network), the CPU torch wheel from pip's local find-links in the context,
    the host's CA bundle as the `cacert` secret when there is one;
 4. in it: `ktx doctor --json`, `ktx generate --json`; then the server (the image's own command):
-   time to healthy, the OpenAI and Ollama clients' chat against it.
+   time to healthy, the OpenAI and Ollama clients' chat against it;
+5. compose.yaml's ktx service (with compose.ci.yaml) up to healthy and answering, then down (the
+   web UI's image cannot be pulled here: its wiring is checked by `compose config` only).
 Prints the image's size, the times, and a JSON line of them. The engine: images/engine.py.
 """
 
@@ -19,6 +21,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -198,6 +201,26 @@ def use_image(env) -> dict:
     return {"image_gb": size_gb, "docker_run_to_healthy_s": to_healthy}
 
 
+def compose_up(env) -> float:
+    """Seconds for `docker compose up --wait ktx` (compose.yaml + compose.ci.yaml) to be healthy;
+    its API must answer with the served name the compose file gives."""
+    import httpx
+
+    models = tempfile.mkdtemp(prefix="ktx-models-")
+    cenv = {**env, "KTX_IMAGE": "ktx:cpu", "KTX_MODELS": models}
+    files = ["-f", "compose.yaml", "-f", "compose.ci.yaml"]
+    t0 = time.perf_counter()
+    try:
+        run("docker", "compose", *files, "up", "-d", "--wait", "ktx", env=cenv, cwd=ROOT)
+        up_s = time.perf_counter() - t0
+        listed = httpx.get(f"http://127.0.0.1:{PORT}/v1/models", timeout=10).json()
+        assert [m["id"] for m in listed["data"]] == ["ktx"], listed
+    finally:
+        run("docker", "compose", *files, "down", "-v", env=cenv, cwd=ROOT)
+        shutil.rmtree(models, ignore_errors=True)
+    return up_s
+
+
 def main() -> None:
     t0 = time.perf_counter()
     with engine() as env:
@@ -207,10 +230,12 @@ def main() -> None:
         local_torch_wheel()
         build_s = build(env, plan)
         figures = use_image(env)
+        figures["compose_up_to_healthy_s"] = compose_up(env)
     figures = {**figures, "build_s": build_s, "total_s": time.perf_counter() - t0}
     print(
         f"ktx:cpu {figures['image_gb']:.2f} GB, built in {build_s:.0f} s, healthy "
-        f"{figures['docker_run_to_healthy_s']:.1f} s after docker run; smoke {figures['total_s']:.0f} s"
+        f"{figures['docker_run_to_healthy_s']:.1f} s after docker run, "
+        f"{figures['compose_up_to_healthy_s']:.1f} s after compose up; smoke {figures['total_s']:.0f} s"
     )
     print(json.dumps(figures))
 

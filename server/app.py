@@ -114,6 +114,8 @@ class _AuthAndLog:
                 message.setdefault("headers", []).append((b"x-request-id", rid.encode()))
             await send(message)
 
+        if scope.get("method") in ("POST", "PUT", "PATCH"):
+            scope = _json_body(scope)
         try:
             if self.api_key and path not in OPEN_PATHS and not path.startswith(OPEN_PREFIXES):
                 given = dict(scope.get("headers", [])).get(b"authorization", b"")
@@ -143,6 +145,17 @@ class _AuthAndLog:
             )
 
 
+def _json_body(scope: dict) -> dict:
+    """The body is read as JSON whatever Content-Type says: Ollama's curl examples send none
+    (`curl -d` says form-urlencoded) and Ollama accepts them; so do OpenAI's servers."""
+    headers = scope.get("headers", [])
+    given = dict(headers).get(b"content-type", b"")
+    if given.split(b";")[0].strip().lower() == b"application/json":
+        return scope
+    kept = [(k, v) for k, v in headers if k != b"content-type"]
+    return {**scope, "headers": [*kept, (b"content-type", b"application/json")]}
+
+
 def _internal(e: Exception) -> RequestError:
     return RequestError(f"internal error: {type(e).__name__}", status=500, type="server_error")
 
@@ -158,6 +171,8 @@ def _validation_error(e: RequestValidationError) -> RequestError:
         return RequestError(f"the body is not valid JSON: {why}".rstrip(": "))
     if first.get("type") == "missing" and tuple(first.get("loc", ())) == ("body",):
         return RequestError("the request needs a JSON body")
+    if tuple(first.get("loc", ())) == ("body",):  # a list, a string...: not an object of fields
+        return RequestError("the body must be a JSON object")
     # A field of several allowed types reports one error per type; the one that is not a mere
     # type mismatch says what is wrong (a list of 5 stops is not "not a string").
     param = _param(first)

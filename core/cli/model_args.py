@@ -43,7 +43,7 @@ def add_model_flags(p: argparse.ArgumentParser, sampling: bool = True) -> None:
         type=int,
         default=4096,
         metavar="N",
-        help="KV-cache tokens the memory plan reserves (default 4096)",
+        help="KV-cache tokens the memory plan reserves (default %(default)s)",
     )
     g.add_argument(
         "--cuda-graph",
@@ -106,6 +106,7 @@ def load_model(args: argparse.Namespace, quiet: bool = False) -> Any:
     from ..loader import load
 
     err = Console(stderr=True, highlight=False)
+    err.soft_wrap = not err.is_terminal  # a log file gets whole lines, not 80-column pieces
     bar = Progress(
         TextColumn("{task.description}"),
         BarColumn(),

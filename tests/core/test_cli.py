@@ -400,3 +400,20 @@ def test_demo_model_can_be_an_assembled_copy(tmp_path, monkeypatch):
     monkeypatch.setenv("KTX_DEMO_GGUF", str(tmp_path / "missing.gguf"))
     with pytest.raises(FileNotFoundError, match="KTX_DEMO_GGUF=.*missing.gguf: no such file"):
         demo_gguf()
+
+
+@pytest.mark.parametrize("command,default", [("serve", 8192), ("chat", 4096), ("generate", 4096)])
+def test_help_states_the_cache_default_each_command_uses(command, default, capsys):
+    assert main([command, "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps help lines
+    assert f"KV-cache tokens the memory plan reserves (default {default})" in text
+
+
+def test_status_lines_stay_whole_when_stderr_is_not_a_terminal(tiny_gguf, capsys):
+    """A log file gets the memory plan and the load line as one line each (Rich cut them at 80)."""
+    gguf_path = tiny_gguf("deepseek-v3")
+    assert main(["generate", "--gguf", str(gguf_path), "--prompt", "Hi", "--max-new-tokens", "1"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    plan = [line for line in err if "memory plan" in line]
+    assert plan and all(line.endswith(")") for line in plan), plan  # "cpu RAM ... (parts)"
+    assert any("loaded in" in line and line.rstrip().endswith(" s") for line in err), err

@@ -225,3 +225,20 @@ def test_a_client_that_disconnects_frees_its_blocks(live, name):
         first = next(r.iter_lines())
         assert json.loads(first)["done"] is False
     # the autouse fixture checks that the request is gone and its blocks are back
+
+
+@pytest.mark.parametrize("content_type", [None, "application/x-www-form-urlencoded", "text/plain"])
+@pytest.mark.parametrize("path", ["/api/chat", "/api/show", "/v1/chat/completions"])
+def test_a_json_body_is_read_whatever_its_content_type(live, name, path, content_type):
+    """Ollama's curl examples send no Content-Type (`curl -d` says form-urlencoded): accepted."""
+    body = {"model": name, "messages": _user("Hi"), "stream": False, "options": {"num_predict": 2}}
+    if path == "/v1/chat/completions":
+        body = {"model": name, "messages": _user("Hi"), "max_tokens": 2}
+    headers = {"content-type": content_type} if content_type else {}
+    r = httpx.post(f"{live.url}{path}", content=json.dumps(body), headers=headers, timeout=60)
+    assert r.status_code == 200, r.text
+
+
+def test_a_body_that_is_not_an_object_says_so_plainly(live):
+    r = httpx.post(f"{live.url}/api/chat", content="[1, 2]", timeout=30)
+    assert r.status_code == 400 and r.json()["error"] == "the body must be a JSON object"

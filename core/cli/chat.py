@@ -9,9 +9,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
-from pathlib import Path
 
-from .model_args import add_model_flags, load_model, prompt_ids, sampling_params, stats_line, write
+from .model_args import (
+    add_model_flags,
+    load_model,
+    prompt_ids,
+    sampling_params,
+    stats_line,
+    text_file,
+    write,
+)
 
 HELP = 'Enter sends · end a line with \\ to continue · """ starts/ends a block · /reset · /exit'
 
@@ -31,7 +38,9 @@ def add_parser(subcommands) -> None:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--prompt-file", type=Path, help="send this file's text as the first message")
+    p.add_argument(
+        "--prompt-file", type=text_file, metavar="FILE", help="send this file's text as the first message"
+    )
     p.add_argument(
         "--force-think", action="store_true", help="start each answer with <think> (reasoning models)"
     )
@@ -78,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     print(HELP, file=sys.stderr)
     system = [{"role": "system", "content": args.system}] if args.system else []
     history: list[dict] = []
-    first = args.prompt_file.read_text() if args.prompt_file else None
+    first = args.prompt_file
     while True:
         message = first if first is not None else read_message()
         if first is not None:

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from .model_args import add_model_flags, load_model, prompt_ids, sampling_params, stats_line, write
+from .model_args import (
+    add_model_flags,
+    load_model,
+    prompt_ids,
+    sampling_params,
+    stats_line,
+    text_file,
+    write,
+)
 from .output import print_json
 
 EXAMPLES = """\
@@ -26,7 +33,7 @@ def add_parser(subcommands) -> None:
     )
     src = p.add_mutually_exclusive_group()
     src.add_argument("--prompt", help="the prompt text (default: a short demo prompt)")
-    src.add_argument("--prompt-file", type=Path, help="read the prompt from a file")
+    src.add_argument("--prompt-file", type=text_file, metavar="FILE", help="read the prompt from a file")
     p.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
     p.add_argument(
         "--force-think", action="store_true", help="start the answer with <think> (reasoning models)"
@@ -42,7 +49,11 @@ def add_parser(subcommands) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..runtime.generate import prefill_and_generate
 
-    text = args.prompt_file.read_text() if args.prompt_file else (args.prompt or "The quick brown fox")
+    text = args.prompt_file if args.prompt_file is not None else args.prompt
+    if text is None:
+        text = "The quick brown fox"
+    if not text.strip():
+        raise ValueError("the prompt is empty: give --prompt TEXT or --prompt-file FILE")
     params = sampling_params(args, default_temperature=0.0)
     model = load_model(args, quiet=args.json)
     ids = prompt_ids(model.tokenizer, text, args.chat, args.force_think)

@@ -39,6 +39,8 @@ environment:
   KTX_THREADS=N                    threads for the CPU kernels (default: one per physical core)
   KTX_EXACT=1                      CPU kernels keep activations float32 (default: int8, like llama.cpp)
   KTX_DEVICE=cpu|cuda              what --device auto picks (default: the GPU when there is one)
+  KTX_PIN=1                        pin the CPU kernels' worker threads, one per allowed CPU
+  KTX_DEMO_GGUF=PATH               the demo model as an assembled file (the container images)
 
 Run 'ktx COMMAND --help' for a command's options."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 
@@ -50,7 +51,9 @@ def add_model_flags(p: argparse.ArgumentParser, sampling: bool = True) -> None:
         action="store_true",
         help="replay each decode step as one captured CUDA graph (GPU devices)",
     )
-    g.add_argument("--cpu-threads", type=int, metavar="N", help="CPU threads (default: physical cores)")
+    g.add_argument(
+        "--cpu-threads", type=positive_int, metavar="N", help="CPU threads (default: physical cores)"
+    )
     g.add_argument(
         "--experts-per-tok",
         type=int,
@@ -98,12 +101,36 @@ def sampling_params(args: argparse.Namespace, default_temperature: float) -> Any
     return params
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def text_file(path: str) -> str:
+    """argparse type: a readable text file's contents (a usage error names the file otherwise)."""
+    try:
+        return Path(path).read_text()
+    except FileNotFoundError:
+        raise argparse.ArgumentTypeError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise argparse.ArgumentTypeError(f"{path}: cannot read it ({e.strerror or e})") from None
+
+
 def load_model(args: argparse.Namespace, quiet: bool = False) -> Any:
     """Loads with a spinner on stderr (stdout stays clean for --json)."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from .. import cpu
     from ..loader import load
+
+    cpu.isa()  # a KTX_ISA this CPU cannot run is refused before the memory plan and the load
 
     err = Console(stderr=True, highlight=False)
     err.soft_wrap = not err.is_terminal  # a log file gets whole lines, not 80-column pieces

@@ -398,7 +398,7 @@ def test_demo_model_can_be_an_assembled_copy(tmp_path, monkeypatch):
     monkeypatch.setenv("KTX_DEMO_GGUF", str(copy))
     assert demo_gguf() == copy
     monkeypatch.setenv("KTX_DEMO_GGUF", str(tmp_path / "missing.gguf"))
-    with pytest.raises(FileNotFoundError, match="KTX_DEMO_GGUF=.*missing.gguf: no such file"):
+    with pytest.raises(FileNotFoundError, match=r"KTX_DEMO_GGUF=.*missing\.gguf: no such file"):
         demo_gguf()
 
 
@@ -417,3 +417,32 @@ def test_status_lines_stay_whole_when_stderr_is_not_a_terminal(tiny_gguf, capsys
     plan = [line for line in err if "memory plan" in line]
     assert plan and all(line.endswith(")") for line in plan), plan  # "cpu RAM ... (parts)"
     assert any("loaded in" in line and line.rstrip().endswith(" s") for line in err), err
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["generate", "--cpu-threads", "0"], "--cpu-threads: 0 must be at least 1"),
+        (["generate", "--prompt-file", "/nonexistent/q.txt"], "/nonexistent/q.txt: no such file"),
+        (["chat", "--prompt-file", "/nonexistent/q.txt"], "/nonexistent/q.txt: no such file"),
+    ],
+)
+def test_bad_flags_are_usage_errors_that_name_the_problem(argv, message, capsys):
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_an_empty_prompt_is_refused_not_replaced(capsys):
+    assert main(["generate", "--prompt", "  "]) == 1
+    assert "the prompt is empty" in capsys.readouterr().err
+
+
+def test_an_unusable_isa_is_refused_before_loading(monkeypatch, capsys):
+    usable = set(cpu.supported_isas())
+    missing = next((i for i in ("amx", "avx512", "avx2") if i not in usable), None)
+    if missing is None:
+        pytest.skip("this CPU runs every kernel path: no KTX_ISA to refuse")
+    monkeypatch.setenv("KTX_ISA", missing)
+    assert main(["generate", "--prompt", "Hi", "--max-new-tokens", "1"]) == 1
+    err = capsys.readouterr().err
+    assert missing in err and "memory plan" not in err

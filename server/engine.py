@@ -148,13 +148,18 @@ class Engine:
             self._deadline = deadline if self._deadline is None else min(self._deadline, deadline)
             self._cv.notify_all()
 
+    def wait_idle(self, after_deadline_s: float = 30.0) -> None:
+        """Blocks until no request is in flight (drain() first), or `after_deadline_s` past the
+        drain deadline: the step running at the deadline ends first, however slow."""
+        while (self._running or self._waiting) and self._thread.is_alive():
+            if self._deadline is not None and time.monotonic() > self._deadline + after_deadline_s:
+                break  # a step that never returns
+            time.sleep(0.02)
+
     def shutdown(self, grace_s: float = 10.0) -> None:
         """drain(grace_s), waits for the requests in flight to end, then stops the scheduler."""
         self.drain(grace_s)
-        while (self._running or self._waiting) and self._thread.is_alive():
-            if time.monotonic() > self._deadline + 30:  # a step that never returns
-                break
-            time.sleep(0.02)
+        self.wait_idle()
         with self._cv:
             self._stop = True
             self._cv.notify_all()

@@ -4,12 +4,14 @@ uvicorn's graceful shutdown waits `timeout_graceful_shutdown` seconds for open c
 then cancels them: a stream still generating would stop without its last chunk and `[DONE]`
 (on a slow or busy machine, any long answer). So as soon as shutdown begins, the engine is
 told to drain with a deadline a little inside uvicorn's: it takes no new requests, and at the
-deadline ends each request in flight with the tokens it has (finish_reason "length"), so every
-client gets a complete response before uvicorn's own timeout.
+deadline ends each request in flight with the tokens it has (finish_reason "length"). uvicorn's
+own wait starts only once the engine has ended them: a step still running at the deadline (a
+slow machine, a long prefill chunk) finishes first, so its streams are not cut either.
 """
 
 from __future__ import annotations
 
+import asyncio
 import socket
 
 import uvicorn
@@ -28,4 +30,5 @@ class GracefulServer(uvicorn.Server):
         timeout = self.config.timeout_graceful_shutdown
         grace = DEFAULT_GRACE_S if timeout is None else max(0.5, timeout - DRAIN_MARGIN_S)
         self.engine.drain(grace)
+        await asyncio.to_thread(self.engine.wait_idle)
         await super().shutdown(sockets=sockets)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import httpx
 import pytest
@@ -179,3 +180,37 @@ def test_schema_fuzzing_finds_no_server_errors(fuzz_target):
     assert 200 in statuses["POST /v1/completions"], statuses
     fuzz_target.wait_idle(60)
     assert fuzz_target.engine.stats()["kv_blocks_in_requests"] == 0
+
+
+def test_shutdown_waits_for_a_step_slower_than_its_grace(demo_gguf, monkeypatch):
+    """A step that outlasts uvicorn's whole grace (a slow machine): the stream still ends whole."""
+    import ktx.server.engine as engine_mod
+
+    real = engine_mod.forward_step
+
+    def slow(*args, **kwargs):
+        time.sleep(3.0)  # each step: longer than uvicorn's whole 2.6 s grace
+        return real(*args, **kwargs)
+
+    srv = start_server("--max-new-tokens", "4", graceful_s=2.6)
+    srv.engine.eos = set()
+    lines: list[str] = []
+    started = threading.Event()
+
+    def stream() -> None:
+        body = {"prompt": "Count to a thousand:", "max_tokens": 200, "stream": True}
+        with httpx.stream("POST", f"{srv.url}/v1/completions", json=body, timeout=120) as r:
+            for line in r.iter_lines():
+                if line:
+                    lines.append(line)
+                    started.set()
+
+    t = threading.Thread(target=stream)
+    t.start()
+    assert started.wait(60)
+    monkeypatch.setattr(engine_mod, "forward_step", slow)
+    srv.stop()
+    t.join(timeout=60)
+    assert lines[-1] == "data: [DONE]", lines[-3:]
+    assert json.loads(lines[-2][6:])["choices"][0]["finish_reason"] == "length"
+    assert not srv.thread.is_alive() and not srv.engine._thread.is_alive()

@@ -1,7 +1,10 @@
 """`ktx chat`: an interactive conversation with streamed answers and speed figures after each.
 
 Enter sends the message. End a line with a backslash to continue on the next line, or paste
-a block between two lines of three double quotes. /reset clears the conversation, /exit quits.
+a block between two lines of three double quotes. /help lists the commands, /reset clears the
+conversation, /exit (or Ctrl-D, or Ctrl-C at an empty prompt) quits; Ctrl-C during an answer
+stops that answer. A model without a chat template (a base model, like the demo) is not
+dressed in another model's chat format: the conversation is one text that it continues.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import contextlib
 import sys
 
 from .model_args import (
+    CHAT_SAMPLING,
     add_model_flags,
     load_model,
     prompt_ids,
@@ -20,7 +24,13 @@ from .model_args import (
     write,
 )
 
-HELP = 'Enter sends · end a line with \\ to continue · """ starts/ends a block · /reset · /exit'
+HELP = 'Enter sends · end a line with \\ to continue · """ starts/ends a block · /help · /reset · /exit'
+COMMANDS = """\
+  /help           this list
+  /reset          forget the conversation (start over)
+  /exit, /bye     quit (also Ctrl-D, or Ctrl-C at an empty prompt)
+  Ctrl-C          during an answer: stop it there
+  a line ending in \\ continues on the next; \"\"\" on a line starts or ends a block"""
 
 EXAMPLES = """\
 examples:
@@ -50,10 +60,10 @@ def add_parser(subcommands) -> None:
 
 
 def read_message(prompt: str = ">>> ") -> str | None:
-    """One user message; None at end of input."""
+    """One user message; None at end of input or Ctrl-C at the prompt (both quit)."""
     try:
         line = input(prompt)
-    except EOFError:
+    except (EOFError, KeyboardInterrupt):
         return None
     if line.strip() == '"""':
         lines = []
@@ -76,33 +86,54 @@ def read_message(prompt: str = ">>> ") -> str | None:
     return "\n".join(lines)
 
 
+BASE_MODEL_NOTE = (
+    "a base model (no chat template): each message continues one running text, as a completion "
+    "(try a sentence to finish); a chat model answers questions"
+)
+
+
 def run(args: argparse.Namespace) -> int:
     from ..runtime.generate import prefill_and_generate
 
     with contextlib.suppress(ImportError):
         import readline  # noqa: F401  (line editing and in-session history for input())
-    params = sampling_params(args, default_temperature=0.7)
+    params = sampling_params(args, CHAT_SAMPLING)
     model = load_model(args)
     tok = model.tokenizer
+    chat = tok.has_chat_template
+    if not chat:
+        print(BASE_MODEL_NOTE, file=sys.stderr)
     print(HELP, file=sys.stderr)
     system = [{"role": "system", "content": args.system}] if args.system else []
     history: list[dict] = []
+    transcript = args.system + "\n\n" if args.system and not chat else ""  # a base model's running text
     first = args.prompt_file
     while True:
         message = first if first is not None else read_message()
         if first is not None:
             print(f">>> {first}")
         first = None
-        if message is None or message.strip() in ("/exit", "/quit", "/bye"):
+        command = message.strip() if message is not None else "/exit"
+        if command in ("/exit", "/quit", "/bye"):
             print(file=sys.stderr)
             return 0
-        if message.strip() == "/reset":
+        if command == "/reset":
             history.clear()
+            transcript = args.system + "\n\n" if args.system and not chat else ""
             print("(conversation cleared)", file=sys.stderr)
             continue
-        if not message.strip():
+        if command in ("/help", "/?"):
+            print(COMMANDS, file=sys.stderr)
             continue
-        ids = prompt_ids(tok, message, chat=True, force_think=args.force_think, history=system + history)
+        if command.startswith("/") and " " not in command:
+            print(f"unknown command {command}: /help lists them", file=sys.stderr)
+            continue
+        if not command:
+            continue
+        if chat:
+            ids = prompt_ids(tok, message, chat=True, force_think=args.force_think, history=system + history)
+        else:
+            ids = prompt_ids(tok, transcript + message, chat=False)
         try:
             gen = prefill_and_generate(
                 model,
@@ -114,13 +145,12 @@ def run(args: argparse.Namespace) -> int:
                 chunk_size=args.chunk_size,
                 on_text=write,
                 use_cuda_graph=args.cuda_graph,
+                interruptible=True,
             )
         except ValueError as e:  # e.g. the conversation outgrew the context: say so, keep the session
             print(f"ktx: {e} (/reset starts over)", file=sys.stderr)
             continue
-        except KeyboardInterrupt:  # Ctrl-C stops this answer, not the chat
-            write("\n")
-            continue
         write("\n")
         print(f"[{stats_line(gen)}]", file=sys.stderr)
         history += [{"role": "user", "content": message}, {"role": "assistant", "content": gen.text}]
+        transcript += message + gen.text + "\n"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .model_args import (
+    GENERATE_SAMPLING,
     add_model_flags,
     load_model,
     prompt_ids,
@@ -54,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         text = "The quick brown fox"
     if not text.strip():
         raise ValueError("the prompt is empty: give --prompt TEXT or --prompt-file FILE")
-    params = sampling_params(args, default_temperature=0.0)
+    params = sampling_params(args, GENERATE_SAMPLING)
     model = load_model(args, quiet=args.json)
     ids = prompt_ids(model.tokenizer, text, args.chat, args.force_think)
     gen = prefill_and_generate(

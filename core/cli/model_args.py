@@ -67,14 +67,27 @@ def add_model_flags(p: argparse.ArgumentParser, sampling: bool = True) -> None:
 
 def add_sampling_flags(p: argparse.ArgumentParser) -> None:
     s = p.add_argument_group("sampling")
-    s.add_argument("--max-new-tokens", type=int, default=512, metavar="N", help="default 512")
     s.add_argument(
-        "--temperature", type=float, default=None, help="0 = greedy (default: 0.7 in chat, 0 in generate)"
+        "--max-new-tokens",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="default: 512 in chat, 128 in generate",
     )
-    s.add_argument("--top-k", type=int, default=0, help="0 = off")
-    s.add_argument("--top-p", type=float, default=1.0)
+    s.add_argument(
+        "--temperature", type=float, default=None, help="0 = greedy (default: 0.8 in chat, 0 in generate)"
+    )
+    s.add_argument("--top-k", type=int, default=None, help="0 = off (default: 40 in chat, off in generate)")
+    s.add_argument(
+        "--top-p", type=float, default=None, help="1 = off (default: 0.9 in chat, off in generate)"
+    )
     s.add_argument("--min-p", type=float, default=0.0)
-    s.add_argument("--repetition-penalty", type=float, default=1.0)
+    s.add_argument(
+        "--repetition-penalty",
+        type=float,
+        default=None,
+        help="1 = off (default 1.1, as Ollama's: small models loop without it)",
+    )
     s.add_argument("--presence-penalty", type=float, default=0.0)
     s.add_argument("--frequency-penalty", type=float, default=0.0)
     s.add_argument("--seed", type=int, default=None)
@@ -84,15 +97,43 @@ def add_sampling_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
-def sampling_params(args: argparse.Namespace, default_temperature: float) -> Any:
+# Sampling a conversation as Ollama does by default (temperature 0.8, top-k 40, top-p 0.9), and
+# Ollama's repetition penalty of 1.1 in both commands: greedy decoding of a small base model
+# (the demo) otherwise repeats one sentence until the token limit ("The capital of France is the
+# capital of the country of France. It is the capital of ..."); with it, it ends at its EOS.
+# llama.cpp's default penalty is 1.0 (off); --repetition-penalty 1 gives plain greedy decoding.
+CHAT_SAMPLING = {
+    "temperature": 0.8,
+    "top_k": 40,
+    "top_p": 0.9,
+    "repetition_penalty": 1.1,
+    "max_new_tokens": 512,
+}
+GENERATE_SAMPLING = {
+    "temperature": 0.0,
+    "top_k": 0,
+    "top_p": 1.0,
+    "repetition_penalty": 1.1,
+    "max_new_tokens": 128,
+}
+
+
+def sampling_params(args: argparse.Namespace, defaults: dict[str, float]) -> Any:
+    """The flags given, else `defaults` (CHAT_SAMPLING or GENERATE_SAMPLING); fills
+    args.max_new_tokens the same way."""
     from ..runtime.sampler import SamplingParams
 
+    def get(name):
+        value = getattr(args, name)
+        return defaults[name] if value is None else value
+
+    args.max_new_tokens = get("max_new_tokens")
     params = SamplingParams(
-        temperature=default_temperature if args.temperature is None else args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
+        temperature=get("temperature"),
+        top_k=get("top_k"),
+        top_p=get("top_p"),
         min_p=args.min_p,
-        repetition_penalty=args.repetition_penalty,
+        repetition_penalty=get("repetition_penalty"),
         presence_penalty=args.presence_penalty,
         frequency_penalty=args.frequency_penalty,
         seed=args.seed,
@@ -173,8 +214,16 @@ def load_model(args: argparse.Namespace, quiet: bool = False) -> Any:
 
         from .. import cpu
 
+        tok = getattr(model, "tokenizer", None)
+        kind = (
+            ""
+            if tok is None
+            else "chat model · "
+            if tok.has_chat_template
+            else "base model (no chat template) · "
+        )
         err.print(
-            f"[dim]{model.arch.variant} · {model.config.num_hidden_layers} layers · "
+            f"[dim]{model.arch.variant} · {kind}{model.config.num_hidden_layers} layers · "
             f"device {model.model.embed_tokens.device} · CPU path {cpu.isa()} · "
             f"{torch.get_num_threads()} threads · loaded in {model.load_seconds:.1f} s[/dim]"
         )

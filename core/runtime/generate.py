@@ -142,7 +142,7 @@ class Generation:
     tokens: list[int] = field(default_factory=list)
     text: str = ""
     prompt_tokens: int = 0
-    finish_reason: str = "length"  # "stop" when EOS or a stop string ended it
+    finish_reason: str = "length"  # "stop": EOS or a stop string; "interrupted": Ctrl-C
     ttft_s: float = 0.0
     prefill_s: float = 0.0
     decode_s: float = 0.0
@@ -175,12 +175,15 @@ def prefill_and_generate(
     on_text: Callable[[str], None] | None = None,
     ignore_eos: bool = False,
     use_cuda_graph: bool = False,
+    interruptible: bool = False,
 ) -> Generation:
     """Generates up to `max_new_tokens` after `input_ids` (list or [1, T]); streams text to `on_text`.
 
     `use_cuda_graph`: decode steps replay one captured graph (the backend's GraphRunner; the
     model must sit on an accelerator whose backend has one). Without `pool`, the model's own
-    is used (generation_pool), with the graph captured on it by an earlier call."""
+    is used (generation_pool), with the graph captured on it by an earlier call.
+    `interruptible`: Ctrl-C (KeyboardInterrupt) ends the answer where it is, finish_reason
+    "interrupted", instead of raising."""
     from ..tokenizer.stream import StreamDecoder
 
     tokens = input_ids.reshape(-1).tolist() if isinstance(input_ids, torch.Tensor) else list(input_ids)
@@ -212,24 +215,31 @@ def prefill_and_generate(
     stopped_by_string = False
     try:
         t0 = time.perf_counter()
-        logits = prefill(model, pool, seq, tokens, chunk_size)
-        gen.prefill_s = time.perf_counter() - t0
-        for _ in range(max_new_tokens):
-            token = sampler.sample(logits, prompt_tokens=tokens, generated=gen.tokens)
+        try:
+            logits = prefill(model, pool, seq, tokens, chunk_size)
+            gen.prefill_s = time.perf_counter() - t0
+            for _ in range(max_new_tokens):
+                token = sampler.sample(logits, prompt_tokens=tokens, generated=gen.tokens)
+                if not gen.tokens:
+                    gen.ttft_s = time.perf_counter() - t0
+                if token in eos:
+                    gen.finish_reason = "stop"
+                    break
+                gen.tokens.append(token)
+                text, stopped_by_string = stops.push(detok.push(token))
+                emit(text)
+                if stopped_by_string:
+                    gen.finish_reason = "stop"
+                    break
+                if len(gen.tokens) == max_new_tokens:
+                    break
+                logits = step([Segment(seq, seq.length, 1)], torch.tensor([token]))[0]
+        except KeyboardInterrupt:
+            if not interruptible:
+                raise
+            gen.finish_reason = "interrupted"  # Ctrl-C in a chat: the answer so far, and its figures
             if not gen.tokens:
-                gen.ttft_s = time.perf_counter() - t0
-            if token in eos:
-                gen.finish_reason = "stop"
-                break
-            gen.tokens.append(token)
-            text, stopped_by_string = stops.push(detok.push(token))
-            emit(text)
-            if stopped_by_string:
-                gen.finish_reason = "stop"
-                break
-            if len(gen.tokens) == max_new_tokens:
-                break
-            logits = step([Segment(seq, seq.length, 1)], torch.tensor([token]))[0]
+                gen.prefill_s = gen.ttft_s = time.perf_counter() - t0
         if not stopped_by_string:
             text, stopped_by_string = stops.push(detok.flush())
             emit(text if stopped_by_string else text + stops.flush())

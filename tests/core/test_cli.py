@@ -437,12 +437,59 @@ def test_an_empty_prompt_is_refused_not_replaced(capsys):
     assert "the prompt is empty" in capsys.readouterr().err
 
 
-def test_an_unusable_isa_is_refused_before_loading(monkeypatch, capsys):
+def test_an_unusable_isa_is_refused_before_loading():
+    # a process of its own: the kernels read KTX_ISA once, at their first use
     usable = set(cpu.supported_isas())
     missing = next((i for i in ("amx", "avx512", "avx2") if i not in usable), None)
     if missing is None:
         pytest.skip("this CPU runs every kernel path: no KTX_ISA to refuse")
-    monkeypatch.setenv("KTX_ISA", missing)
-    assert main(["generate", "--prompt", "Hi", "--max-new-tokens", "1"]) == 1
+    argv = [sys.executable, "-m", "ktx.core.cli.main", "generate", "--prompt", "Hi", "--max-new-tokens", "1"]
+    proc = subprocess.run(
+        argv, env={**os.environ, "KTX_ISA": missing}, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 1
+    assert missing in proc.stderr and "memory plan" not in proc.stderr
+
+
+def _chat(monkeypatch, lines, argv=()):
+    """ktx chat on the demo model (a base model), fed `lines` (an exception instance is raised
+    by input() at its turn, as Ctrl-C or Ctrl-D would); -> (status, stdout, stderr)."""
+    import builtins
+
+    feed = iter(lines)
+
+    def fake_input(prompt=""):
+        item = next(feed, EOFError())
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    monkeypatch.setattr(builtins, "input", fake_input)
+    return main(["chat", "--max-new-tokens", "4", *argv])
+
+
+def test_chat_commands_stay_out_of_the_conversation_and_ctrl_c_quits_cleanly(monkeypatch, capsys):
+    status = _chat(monkeypatch, ["/help", "/nope", "The capital of France is", KeyboardInterrupt()])
     err = capsys.readouterr().err
-    assert missing in err and "memory plan" not in err
+    assert status == 0
+    assert "/reset" in err and "unknown command /nope: /help lists them" in err
+    assert "base model (no chat template)" in err  # the demo says what it is
+    assert err.count("prompt tokens") == 1  # only the sentence reached the model
+    assert err.endswith("\n")  # Ctrl-C at the prompt: a clean exit, on a new line
+
+
+def test_ctrl_c_during_an_answer_keeps_it_and_its_figures(monkeypatch, capsys):
+    from ktx.core.cli import chat
+
+    real_write, calls = chat.write, []
+
+    def interrupted_write(text):
+        calls.append(text)
+        if len(calls) == 2:  # the answer has begun
+            raise KeyboardInterrupt
+        real_write(text)
+
+    monkeypatch.setattr(chat, "write", interrupted_write)
+    status = _chat(monkeypatch, ["Once upon a time", "/exit"], ["--max-new-tokens", "32"])
+    assert status == 0
+    assert "(interrupted)]" in capsys.readouterr().err

@@ -35,7 +35,7 @@ def wait_for(url: str, proc: subprocess.Popen, seconds: float, log: Path) -> flo
     raise SystemExit(f"{url} did not answer in {seconds:.0f} s:\n{log.read_text()[-3000:]}")
 
 
-def main() -> None:
+def main(webui_bin: str = "open-webui") -> None:
     tmp = Path(tempfile.mkdtemp(prefix="ktx-webui-"))
     ktx_log, webui_log = tmp / "ktx.log", tmp / "webui.log"
     base = f"http://127.0.0.1:{KTX_PORT}"
@@ -69,7 +69,7 @@ def main() -> None:
     try:
         wait_for(f"{base}/health", ktx, 120, ktx_log)
         webui = subprocess.Popen(
-            ["open-webui", "serve", "--host", "127.0.0.1", "--port", str(WEBUI_PORT)],
+            [webui_bin, "serve", "--host", "127.0.0.1", "--port", str(WEBUI_PORT)],
             stdout=webui_log.open("w"),
             stderr=subprocess.STDOUT,
             env=env,
@@ -107,4 +107,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(*sys.argv[1:2])

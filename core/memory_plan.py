@@ -48,9 +48,11 @@ class MemoryPlan:
         rows = []
         for device, total in sorted(self.per_device().items()):
             parts = sorted(((n, p) for (d, p), n in self.parts.items() if d == device), reverse=True)
-            detail = ", ".join(f"{p} {n / GIB:.2f}" for n, p in parts if n)
+            # GiB, or MiB for a plan under 1 GiB (a tiny model is not "0.00 GiB")
+            unit, scale = ("GiB", GIB) if total >= GIB else ("MiB", 1 << 20)
+            detail = ", ".join(f"{p} {n / scale:.2f}" for n, p in parts if n)
             memory = "RAM" if device == "cpu" else "VRAM"
-            rows.append(f"{device} {memory} {total / GIB:.2f} GiB ({detail})")
+            rows.append(f"{device} {memory} {total / scale:.2f} {unit} ({detail})")
         return rows
 
     def check(self, free: dict[str, int]) -> None:

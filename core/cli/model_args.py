@@ -241,9 +241,11 @@ def prompt_ids(
 
 
 def stats_line(gen: Any) -> str:
+    # one token comes from prefill: a decode rate needs at least one step after it
+    decode = f"{gen.decode_tok_s:.1f} tok/s" if gen.completion_tokens > 1 else "- tok/s (one token)"
     return (
         f"{gen.prompt_tokens} prompt tokens · TTFT {gen.ttft_s:.2f} s · prefill {gen.prefill_tok_s:.1f} tok/s"
-        f" · decode {gen.decode_tok_s:.1f} tok/s · {gen.completion_tokens} tokens ({gen.finish_reason})"
+        f" · decode {decode} · {gen.completion_tokens} tokens ({gen.finish_reason})"
     )
 
 

@@ -40,7 +40,10 @@ def add_parser(subcommands) -> None:
     )
     p.add_argument("--prompts", type=Path, help="text file, one prompt per line (default: a mixed set)")
     p.add_argument("-o", "--output", type=Path, required=True, help="the profile JSON to write")
-    add_model_flags(p)
+    add_model_flags(p, sampling=False)  # the router's choices do not depend on sampling
+    p.add_argument(
+        "--chunk-size", type=int, default=512, metavar="N", help="prefill chunk in tokens (default 512)"
+    )
     p.set_defaults(run=run)
 
 
@@ -78,8 +81,9 @@ def run(args: argparse.Namespace) -> int:
     args.output.write_text(json.dumps(record, indent=1) + "\n")
     s = spread(counts)
     print(
-        f"{record['tokens']} tokens, {len(counts)} MoE layers -> {args.output}; experts used per layer "
-        f"≥ {s['min_experts_used']:.0%}, busiest expert {s['max_load_vs_even']:.1f}x an even share",
+        f"{record['tokens']} tokens, {len(counts)} MoE layers -> {args.output}; every layer routed to at "
+        f"least {s['min_experts_used']:.0%} of its experts; the busiest expert got "
+        f"{s['max_load_vs_even']:.1f}x an even share",
         file=sys.stderr,
     )
     return 0

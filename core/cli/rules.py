@@ -23,6 +23,18 @@ def add_parser(subcommands) -> None:
     p.set_defaults(run=lambda args: p.print_help() or 2)
 
 
+def describe(rule) -> str:
+    """A rule as the file says it: its name pattern, class, replacement and device."""
+    parts = []
+    if rule.name is not None:
+        parts.append(f"name ~ {rule.name.pattern}")
+    if rule.match_class is not None:
+        parts.append(f"class {rule.match_class.__name__}")
+    target = rule.replace_class.__name__ if rule.replace_class is not None else "kept"
+    parts.append(f"-> {target}" + (f" on {rule.device}" if rule.device else ""))
+    return ", ".join(parts)
+
+
 def check_report(rules_path, gguf_path=None, model_path=None) -> dict:
     from .. import gguf
     from ..demo import demo_gguf
@@ -37,7 +49,10 @@ def check_report(rules_path, gguf_path=None, model_path=None) -> dict:
     return {
         "rules": str(path),
         "architecture": arch.variant,
-        "matched": [{"rule": r.index, "modules": report.matched.get(r.index, [])} for r in rules],
+        "matched": [
+            {"rule": r.index, "describes": describe(r), "modules": report.matched.get(r.index, [])}
+            for r in rules
+        ],
         "unmatched_with_weights": report.unmatched,
     }
 
@@ -51,7 +66,7 @@ def check(args: argparse.Namespace) -> int:
     for row in report["matched"]:
         mods = row["modules"]
         shown = ", ".join(mods[:4]) + (f", ... ({len(mods)} in all)" if len(mods) > 4 else "")
-        print(f"  rule {row['rule']}: {shown or 'matches nothing'}")
+        print(f"  rule {row['rule']} ({row['describes']}): {shown or 'matches nothing'}")
     if report["unmatched_with_weights"]:
         print(f"  no rule: {', '.join(report['unmatched_with_weights'])} (loaded as plain modules)")
     return 0

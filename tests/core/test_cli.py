@@ -493,3 +493,24 @@ def test_ctrl_c_during_an_answer_keeps_it_and_its_figures(monkeypatch, capsys):
     status = _chat(monkeypatch, ["Once upon a time", "/exit"], ["--max-new-tokens", "32"])
     assert status == 0
     assert "(interrupted)]" in capsys.readouterr().err
+
+
+def test_rules_check_names_each_rule_and_small_plans_read_in_mib(tiny_gguf, capsys):
+    from ktx.core.memory_plan import MemoryPlan
+
+    assert main(["rules", "check", "--gguf", str(tiny_gguf("qwen3moe"))]) == 0
+    out = capsys.readouterr().out
+    assert "rule 0 (name ~ " in out and "-> " in out  # what the rule is, not just its number
+    plan = MemoryPlan()
+    plan.add("cpu", "layers", 3 << 20)
+    assert plan.lines() == ["cpu RAM 3.00 MiB (layers 3.00)"]
+    plan.add("cpu", "experts", 2 << 30)
+    assert plan.lines()[0].startswith("cpu RAM 2.00 GiB")
+
+
+def test_a_one_token_answer_has_no_decode_rate():
+    from ktx.core.cli.model_args import stats_line
+    from ktx.core.runtime.generate import Generation
+
+    one = Generation(tokens=[5], prompt_tokens=3, ttft_s=0.1, prefill_s=0.1)
+    assert "decode - tok/s (one token)" in stats_line(one)

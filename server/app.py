@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException
 from ktx.core import __version__
 
 from . import ollama_api, openai_api
-from .engine import Engine
+from .engine import FINISHED, Engine, FinishEvent
 from .errors import RequestError
 from .metrics import Metrics
 
@@ -97,7 +97,8 @@ def create_app(
 
 class _AuthAndLog:
     """Pure ASGI middleware (not BaseHTTPMiddleware, which hides client disconnects from the
-    endpoints): checks the API key, counts error statuses, logs one JSON line per request."""
+    endpoints): checks the API key, counts error statuses, logs one JSON line per request when
+    its response has ended (a stream's too), with its tokens in and out, TTFT and decode rate."""
 
     def __init__(self, app, api_key: str | None, metrics: Metrics):
         self.app, self.api_key, self.metrics = app, api_key, metrics
@@ -116,6 +117,8 @@ class _AuthAndLog:
 
         if scope.get("method") in ("POST", "PUT", "PATCH"):
             scope = _json_body(scope)
+        finished: list[FinishEvent] = []
+        record = FINISHED.set(finished)
         try:
             if self.api_key and path not in OPEN_PATHS and not path.startswith(OPEN_PREFIXES):
                 given = dict(scope.get("headers", [])).get(b"authorization", b"")
@@ -129,20 +132,35 @@ class _AuthAndLog:
                     return await _error_response(path, denied)(scope, receive, send_logged)
             await self.app(scope, receive, send_logged)
         finally:
+            FINISHED.reset(record)
             if status["code"] >= 400:
                 self.metrics.http_errors.labels(str(status["code"])).inc()
-            log.info(
-                json.dumps(
-                    {
-                        "event": "http",
-                        "id": rid,
-                        "method": scope.get("method"),
-                        "path": path,
-                        "status": status["code"],
-                        "ms": round((time.perf_counter() - start) * 1e3, 1),
-                    }
-                )
-            )
+            line = {
+                "event": "http",
+                "id": rid,
+                "method": scope.get("method"),
+                "path": path,
+                "status": status["code"],
+                "ms": round((time.perf_counter() - start) * 1e3, 1),
+            }
+            log.info(json.dumps({**line, **_generation_fields(finished)}))
+
+
+def _generation_fields(finished: list[FinishEvent]) -> dict:
+    """What a request generated (all its choices): tokens in and out, time to the first token,
+    decode tokens/s, and why it ended."""
+    if not finished:
+        return {}
+    out = sum(f.completion_tokens for f in finished)
+    decode_s = max(f.decode_s for f in finished)
+    return {
+        "prompt_tokens": sum(f.prompt_tokens for f in finished),
+        "cached_tokens": sum(f.cached_tokens for f in finished),
+        "completion_tokens": out,
+        "ttft_ms": round(1e3 * min(f.queue_s + f.prefill_s for f in finished), 1),
+        "decode_tok_s": round((out - len(finished)) / decode_s, 1) if decode_s > 0 else None,
+        "finish": sorted({f.finish_reason for f in finished}),
+    }
 
 
 def _json_body(scope: dict) -> dict:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import itertools
 import logging
 import threading
@@ -39,6 +40,10 @@ from ktx.core.tokenizer.stream import StreamDecoder
 
 from .errors import RequestError
 from .prefix_cache import PrefixCache
+
+# The FinishEvents of the HTTP request being served (a list the app's middleware sets): its one
+# log line, written when the response ends, carries their token counts and times.
+FINISHED: contextvars.ContextVar[list | None] = contextvars.ContextVar("ktx_finished", default=None)
 
 log = logging.getLogger("ktx.server")
 
@@ -166,8 +171,11 @@ class Engine:
         if self._thread.is_alive():
             self._thread.join(timeout=30)
 
-    def resolve_max_tokens(self, n_prompt: int, requested: int | None, param: str = "max_tokens") -> int:
-        """The completion budget for a prompt, or a RequestError (400) that says what to change."""
+    def resolve_max_tokens(
+        self, n_prompt: int, requested: int | None, param: str = "max_tokens", cap: bool = False
+    ) -> int:
+        """The completion budget for a prompt, or a RequestError (400) that says what to change;
+        `cap`: a request for more than the context holds gets what it holds (Ollama's way)."""
         if n_prompt == 0:
             raise RequestError("the prompt is empty", param="messages")
         room = min(self.context, self.pool.capacity) - n_prompt
@@ -183,6 +191,8 @@ class Engine:
             return min(self.default_max_new_tokens, room)
         if requested < 1:
             raise RequestError(f"{param} must be at least 1", param=param)
+        if requested > room and cap:
+            return room
         if requested > room:
             raise RequestError(
                 f"{param} {requested} with a {n_prompt}-token prompt exceeds the "
@@ -206,6 +216,8 @@ class Engine:
         try:
             while True:
                 event = await live.events.get()
+                if isinstance(event, FinishEvent) and (record := FINISHED.get()) is not None:
+                    record.append(event)
                 yield event
                 if isinstance(event, FinishEvent):
                     finished = True

@@ -84,7 +84,8 @@ class OllamaOptions(BaseModel):
 
     def request(self, engine: Engine, ids: list[int]) -> GenerationRequest:
         asked = None if self.num_predict < 0 else self.num_predict
-        max_new = engine.resolve_max_tokens(len(ids), asked, "num_predict")
+        # beyond the context, Ollama stops at the context's end rather than refusing
+        max_new = engine.resolve_max_tokens(len(ids), asked, "num_predict", cap=True)
         stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
         return GenerationRequest(ids, max_new, self.sampling(), [s for s in stops if s])
 
@@ -299,9 +300,14 @@ def _entry(engine: Engine) -> dict:
     }
 
 
+# Ollama's clients read /api/version as Ollama's own and gate features on it (tools, structured
+# outputs, thinking): ktx answers with the Ollama release whose API it follows, and its own.
+OLLAMA_API_VERSION = "0.12.0"
+
+
 @router.get("/version")
 async def version() -> dict:
-    return {"version": __version__}
+    return {"version": OLLAMA_API_VERSION, "ktx_version": __version__}
 
 
 @router.get("/tags")

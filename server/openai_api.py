@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -48,7 +49,24 @@ async def get_model(model_id: str, request: Request) -> dict:
 
 
 def _model_card(engine: Engine) -> dict:
-    return {"id": engine.model_name, "object": "model", "created": int(engine.started), "owned_by": "ktx"}
+    """OpenAI's model object, plus what clients show and size requests by (as llama.cpp's server
+    adds `meta`): the context this server gives a request, the model's family, size and type."""
+    from .ollama_api import _details
+
+    details = _details(engine)
+    return {
+        "id": engine.model_name,
+        "object": "model",
+        "created": int(engine.started),
+        "owned_by": "ktx",
+        "meta": {
+            "context_length": min(engine.context, engine.pool.capacity),
+            "family": details["family"],
+            "parameter_size": details["parameter_size"],
+            "quantization": details["quantization_level"],
+            "size_bytes": sum(os.path.getsize(p) for p in engine.model.gguf.paths),
+        },
+    }
 
 
 @router.post("/chat/completions", response_model=None)

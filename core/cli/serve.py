@@ -150,7 +150,12 @@ def run(args: argparse.Namespace) -> int:
     from ktx.server.serving import GracefulServer
 
     config = uvicorn.Config(
-        app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=15
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        timeout_graceful_shutdown=15,
+        access_log=False,  # ktx.server logs each request once, when it ends, with its tokens
     )
     GracefulServer(config, engine).run()
     return 0

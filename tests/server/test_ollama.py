@@ -16,6 +16,7 @@ import ollama
 import pytest
 from live_server import fail_forward_step
 
+from ktx.server.errors import RequestError
 from ktx.server.protocol import chat_prompt_ids
 
 GREEDY = {"temperature": 0}
@@ -166,7 +167,29 @@ def test_tags_show_ps_and_version_describe_the_model(client, live, name):
     assert running.model == name and running.digest == entry.digest and running.size_vram == 0
     assert running.expires_at.year > 2100 and running.details == d
 
-    assert httpx.get(f"{live.url}/api/version").json() == {"version": "0.1.0"}
+    from ktx.core import __version__
+
+    # Ollama's clients gate features on an Ollama version: ktx answers one, and its own beside it
+    version = httpx.get(f"{live.url}/api/version").json()
+    assert version == {"version": "0.12.0", "ktx_version": __version__}
+    card = httpx.get(f"{live.url}/v1/models").json()["data"][0]
+    assert card["meta"]["family"] == d.family and card["meta"]["quantization"] == "Q4_K_M"
+    assert card["meta"]["context_length"] == min(32768, live.engine.pool.capacity)
+    assert card["meta"]["size_bytes"] == entry.size
+
+
+def test_num_predict_beyond_the_context_is_capped_as_ollama_does(live, monkeypatch):
+    engine = live.engine
+    room = min(engine.context, engine.pool.capacity) - 5
+    assert engine.resolve_max_tokens(5, 10**9, "num_predict", cap=True) == room
+    with pytest.raises(RequestError, match="exceeds"):  # OpenAI's max_tokens still refuses
+        engine.resolve_max_tokens(5, 10**9)
+    seen = []
+    real = engine.resolve_max_tokens
+    monkeypatch.setattr(engine, "resolve_max_tokens", lambda *a, **k: seen.append(k) or real(*a, **k))
+    body = {"model": engine.model_name, "prompt": "Hi", "stream": False, "options": {"num_predict": 1}}
+    assert httpx.post(f"{live.url}/api/generate", json=body, timeout=60).status_code == 200
+    assert seen and all(k.get("cap") for k in seen)  # the Ollama routes ask for the cap
 
 
 def test_an_unknown_model_is_a_404(client):

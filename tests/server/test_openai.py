@@ -6,6 +6,7 @@ the tokens; the tokenizer for usage counts; the error-object shape OpenAI docume
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -323,3 +324,21 @@ def test_a_request_whose_sampling_fails_ends_alone(client, live, monkeypatch):
         t.join(timeout=120)
     assert results[1] == 8 and results[2] == 8
     assert isinstance(results[666], openai.APIError) and "sampling failed" in str(results[666])
+
+
+def test_each_request_is_one_log_line_when_it_ends_with_its_tokens(client, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="ktx.server")
+    stream = client.chat.completions.create(
+        model=client.models.list().data[0].id, messages=_messages("Hi"), max_tokens=5, stream=True
+    )
+    chunks = list(stream)
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "ktx.server"]
+    chat = [line for line in lines if line["path"] == "/v1/chat/completions"]
+    assert len(chat) == 1, lines  # once, at the end of the stream
+    line = chat[0]
+    answered = sum(1 for c in chunks if c.choices and c.choices[0].delta.content)
+    assert line["status"] == 200 and line["prompt_tokens"] > 0
+    assert 1 <= line["completion_tokens"] <= 5 and answered <= line["completion_tokens"]
+    assert line["ttft_ms"] > 0 and line["finish"] in (["length"], ["stop"])

@@ -72,6 +72,10 @@ def create_app(
     if web:
         app.mount("/web", StaticFiles(directory=WEB_DIR, html=True), name="web")
 
+        @app.get("/favicon.ico", include_in_schema=False)
+        async def favicon() -> RedirectResponse:  # what browsers ask the site's root for
+            return RedirectResponse("/web/favicon.svg")
+
     app.add_middleware(_AuthAndLog, api_key=api_key, metrics=metrics)
 
     @app.exception_handler(RequestError)

@@ -145,6 +145,7 @@ def run(args: argparse.Namespace) -> int:
                 chunk_size=args.chunk_size,
                 on_text=write,
                 use_cuda_graph=args.cuda_graph,
+                max_context=args.ctx_size or args.cache_lens,
                 interruptible=True,
             )
         except ValueError as e:  # e.g. the conversation outgrew the context: say so, keep the session

@@ -36,6 +36,7 @@ def add_parser(subcommands) -> None:
     src.add_argument("--prompt", help="the prompt text (default: a short demo prompt)")
     src.add_argument("--prompt-file", type=text_file, metavar="FILE", help="read the prompt from a file")
     p.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
+    p.add_argument("--system", help="system prompt (with --chat)")
     p.add_argument(
         "--force-think", action="store_true", help="start the answer with <think> (reasoning models)"
     )
@@ -57,7 +58,10 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("the prompt is empty: give --prompt TEXT or --prompt-file FILE")
     params = sampling_params(args, GENERATE_SAMPLING)
     model = load_model(args, quiet=args.json)
-    ids = prompt_ids(model.tokenizer, text, args.chat, args.force_think)
+    if args.system and not args.chat:
+        raise ValueError("--system needs --chat: a system prompt is part of the chat template")
+    history = [{"role": "system", "content": args.system}] if args.system else None
+    ids = prompt_ids(model.tokenizer, text, args.chat, args.force_think, history=history)
     gen = prefill_and_generate(
         model,
         model.tokenizer,
@@ -69,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         on_text=None if args.json else write,
         ignore_eos=args.ignore_eos,
         use_cuda_graph=args.cuda_graph,
+        max_context=args.ctx_size or args.cache_lens,
     )
     if args.json:
         print_json(

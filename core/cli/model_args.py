@@ -47,6 +47,13 @@ def add_model_flags(p: argparse.ArgumentParser, sampling: bool = True) -> None:
         help="KV-cache tokens the memory plan reserves (default %(default)s)",
     )
     g.add_argument(
+        "--ctx-size",
+        type=positive_int,
+        metavar="N",
+        help="tokens of context, prompt and answer together (default: --cache-lens); a longer prompt "
+        "is refused",
+    )
+    g.add_argument(
         "--cuda-graph",
         action="store_true",
         help="replay each decode step as one captured CUDA graph (GPU devices)",
@@ -206,7 +213,7 @@ def load_model(args: argparse.Namespace, quiet: bool = False) -> Any:
             progress=progress,
             gpu_experts=args.gpu_experts,
             profile=args.profile,
-            cache_tokens=args.cache_lens,
+            cache_tokens=max(args.cache_lens, getattr(args, "ctx_size", None) or 0),
             on_plan=show_plan,
         )
     if not quiet:

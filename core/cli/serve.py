@@ -126,6 +126,8 @@ def build_app(args: argparse.Namespace):
         max_new_tokens=args.max_new_tokens,
         prefix_cache=cache,
     )
+    if args.ctx_size:  # one request's context, prompt and answer together; the pool holds all of them
+        engine.context = min(engine.context, args.ctx_size)
     return create_app(engine, api_key=args.api_key, web=args.web)
 
 

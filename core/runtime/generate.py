@@ -176,6 +176,7 @@ def prefill_and_generate(
     ignore_eos: bool = False,
     use_cuda_graph: bool = False,
     interruptible: bool = False,
+    max_context: int | None = None,
 ) -> Generation:
     """Generates up to `max_new_tokens` after `input_ids` (list or [1, T]); streams text to `on_text`.
 
@@ -183,17 +184,21 @@ def prefill_and_generate(
     model must sit on an accelerator whose backend has one). Without `pool`, the model's own
     is used (generation_pool), with the graph captured on it by an earlier call.
     `interruptible`: Ctrl-C (KeyboardInterrupt) ends the answer where it is, finish_reason
-    "interrupted", instead of raising."""
+    "interrupted", instead of raising. `max_context`: at most this many tokens, prompt and
+    answer together (the CLI's --ctx-size), within the model's own context."""
     from ..tokenizer.stream import StreamDecoder
 
     tokens = input_ids.reshape(-1).tolist() if isinstance(input_ids, torch.Tensor) else list(input_ids)
     context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    whose = "the model's context"
+    if max_context is not None and (context is None or max_context < context):
+        context, whose = max_context, "the context size (--ctx-size)"
     if not tokens:
         raise ValueError("the prompt is empty: give at least one token")
     if context is not None:
         if len(tokens) >= context:
             raise ValueError(
-                f"the prompt has {len(tokens)} tokens, more than the model's context of {context}; shorten it"
+                f"the prompt has {len(tokens)} tokens, more than {whose} of {context}; shorten it"
             )
         max_new_tokens = min(max_new_tokens, context - len(tokens))
     sampling = sampling or SamplingParams(temperature=0.0)

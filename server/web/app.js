@@ -114,6 +114,7 @@ function settings() {
     temperature: Number($("temperature").value),
     top_p: Number($("top-p").value),
     max_tokens: Number($("max-tokens").value),
+    system: $("system").value,
     key: $("api-key").value,
   };
 }
@@ -128,6 +129,7 @@ function loadSettings() {
   if (s.temperature !== undefined) $("temperature").value = s.temperature;
   if (s.top_p !== undefined) $("top-p").value = s.top_p;
   if (s.max_tokens !== undefined) $("max-tokens").value = s.max_tokens;
+  if (s.system) $("system").value = s.system;
   if (s.key) $("api-key").value = s.key;
   return s;
 }
@@ -195,7 +197,8 @@ function messageNode(m) {
 
 function fillMessage(div, m) {
   div.replaceChildren();
-  if (m.role === "assistant") div.append(renderMarkdown(m.content));
+  // an answer's leading newlines (models often start with one) would open with a blank line
+  if (m.role === "assistant") div.append(renderMarkdown(m.content.replace(/^\s+/, "")));
   else div.textContent = m.content;
   for (const kind of ["error", "stats"]) {
     if (!m[kind]) continue;
@@ -206,9 +209,19 @@ function fillMessage(div, m) {
   if (m.role === "assistant" && m.done) div.dataset.done = "true";
 }
 
+const EMPTY =
+  "Type a message below: Enter sends, Shift+Enter starts a new line. The panel on the left holds " +
+  "the model, the sampling, a system prompt and the API key; conversations stay in this browser.";
+
 function renderMessages() {
   const box = $("messages");
-  box.replaceChildren(...(current ? current.messages.map(messageNode) : []));
+  const messages = current ? current.messages.map(messageNode) : [];
+  if (!messages.length) {
+    const hint = el("p", EMPTY);
+    hint.className = "empty";
+    messages.push(hint);
+  }
+  box.replaceChildren(...messages);
   box.scrollTop = box.scrollHeight;
 }
 
@@ -233,6 +246,7 @@ async function send(text) {
   let usage = null;
   try {
     const history = current.messages.slice(0, -1).map(({ role, content }) => ({ role, content }));
+    if (s.system.trim()) history.unshift({ role: "system", content: s.system });
     const response = await fetch("/v1/chat/completions", {
       method: "POST",
       headers: headers(),
@@ -314,7 +328,7 @@ async function loadModels(preferred) {
 
 function start() {
   const s = loadSettings();
-  for (const id of ["temperature", "top-p", "max-tokens", "model"]) $(id).addEventListener("change", saveSettings);
+  for (const id of ["temperature", "top-p", "max-tokens", "model", "system"]) $(id).addEventListener("change", saveSettings);
   $("api-key").addEventListener("change", () => {
     saveSettings();
     loadModels($("model").value);

@@ -514,3 +514,19 @@ def test_a_one_token_answer_has_no_decode_rate():
 
     one = Generation(tokens=[5], prompt_tokens=3, ttft_s=0.1, prefill_s=0.1)
     assert "decode - tok/s (one token)" in stats_line(one)
+
+
+def test_ctx_size_bounds_the_context_and_generate_takes_a_system_prompt(tiny_gguf, capsys):
+    gguf_path = str(tiny_gguf("qwen3moe"))
+    long_prompt = "word " * 200
+    assert main(["generate", "--gguf", gguf_path, "--ctx-size", "64", "--prompt", long_prompt]) == 1
+    assert "more than the context size (--ctx-size) of 64" in capsys.readouterr().err
+    assert main(["generate", "--gguf", gguf_path, "--cache-lens", "64", "--prompt", long_prompt]) == 1
+    assert "of 64" in capsys.readouterr().err  # --cache-lens bounds it too (the plan reserved no more)
+    argv = ["generate", "--gguf", gguf_path, "--prompt", "Hi", "--max-new-tokens", "2", "--json"]
+    assert main([*argv, "--chat", "--system", "Be brief."]) == 0
+    with_system = json.loads(capsys.readouterr().out)["prompt_tokens"]
+    assert main([*argv, "--chat"]) == 0
+    assert with_system > json.loads(capsys.readouterr().out)["prompt_tokens"]
+    assert main([*argv, "--system", "Be brief."]) == 1
+    assert "--system needs --chat" in capsys.readouterr().err

@@ -87,3 +87,33 @@ def test_model_output_is_never_html(page):
     assert made["imgs"] == 0 and made["bs"] == 0 and made["links"] == 0  # no javascript: link either
     assert made["strong"] == "bold"
     assert "<img src=x onerror=alert(1)>" in made["text"] and "<b>hi</b>" in made["text"]
+
+
+def test_a_newcomer_sees_what_to_do_and_a_narrow_window_works(page):
+    import json
+
+    import httpx
+    from playwright.sync_api import expect
+
+    page.locator("#new-chat").click()
+    expect(page.locator("#messages .empty")).to_contain_text("Enter sends")  # the empty state
+    assert httpx.get(f"{page.srv.url}/favicon.ico", follow_redirects=True).status_code == 200
+    assert page.evaluate("document.querySelector('link[rel=icon]').href").endswith("/web/favicon.svg")
+
+    page.set_viewport_size({"width": 400, "height": 800})
+    for box in (page.locator("#messages").bounding_box(), page.locator("#composer").bounding_box()):
+        assert box["x"] >= 0 and box["x"] + box["width"] <= 400 and box["width"] > 300  # full width
+    page.set_viewport_size({"width": 1280, "height": 800})
+
+    page.get_by_label("System prompt").fill("Answer in French.")
+    page.get_by_label("Max tokens").fill("8")
+    page.get_by_label("Message").fill("Hello")
+    with page.expect_request("**/v1/chat/completions") as sent:
+        page.get_by_role("button", name="Send").click()
+    messages = json.loads(sent.value.post_data)["messages"]
+    assert messages[0] == {"role": "system", "content": "Answer in French."}
+    answer = page.locator('[data-role="assistant"]').last
+    expect(answer).to_have_attribute("data-done", "true", timeout=120_000)
+    first = answer.locator(":scope > *").first.inner_text()
+    assert first == first.lstrip()  # no blank line opening the answer
+    page.get_by_label("System prompt").fill("")

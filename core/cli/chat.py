@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 
 from .model_args import (
@@ -92,11 +93,33 @@ BASE_MODEL_NOTE = (
 )
 
 
+def _history() -> None:
+    """Line editing for input(), and the messages of earlier sessions under Up (readline's file in
+    ~/.cache/ktx, like a shell's history). Without readline (some Pythons): plain input()."""
+    try:
+        import readline
+    except ImportError:
+        return
+    import atexit
+    from pathlib import Path
+
+    path = Path(os.environ.get("KTX_CACHE_DIR") or Path.home() / ".cache" / "ktx") / "chat_history"
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        readline.read_history_file(path)
+    readline.set_history_length(1000)
+    atexit.register(_save, readline, path)
+
+
+def _save(readline, path) -> None:
+    with contextlib.suppress(OSError):
+        readline.write_history_file(path)
+
+
 def run(args: argparse.Namespace) -> int:
     from ..runtime.generate import prefill_and_generate
 
-    with contextlib.suppress(ImportError):
-        import readline  # noqa: F401  (line editing and in-session history for input())
+    _history()
     params = sampling_params(args, CHAT_SAMPLING)
     model = load_model(args)
     tok = model.tokenizer

@@ -176,7 +176,6 @@ def load_model(args: argparse.Namespace, quiet: bool = False) -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .. import cpu
-    from ..loader import load
 
     cpu.isa()  # a KTX_ISA this CPU cannot run is refused before the memory plan and the load
 
@@ -191,7 +190,8 @@ def load_model(args: argparse.Namespace, quiet: bool = False) -> Any:
         transient=True,
         disable=quiet or not err.is_terminal,
     )
-    task = bar.add_task(f"loading {args.gguf or 'the demo model'}", total=None)
+    # shown from the first moment: importing torch and transformers alone takes seconds
+    task = bar.add_task(f"starting: loading {args.gguf or 'the demo model'}", total=None)
     names = {"build": "building the model", "weights": "loading weights (modules)", "tokenizer": "tokenizer"}
 
     def progress(stage: str, done: int, total: int) -> None:
@@ -203,6 +203,8 @@ def load_model(args: argparse.Namespace, quiet: bool = False) -> Any:
                 err.print(f"[dim]memory plan: {line}[/dim]")
 
     with bar:
+        from ..loader import load
+
         model = load(
             args.gguf,
             model_path=args.model_path,

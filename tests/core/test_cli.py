@@ -530,3 +530,17 @@ def test_ctx_size_bounds_the_context_and_generate_takes_a_system_prompt(tiny_ggu
     assert with_system > json.loads(capsys.readouterr().out)["prompt_tokens"]
     assert main([*argv, "--system", "Be brief."]) == 1
     assert "--system needs --chat" in capsys.readouterr().err
+
+
+def test_chat_keeps_its_input_history_between_sessions(tmp_path, monkeypatch):
+    readline = pytest.importorskip("readline", reason="this Python has no readline: chat uses plain input()")
+    from ktx.core.cli import chat
+
+    monkeypatch.setenv("KTX_CACHE_DIR", str(tmp_path))
+    readline.clear_history()
+    chat._history()
+    readline.add_history("What is a mixture of experts?")
+    chat._save(readline, tmp_path / "chat_history")
+    readline.clear_history()
+    chat._history()  # the next session: Up brings the message back
+    assert readline.get_history_item(readline.get_current_history_length()) == "What is a mixture of experts?"

@@ -47,6 +47,12 @@ def add_model_flags(p: argparse.ArgumentParser, sampling: bool = True) -> None:
         help="KV-cache tokens the memory plan reserves (default %(default)s)",
     )
     g.add_argument(
+        "--chat-template",
+        metavar="FILE|NAME",
+        help="a Jinja chat template (a file, or chatml / gemma) instead of the GGUF's own; a base "
+        "model given one is chatted with in that format",
+    )
+    g.add_argument(
         "--ctx-size",
         type=positive_int,
         metavar="N",
@@ -170,6 +176,27 @@ def text_file(path: str) -> str:
         raise argparse.ArgumentTypeError(f"{path}: cannot read it ({e.strerror or e})") from None
 
 
+def chat_template_source(given: str) -> str:
+    """--chat-template: a named template or a file's, checked to compile (before any loading)."""
+    from ..tokenizer.chat_template import CHATML_TEMPLATE, GEMMA_TEMPLATE, compile_template
+
+    named = {"chatml": CHATML_TEMPLATE, "gemma": GEMMA_TEMPLATE}
+    if given in named:
+        source = named[given]
+    else:
+        try:
+            source = Path(given).read_text()
+        except OSError as e:
+            raise ValueError(
+                f"--chat-template {given}: not chatml, gemma or a readable file ({e.strerror})"
+            ) from None
+    try:
+        compile_template(source)
+    except Exception as e:  # jinja2's syntax errors: say which template and where
+        raise ValueError(f"--chat-template {given}: not a valid Jinja template ({e})") from None
+    return source
+
+
 def load_model(args: argparse.Namespace, quiet: bool = False) -> Any:
     """Loads with a spinner on stderr (stdout stays clean for --json)."""
     from rich.console import Console
@@ -178,6 +205,8 @@ def load_model(args: argparse.Namespace, quiet: bool = False) -> Any:
     from .. import cpu
 
     cpu.isa()  # a KTX_ISA this CPU cannot run is refused before the memory plan and the load
+    given = getattr(args, "chat_template", None)
+    template = chat_template_source(given) if given else None
 
     err = Console(stderr=True, highlight=False)
     err.soft_wrap = not err.is_terminal  # a log file gets whole lines, not 80-column pieces
@@ -218,6 +247,8 @@ def load_model(args: argparse.Namespace, quiet: bool = False) -> Any:
             cache_tokens=max(args.cache_lens, getattr(args, "ctx_size", None) or 0),
             on_plan=show_plan,
         )
+    if template is not None:  # the model's own from now on: chat, generate --chat and serve use it
+        model.tokenizer.chat_templates["default"] = template
     if not quiet:
         import torch
 

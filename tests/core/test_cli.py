@@ -544,3 +544,19 @@ def test_chat_keeps_its_input_history_between_sessions(tmp_path, monkeypatch):
     readline.clear_history()
     chat._history()  # the next session: Up brings the message back
     assert readline.get_history_item(readline.get_current_history_length()) == "What is a mixture of experts?"
+
+
+def test_a_chat_template_can_be_given_by_name_or_file(tmp_path, capsys):
+    argv = ["generate", "--prompt", "Hi", "--max-new-tokens", "1", "--json", "--chat"]
+    assert main([*argv, "--chat-template", "chatml"]) == 0
+    chatml = json.loads(capsys.readouterr().out)["prompt_tokens"]
+    template = tmp_path / "t.jinja"
+    template.write_text("{% for m in messages %}{{ m['content'] }}{% endfor %}")
+    assert main([*argv, "--chat-template", str(template)]) == 0
+    plain = json.loads(capsys.readouterr().out)["prompt_tokens"]
+    assert chatml > plain  # ChatML's role markers are tokens the bare template leaves out
+    template.write_text("{% for m in messages %}")
+    assert main([*argv, "--chat-template", str(template)]) == 1
+    assert "not a valid Jinja template" in capsys.readouterr().err
+    assert main([*argv, "--chat-template", "nonesuch"]) == 1
+    assert "not chatml, gemma or a readable file" in capsys.readouterr().err

@@ -192,7 +192,7 @@ def prefill_and_generate(
     context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
     whose = "the model's context"
     if max_context is not None and (context is None or max_context < context):
-        context, whose = max_context, "the context size (--ctx-size)"
+        context, whose = max_context, "the context size (--ctx-size, else --cache-lens)"
     if not tokens:
         raise ValueError("the prompt is empty: give at least one token")
     if context is not None:

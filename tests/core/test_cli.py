@@ -520,7 +520,7 @@ def test_ctx_size_bounds_the_context_and_generate_takes_a_system_prompt(tiny_ggu
     gguf_path = str(tiny_gguf("qwen3moe"))
     long_prompt = "word " * 200
     assert main(["generate", "--gguf", gguf_path, "--ctx-size", "64", "--prompt", long_prompt]) == 1
-    assert "more than the context size (--ctx-size) of 64" in capsys.readouterr().err
+    assert "more than the context size (--ctx-size, else --cache-lens) of 64" in capsys.readouterr().err
     assert main(["generate", "--gguf", gguf_path, "--cache-lens", "64", "--prompt", long_prompt]) == 1
     assert "of 64" in capsys.readouterr().err  # --cache-lens bounds it too (the plan reserved no more)
     argv = ["generate", "--gguf", gguf_path, "--prompt", "Hi", "--max-new-tokens", "2", "--json"]

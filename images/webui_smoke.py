@@ -73,6 +73,7 @@ def main(webui_bin: str = "open-webui") -> None:
             stdout=webui_log.open("w"),
             stderr=subprocess.STDOUT,
             env=env,
+            cwd=tmp,  # it writes a .webui_secret_key where it starts
         )
         ui = f"http://127.0.0.1:{WEBUI_PORT}"
         start_s = wait_for(f"{ui}/health", webui, 600, webui_log)

@@ -82,35 +82,40 @@ def test_graceful_shutdown_finishes_the_request_in_flight(demo_gguf):
         httpx.get(f"{srv.url}/health", timeout=2)
 
 
-def test_shutdown_ends_a_stream_it_cannot_wait_for_with_a_finish_reason(demo_gguf):
-    # 2 s of grace (the engine ends requests after 0.5 s) against 2,000 tokens: no machine
-    # finishes in time, so the stream must end as a whole answer, cut at its tokens so far
-    srv = start_server("--max-new-tokens", "4", graceful_s=2.5)
+def _stream_through_shutdown(srv, max_tokens: int, before_stop=lambda: None) -> list[str]:
+    """Streams a long completion, stops the server once it has begun (after `before_stop()`);
+    -> the stream's lines, as the client got them."""
     srv.engine.eos = set()  # a sampled end-of-sequence token would end the stream first
-    events: list[dict] = []
     lines: list[str] = []
     started = threading.Event()
 
     def stream() -> None:
-        body = {"prompt": "Count to a thousand:", "max_tokens": 2000, "stream": True}
+        body = {"prompt": "Count to a thousand:", "max_tokens": max_tokens, "stream": True}
         with httpx.stream("POST", f"{srv.url}/v1/completions", json=body, timeout=120) as r:
             for line in r.iter_lines():
                 if line:
                     lines.append(line)
-                if line.startswith("data: {"):
-                    events.append(json.loads(line[6:]))
                     started.set()
 
     t = threading.Thread(target=stream)
     t.start()
     assert started.wait(60)
+    before_stop()
     srv.stop()
     t.join(timeout=60)
+    assert not srv.thread.is_alive() and not srv.engine._thread.is_alive()
+    return lines
+
+
+def test_shutdown_ends_a_stream_it_cannot_wait_for_with_a_finish_reason(demo_gguf):
+    # 2 s of grace (the engine ends requests after 0.5 s) against 2,000 tokens: no machine
+    # finishes in time, so the stream must end as a whole answer, cut at its tokens so far
+    lines = _stream_through_shutdown(start_server("--max-new-tokens", "4", graceful_s=2.5), 2000)
     assert lines[-1] == "data: [DONE]", lines[-3:]
+    events = [json.loads(line[6:]) for line in lines if line.startswith("data: {")]
     finish = [e["choices"][0]["finish_reason"] for e in events if e.get("choices")]
     assert finish[-1] == "length" and all(f is None for f in finish[:-1])
     assert len(finish) < 2000  # ended early, not run to its budget
-    assert not srv.thread.is_alive() and not srv.engine._thread.is_alive()
 
 
 @pytest.fixture(scope="module")
@@ -193,24 +198,6 @@ def test_shutdown_waits_for_a_step_slower_than_its_grace(demo_gguf, monkeypatch)
         return real(*args, **kwargs)
 
     srv = start_server("--max-new-tokens", "4", graceful_s=2.6)
-    srv.engine.eos = set()
-    lines: list[str] = []
-    started = threading.Event()
-
-    def stream() -> None:
-        body = {"prompt": "Count to a thousand:", "max_tokens": 200, "stream": True}
-        with httpx.stream("POST", f"{srv.url}/v1/completions", json=body, timeout=120) as r:
-            for line in r.iter_lines():
-                if line:
-                    lines.append(line)
-                    started.set()
-
-    t = threading.Thread(target=stream)
-    t.start()
-    assert started.wait(60)
-    monkeypatch.setattr(engine_mod, "forward_step", slow)
-    srv.stop()
-    t.join(timeout=60)
+    lines = _stream_through_shutdown(srv, 200, lambda: monkeypatch.setattr(engine_mod, "forward_step", slow))
     assert lines[-1] == "data: [DONE]", lines[-3:]
     assert json.loads(lines[-2][6:])["choices"][0]["finish_reason"] == "length"
-    assert not srv.thread.is_alive() and not srv.engine._thread.is_alive()

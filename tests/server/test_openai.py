@@ -334,8 +334,16 @@ def test_each_request_is_one_log_line_when_it_ends_with_its_tokens(client, caplo
         model=client.models.list().data[0].id, messages=_messages("Hi"), max_tokens=5, stream=True
     )
     chunks = list(stream)
-    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "ktx.server"]
-    chat = [line for line in lines if line["path"] == "/v1/chat/completions"]
+
+    def logged():
+        lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "ktx.server"]
+        return lines, [line for line in lines if line["path"] == "/v1/chat/completions"]
+
+    # the line is written once the server has sent the stream's end, which the client may read first
+    deadline = time.monotonic() + 30
+    while not logged()[1] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    lines, chat = logged()
     assert len(chat) == 1, lines  # once, at the end of the stream
     line = chat[0]
     answered = sum(1 for c in chunks if c.choices and c.choices[0].delta.content)

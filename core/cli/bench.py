@@ -7,6 +7,7 @@ import json
 import sys
 
 from ..bench import moe
+from .model_args import at_least, positive_int
 
 MOE_EXAMPLES = f"""\
 examples:
@@ -203,22 +204,6 @@ def _start_server(app):
     raise RuntimeError("the benchmark's server did not start")
 
 
-def _at_least(low: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"{value} must be at least {low}")
-        return value
-
-    return parse
-
-
-_positive = _at_least(1)
-
-
 def add_parser(subcommands) -> None:
     p = subcommands.add_parser(
         "bench",
@@ -256,27 +241,27 @@ def add_parser(subcommands) -> None:
         help="comma-separated batch sizes (default: %(default)s)",
     )
     m.add_argument(
-        "--threads", type=_positive, help="CPU threads (default: KTX_THREADS, else one per physical core)"
+        "--threads", type=positive_int, help="CPU threads (default: KTX_THREADS, else one per physical core)"
     )
     m.add_argument(
         "--layers",
-        type=_positive,
+        type=positive_int,
         help=f"layers to cycle through (default: enough for {moe.L3_MULTIPLE}x the L3, "
         f"at least {moe.MIN_LAYERS})",
     )
     m.add_argument(
         "--experts",
-        type=_positive,
+        type=positive_int,
         help="experts per layer (default: the model's, fewer if the layers would not fit in "
         f"{moe.RAM_FRACTION * 100:.0f}%% of the available RAM; at least top-k)",
     )
     m.add_argument(
-        "--repeats", type=_positive, default=5, help="timed calls per row, median kept (default: 5)"
+        "--repeats", type=positive_int, default=5, help="timed calls per row, median kept (default: 5)"
     )
     m.add_argument("--seed", type=int, default=0, help="random seed of weights and routing (default: 0)")
     m.add_argument(
         "--probe-mib",
-        type=_positive,
+        type=positive_int,
         default=moe.DEFAULT_PROBE_MIB,
         metavar="MIB",
         help="size of the DRAM read-bandwidth probe in MiB (default: %(default)s; for quick tests only: "
@@ -303,10 +288,10 @@ def add_parser(subcommands) -> None:
     e.add_argument(
         "--prompt", default="512,2048", help="comma-separated prompt lengths (default: %(default)s)"
     )
-    e.add_argument("--gen", type=_positive, default=128, help="tokens decoded per prompt (default: 128)")
+    e.add_argument("--gen", type=positive_int, default=128, help="tokens decoded per prompt (default: 128)")
     e.add_argument(
         "--warmup",
-        type=_at_least(0),
+        type=at_least(0),
         default=1,
         metavar="N",
         help="untimed rounds (a prefill of the first prompt length and a few decode steps) before "
@@ -334,12 +319,14 @@ def add_parser(subcommands) -> None:
     sv.add_argument("--url", help="an already running server (default: start one here)")
     sv.add_argument("--concurrency", default="1,4,8,16", help="comma-separated levels (default: %(default)s)")
     sv.add_argument(
-        "--requests", type=_positive, help="requests per level (default: 2 per client, at least 8)"
+        "--requests", type=positive_int, help="requests per level (default: 2 per client, at least 8)"
     )
     sv.add_argument(
-        "--max-tokens", type=_positive, default=64, help="completion tokens per request (default 64)"
+        "--max-tokens", type=positive_int, default=64, help="completion tokens per request (default 64)"
     )
-    sv.add_argument("--max-batch-size", type=_positive, help="the started server's (default: largest level)")
+    sv.add_argument(
+        "--max-batch-size", type=positive_int, help="the started server's (default: largest level)"
+    )
     sv.add_argument("--json", action="store_true", help="print one JSON object (header and rows)")
     add_model_flags(sv, sampling=False)
     sv.set_defaults(

@@ -155,15 +155,22 @@ def sampling_params(args: argparse.Namespace, defaults: dict[str, float]) -> Any
     return params
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
+def at_least(low: int):
+    """argparse type: an integer of at least `low` (a usage error says which bound it missed)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} must be at least {low}")
+        return value
+
+    return parse
+
+
+positive_int = at_least(1)
 
 
 def text_file(path: str) -> str:

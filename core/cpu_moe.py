@@ -3,7 +3,7 @@
 The experts' gate, up and down tensors stay GGUF-native blocks (typically views into the
 mmap, not copied). Activations are quantized to int8 (a scale per 16 values, per 256 for
 Q4_K/Q5_K) inside the kernels for the types that have an int8 form (Q4_0/1, Q5_0/1, Q8_0,
-Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS); other types (BF16, F16, F32, Q2_K, Q3_K), or
+Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS, MXFP4); other types (BF16, F16, F32, Q2_K, Q3_K), or
 `exact=True`, multiply float32 activations.
 
     layer = CpuMoE(gate, up, down)          # each an ExpertTensor

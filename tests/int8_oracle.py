@@ -35,6 +35,8 @@ def random_weights(ggml_type, rows: int, cols: int, rng: np.random.Generator) ->
     block, size = gguf_py.GGML_QUANT_SIZES[ggml_type]
     raw = rng.integers(0, 256, size=(rows * cols // block, size), dtype=np.uint8)
     raw[:, 1::2] &= 0xBB  # f16 exponents below all-ones wherever the scales sit: no inf/NaN
+    if ggml_type == T.MXFP4:  # an E8M0 exponent byte: scales 2^-16 .. 2^7, products stay finite
+        raw[:, 0] = rng.integers(112, 136, size=raw.shape[0])
     return np.ascontiguousarray(raw.reshape(rows, -1))
 
 

@@ -18,7 +18,7 @@ import torch
 import triton
 import triton.language as tl
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
-from gguf.quants import IQ4_NL
+from gguf.quants import IQ4_NL, MXFP4
 
 Q = GGMLQuantizationType
 
@@ -96,12 +96,32 @@ _IQ4_2: tl.constexpr = tl.constexpr(_pack4(IQ4_NL.kvalues[8:12]))
 _IQ4_3: tl.constexpr = tl.constexpr(_pack4(IQ4_NL.kvalues[12:16]))
 
 
+# MXFP4's book: E2M1 values doubled (integers), the same way.
+_MX_0: tl.constexpr = tl.constexpr(_pack4(MXFP4.kvalues[0:4]))
+_MX_1: tl.constexpr = tl.constexpr(_pack4(MXFP4.kvalues[4:8]))
+_MX_2: tl.constexpr = tl.constexpr(_pack4(MXFP4.kvalues[8:12]))
+_MX_3: tl.constexpr = tl.constexpr(_pack4(MXFP4.kvalues[12:16]))
+
+
+@triton.jit
+def _book_value(i, W0: tl.constexpr, W1: tl.constexpr, W2: tl.constexpr, W3: tl.constexpr):
+    """Entry i (int32, 0..15) of a 16-entry int8 book held in four int32 words, as float32."""
+    word = tl.where(i < 4, W0, tl.where(i < 8, W1, tl.where(i < 12, W2, W3)))
+    byte = (word >> (8 * (i % 4))) & 0xFF
+    return ((byte ^ 0x80) - 0x80).to(tl.float32)
+
+
 @triton.jit
 def _iq4_value(i):
     """IQ4 code book entry i (int32, 0..15) as float32."""
-    word = tl.where(i < 4, _IQ4_0, tl.where(i < 8, _IQ4_1, tl.where(i < 12, _IQ4_2, _IQ4_3)))
-    byte = (word >> (8 * (i % 4))) & 0xFF
-    return ((byte ^ 0x80) - 0x80).to(tl.float32)
+    return _book_value(i, _IQ4_0, _IQ4_1, _IQ4_2, _IQ4_3)
+
+
+@triton.jit
+def _e8m0_half(x):
+    """An E8M0 exponent byte (int32) as 2^(x - 128): ggml's ggml_e8m0_to_fp32_half bits."""
+    bits = tl.where(x < 2, 0x00200000 << x, (x - 1) << 23)
+    return bits.to(tl.float32, bitcast=True)
 
 
 @triton.jit
@@ -186,6 +206,15 @@ def _iq4_nl(raw, out, n_blocks, BLOCKS: tl.constexpr, OUT: tl.constexpr):
     blk, base, e, m = _tile(n_blocks, 32, 18, BLOCKS)
     d = _f16(raw, base, m)
     v = _iq4_value(_nibble(raw, base + 2, e, m, 16))
+    _store(out, blk, e, d * v, m, 32, OUT)
+
+
+@triton.jit
+def _mxfp4(raw, out, n_blocks, BLOCKS: tl.constexpr, OUT: tl.constexpr):
+    # e u8 (E8M0) | qs u8[16], IQ4_NL's nibble order. y = e8m0_half(e) * book[q]
+    blk, base, e, m = _tile(n_blocks, 32, 17, BLOCKS)
+    d = _e8m0_half(_u8(raw, base, m))
+    v = _book_value(_nibble(raw, base + 1, e, m, 16), _MX_0, _MX_1, _MX_2, _MX_3)
     _store(out, blk, e, d * v, m, 32, OUT)
 
 
@@ -289,6 +318,7 @@ _KERNELS = {
     Q.Q6_K: (_q6_k, 8),
     Q.IQ4_NL: (_iq4_nl, 64),
     Q.IQ4_XS: (_iq4_xs, 8),
+    Q.MXFP4: (_mxfp4, 64),
     Q.Q2_K: (_q2_k, 8),
     Q.Q3_K: (_q3_k, 8),
 }

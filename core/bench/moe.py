@@ -50,6 +50,7 @@ TYPES: dict[str, GGMLType] = {
     "q8_0": GGMLType.Q8_0,
     "iq4_xs": GGMLType.IQ4_XS,
     "iq4_nl": GGMLType.IQ4_NL,
+    "mxfp4": GGMLType.MXFP4,
     "bf16": GGMLType.BF16,
     "f16": GGMLType.F16,
 }
@@ -59,6 +60,7 @@ FALLBACKS: dict[GGMLType, GGMLType] = {
     **FALLBACK,
     GGMLType.IQ4_XS: GGMLType.IQ4_NL,
     GGMLType.IQ4_NL: GGMLType.F16,
+    GGMLType.MXFP4: GGMLType.F16,
 }
 
 DEFAULT_TOKENS = (1, 4, 16, 64, 256, 1024)

@@ -11,6 +11,8 @@ that the block's offset cancels:
 - Q5_0: d * (q - 16) (mean -0.5 d): random sign of d per block. Q5_1: d * q + m, m = -15.5 d.
 - IQ4_NL / IQ4_XS: random code-book indices (and IQ4_XS sub-block scales); the non-linear book
   is near zero-mean. Not written by `ktx synth`; `ktx bench moe` uses them.
+- MXFP4: random E2M1 codes (symmetric book) under an E8M0 exponent picked per block from the
+  two nearest the scale that gives `std` (book rms ~5.85).
 - F32 / F16 / BF16: Gaussian values.
 Byte layouts are ggml's (block_q4_K etc.); a test dequantizes them with gguf-py as well.
 """
@@ -31,6 +33,7 @@ SYNTH_TYPES = (
     GGMLType.Q6_K,
     GGMLType.Q5_0,
     GGMLType.Q5_1,
+    GGMLType.MXFP4,
 )
 
 
@@ -96,6 +99,9 @@ def random_blocks(
         spread = 65.0 * (18.5 if ggml_type == GGMLType.IQ4_XS else 1.0)
         d = std / spread * rng.uniform(0.8, 1.2, size=n)
         out = np.concatenate([_f16(d), _bytes(rng, n, size - 2)], axis=1)
+    elif ggml_type == GGMLType.MXFP4:
+        e = np.floor(np.log2(std / 5.85)) + 128 + rng.integers(0, 2, size=(n, 1))
+        out = np.concatenate([e.astype(np.uint8), _bytes(rng, n, 16)], axis=1)
     elif ggml_type == GGMLType.F32:
         out = (rng.standard_normal(n, dtype=np.float32) * std).view(np.uint8).reshape(n, 4)
     elif ggml_type == GGMLType.F16:

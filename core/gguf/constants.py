@@ -119,10 +119,19 @@ DEQUANT_TYPES = frozenset(
         GGMLType.Q6_K,
         GGMLType.IQ4_NL,
         GGMLType.IQ4_XS,
+        GGMLType.MXFP4,
     }
 )
 QUANT_TYPES = frozenset(
-    {GGMLType.BF16, GGMLType.Q8_0, GGMLType.Q4_0, GGMLType.Q4_K, GGMLType.Q5_K, GGMLType.Q6_K}
+    {
+        GGMLType.BF16,
+        GGMLType.Q8_0,
+        GGMLType.Q4_0,
+        GGMLType.Q4_K,
+        GGMLType.Q5_K,
+        GGMLType.Q6_K,
+        GGMLType.MXFP4,
+    }
 )
 
 

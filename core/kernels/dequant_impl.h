@@ -228,23 +228,33 @@ static void dq_q6_k(const uint8_t* __restrict b, float* __restrict y, int64_t nb
 }
 
 // Writes d * book[q & 15] for 16 bytes of nibbles to out[0..16) (low nibbles) and
-// out[16..32) (high nibbles): the layout shared by IQ4_NL blocks and IQ4_XS sub-blocks.
-static inline void iq4_run(const uint8_t* __restrict qs, float dl, float* __restrict out) {
+// out[16..32) (high nibbles): the layout shared by IQ4_NL blocks, IQ4_XS sub-blocks and MXFP4.
+static inline void book_run(const int8_t* __restrict book, const uint8_t* __restrict qs, float dl,
+                            float* __restrict out) {
 #if defined(__AVX2__)
   // A byte shuffle is a 16-entry table lookup; the compiler cannot vectorize the gather.
-  const __m128i book = _mm_loadu_si128((const __m128i*)kIQ4Values);
+  const __m128i table = _mm_loadu_si128((const __m128i*)book);
   const __m128i nib = _mm_set1_epi8(0x0F);
   const __m128i q = _mm_loadu_si128((const __m128i*)qs);
-  const __m128i lo = _mm_shuffle_epi8(book, _mm_and_si128(q, nib));
-  const __m128i hi = _mm_shuffle_epi8(book, _mm_and_si128(_mm_srli_epi16(q, 4), nib));
+  const __m128i lo = _mm_shuffle_epi8(table, _mm_and_si128(q, nib));
+  const __m128i hi = _mm_shuffle_epi8(table, _mm_and_si128(_mm_srli_epi16(q, 4), nib));
   const __m256 vd = _mm256_set1_ps(dl);
   const __m128i runs[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
   for (int r = 0; r < 4; ++r)
     _mm256_storeu_ps(out + 8 * r, _mm256_mul_ps(vd, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(runs[r]))));
 #else
-  for (int j = 0; j < 16; ++j) out[j] = dl * (float)kIQ4Values[qs[j] & 0xF];
-  for (int j = 0; j < 16; ++j) out[j + 16] = dl * (float)kIQ4Values[qs[j] >> 4];
+  for (int j = 0; j < 16; ++j) out[j] = dl * (float)book[qs[j] & 0xF];
+  for (int j = 0; j < 16; ++j) out[j + 16] = dl * (float)book[qs[j] >> 4];
 #endif
+}
+
+static inline void iq4_run(const uint8_t* __restrict qs, float dl, float* __restrict out) {
+  book_run(kIQ4Values, qs, dl, out);
+}
+
+// MXFP4: y = e8m0_half(e) * book[q], IQ4_NL's nibble order (gguf-py: d * float(q)).
+static void dq_mxfp4(const uint8_t* b, float* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, b += 17, y += 32) book_run(kMXFP4Values, b + 1, e8m0_half(b[0]), y);
 }
 
 // IQ4_NL: Q4_0's layout, but each nibble indexes the non-linear code book.

@@ -3,6 +3,7 @@
 // each dequantizer (quants_impl.h), which is the executable description of the format.
 #pragma once
 #include <cstdint>
+#include <cstring>
 
 namespace ktx {
 
@@ -22,6 +23,7 @@ enum GGMLType : int {
   GGML_IQ4_NL = 20,
   GGML_IQ4_XS = 23,
   GGML_BF16 = 30,
+  GGML_MXFP4 = 39,
   GGML_TYPE_SLOTS = 64,  // table size; ids above are what the kernels understand
 };
 
@@ -50,6 +52,7 @@ inline constexpr TypeSize type_size(int t) {
     case GGML_Q6_K: return {QK_K, 210};
     case GGML_IQ4_NL: return {32, 18};
     case GGML_IQ4_XS: return {QK_K, 136};
+    case GGML_MXFP4: return {32, 17};
     default: return {0, 0};
   }
 }
@@ -62,6 +65,7 @@ namespace layout {
 // Q5_1: f16 d | f16 m | u32 qh | u8 qs[16]
 // Q8_0: f16 d | i8 qs[32]
 // IQ4_NL: f16 d | u8 qs[16]
+// MXFP4: u8 e (E8M0 exponent) | u8 qs[16], IQ4_NL's nibble order
 constexpr int q2k_scales = 0, q2k_qs = 16, q2k_d = 80, q2k_dmin = 82;
 constexpr int q3k_hmask = 0, q3k_qs = 32, q3k_scales = 96, q3k_d = 108;
 constexpr int q4k_d = 0, q4k_dmin = 2, q4k_scales = 4, q4k_qs = 16;
@@ -73,5 +77,17 @@ constexpr int iq4xs_d = 0, iq4xs_scales_h = 2, iq4xs_scales_l = 4, iq4xs_qs = 8;
 // The non-linear 4-bit code book of IQ4_NL and IQ4_XS.
 constexpr int8_t kIQ4Values[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
                                    1,    13,   25,  38,  53,  69,  89,  113};
+
+// MXFP4 (OCP microscaling): E2M1 values doubled, so they are integers; the block scale is
+// an E8M0 exponent halved to compensate (ggml's ggml_e8m0_to_fp32_half).
+constexpr int8_t kMXFP4Values[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+
+// 2^(e - 128) as a float: subnormal for e < 2 (the bit pattern ggml builds), normal above.
+inline float e8m0_half(uint8_t e) {
+  const uint32_t bits = e < 2 ? 0x00200000u << e : (uint32_t)(e - 1) << 23;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
 
 }  // namespace ktx

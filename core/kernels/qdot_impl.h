@@ -122,6 +122,13 @@ static inline float half(const uint8_t* p) {
 #endif
 }
 
+// A block's scale: f16 at its start, or MXFP4's E8M0 byte (the one 17-byte type).
+template <int kBytes>
+static inline float block_scale(const uint8_t* p) {
+  if constexpr (kBytes == 17) return e8m0_half(p[0]);
+  return half(p);
+}
+
 #if defined(__AVX2__)
 static inline float hsum(__m256 v) {
   __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -288,6 +295,20 @@ static void dec_iq4_nl(const uint8_t* w, int64_t nb, int8_t* q, float* a, float*
   for (int64_t i = 0; i < nb; ++i, w += 18, q += 32, a += 2, b += 2) {
     iq4_bytes(w + 2, q);
     set2(a, half(w));
+    set2(b, 0.0f);
+  }
+}
+
+// MXFP4: the doubled E2M1 book (|q| <= 12) and the block's E8M0 scale.
+static void dec_mxfp4(const uint8_t* w, int64_t nb, int8_t* q, float* a, float* b) {
+  for (int64_t i = 0; i < nb; ++i, w += 17, q += 32, a += 2, b += 2) {
+#if defined(__AVX2__)
+    store256(q, book32(_mm256_broadcastsi128_si256(load128(kMXFP4Values)), w + 1));
+#else
+    for (int j = 0; j < 16; ++j) q[j] = kMXFP4Values[w[1 + j] & 0xF];
+    for (int j = 0; j < 16; ++j) q[j + 16] = kMXFP4Values[w[1 + j] >> 4];
+#endif
+    set2(a, e8m0_half(w[0]));
     set2(b, 0.0f);
   }
 }
@@ -730,21 +751,34 @@ static inline void fused_blocks32(const uint8_t* w, int64_t nb, const FusedRows<
                                   One one) {
   const __m512i l0 = lane_groups(0);  // the tail pairs: groups 0-3 of a product
   const __m512 zero = _mm512_set1_ps(-(float)kZero);
+  // eight (four) block scales, each doubled (one per group of 16)
+  auto scales8 = [](const uint8_t* p) {
+    if constexpr (kBytes != 17) return block_scales(p, kBytes);
+    alignas(64) float d[16];
+    for (int k = 0; k < 8; ++k) d[2 * k] = d[2 * k + 1] = e8m0_half(p[k * kBytes]);
+    return _mm512_load_ps(d);
+  };
+  auto scales4 = [](const uint8_t* p) {
+    if constexpr (kBytes != 17) return block_scales4(p, kBytes);
+    alignas(64) float d[16] = {};
+    for (int k = 0; k < 4; ++k) d[2 * k] = d[2 * k + 1] = e8m0_half(p[k * kBytes]);
+    return _mm512_load_ps(d);
+  };
   RowSums<N> sums;
   int64_t i = 0;
   for (; i + 8 <= nb; i += 8, w += 8 * kBytes) {
-    const __m512 a = block_scales(w, kBytes), b = _mm512_mul_ps(a, zero);
+    const __m512 a = scales8(w), b = _mm512_mul_ps(a, zero);
     const __m512i q[4] = {pair(w), pair(w + 2 * kBytes), pair(w + 4 * kBytes), pair(w + 6 * kBytes)};
     sums.add_run(x, i * 32, a, b, q);
   }
   if (i + 4 <= nb) {  // rows of 640 or 1408 values end here, not in two pairs
-    const __m512 a = block_scales4(w, kBytes), b = _mm512_mul_ps(a, zero);
+    const __m512 a = scales4(w), b = _mm512_mul_ps(a, zero);
     sums.add_half(x, i * 32, a, b, pair(w), pair(w + 2 * kBytes));
     i += 4, w += 4 * kBytes;
   }
   for (; i < nb; i += 2, w += 2 * kBytes) {
     const bool two = i + 1 < nb;  // else one block: the upper half stays zero
-    const float d0 = half(w), d1 = two ? half(w + kBytes) : 0.0f;
+    const float d0 = block_scale<kBytes>(w), d1 = two ? block_scale<kBytes>(w + kBytes) : 0.0f;
     const __m512 a = _mm512_castps128_ps512(_mm_setr_ps(d0, d0, d1, d1)), b = _mm512_mul_ps(a, zero);
     const __mmask16 m = two ? 0xF : 0x3;
     const __m512i q = two ? pair(w) : _mm512_zextsi256_si512(one(w));
@@ -819,6 +853,20 @@ static void fused_iq4_xs_n(const uint8_t* w, int64_t nb, const FusedRows<N>& x, 
   sums.finish(out);
 }
 
+// MXFP4: the book shifted by 128 is unsigned (at most 140, fine for VNNI's u8 x s8);
+// w = d * (u - 128).
+template <int N>
+static void fused_mxfp4_n(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* out) {
+  alignas(16) int8_t book_u[16];
+  for (int j = 0; j < 16; ++j) book_u[j] = (int8_t)(kMXFP4Values[j] + 128);
+  const __m128i b128 = _mm_load_si128(reinterpret_cast<const __m128i*>(book_u));
+  const __m256i book = _mm256_broadcastsi128_si256(b128);
+  const __m512i book512 = _mm512_broadcast_i32x4(b128);
+  fused_blocks32<17, 128>(w, nb, x, out,
+                          [&](const uint8_t* b) { return _mm512_shuffle_epi8(book512, nibbles64(b + 1, b + 18)); },
+                          [&](const uint8_t* b) { return book32(book, b + 1); });
+}
+
 template <int N> struct Q4K { static void run(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* o) { fused_kq_n<false, N>(w, nb, x, o); } };
 template <int N> struct Q5K { static void run(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* o) { fused_kq_n<true, N>(w, nb, x, o); } };
 template <int N> struct Q6K { static void run(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* o) { fused_q6_k_n<N>(w, nb, x, o); } };
@@ -826,6 +874,7 @@ template <int N> struct Q80 { static void run(const uint8_t* w, int64_t nb, cons
 template <int N> struct Q50 { static void run(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* o) { fused_q5_0_n<N>(w, nb, x, o); } };
 template <int N> struct Q40 { static void run(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* o) { fused_q4_0_n<N>(w, nb, x, o); } };
 template <int N> struct IQ4XS { static void run(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* o) { fused_iq4_xs_n<N>(w, nb, x, o); } };
+template <int N> struct MXFP4 { static void run(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* o) { fused_mxfp4_n<N>(w, nb, x, o); } };
 
 // BF16 rows . float32 activations: widen 16 values at a time (a shift) and multiply-add.
 static void fused_bf16(const uint8_t* w, int64_t n, const float* const* x, int rows, float* out) {
@@ -982,7 +1031,7 @@ static void fused_blocks32(const uint8_t* w, int64_t nb, const FusedRows<N>& x, 
   const __m256i pairs = _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3);
   for (; i + 8 <= nb; i += 8, w += 8 * kBytes) {
     alignas(32) float dq[8];
-    for (int k = 0; k < 8; ++k) dq[k] = half(w + k * kBytes);
+    for (int k = 0; k < 8; ++k) dq[k] = block_scale<kBytes>(w + k * kBytes);
     const __m256 d8 = _mm256_load_ps(dq);
     __m256 a[2], b[2];
     a[0] = _mm256_permutevar8x32_ps(d8, pairs);
@@ -994,7 +1043,7 @@ static void fused_blocks32(const uint8_t* w, int64_t nb, const FusedRows<N>& x, 
     sums.template add_run<kSigned>(x, i * 32, a, b, q);
   }
   for (; i < nb; ++i, w += kBytes) {
-    const float d = half(w);
+    const float d = block_scale<kBytes>(w);
     const __m256i q = bytes(w);
     for (int t = 0; t < N; ++t) {
       const float c0 = d * x.d[t][2 * i], c1 = d * x.d[t][2 * i + 1];
@@ -1017,12 +1066,20 @@ static void fused_q5_0_n(const uint8_t* w, int64_t nb, const FusedRows<N>& x, fl
   fused_blocks32<22, 16, false>(w, nb, x, out, [](const uint8_t* b) { return q5_values(b + 6, load_u32(b + 2)); });
 }
 
+// MXFP4: the signed book (|q| <= 12) through the sign trick.
+template <int N>
+static void fused_mxfp4_n(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* out) {
+  const __m256i book = _mm256_broadcastsi128_si256(load128(kMXFP4Values));
+  fused_blocks32<17, 0, true>(w, nb, x, out, [&](const uint8_t* b) { return book32(book, b + 1); });
+}
+
 template <int N> struct Q4K { static void run(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* o) { fused_kq_n<false, N>(w, nb, x, o); } };
 template <int N> struct Q6K { static void run(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* o) { fused_q6_k_n<N>(w, nb, x, o); } };
 template <int N> struct Q80 { static void run(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* o) { fused_q8_0_n<N>(w, nb, x, o); } };
 template <int N> struct Q50 { static void run(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* o) { fused_q5_0_n<N>(w, nb, x, o); } };
 template <int N> struct Q5K { static void run(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* o) { fused_kq_n<true, N>(w, nb, x, o); } };
 template <int N> struct IQ4XS { static void run(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* o) { fused_iq4_xs_n<N>(w, nb, x, o); } };
+template <int N> struct MXFP4 { static void run(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* o) { fused_mxfp4_n<N>(w, nb, x, o); } };
 #endif
 
 // Activation rows a tile is multiplied with, taken in blocks of this many so they stay in L2

@@ -76,6 +76,38 @@ static void q_q4_0(const float* x, uint8_t* b, int64_t nb) {
   }
 }
 
+// gguf-py's MXFP4.quantize_blocks (ggml's reference picks the same exponent): e = floor(log2(amax))
+// - 2 + 127, so amax lands on the book's top values; each x takes the book entry nearest to
+// x / d, the first of equals (the book holds 0 twice: index 0 wins). floor(log2) comes from
+// the float's exponent field, exact where numpy's float32 log2 is not (within an ulp below a
+// power of two it may round up to it; such a block then differs by one exponent step).
+static void q_mxfp4(const float* x, uint8_t* b, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, x += 32, b += 17) {
+    float amax = 0.0f;
+    for (int j = 0; j < 32; ++j) amax = fmaxq(amax, fabsf(x[j]));
+    int e = 0;
+    if (amax > 0.0f) {
+      int exp2;
+      std::frexp(amax, &exp2);  // amax = m * 2^exp2, m in [0.5, 1): floor(log2) = exp2 - 1
+      e = exp2 - 1 - 2 + 127;
+      e = e < 0 ? 0 : (e > 255 ? 255 : e);
+    }
+    b[0] = (uint8_t)e;
+    const float d = e8m0_half((uint8_t)e);
+    uint8_t q[32];
+    for (int j = 0; j < 32; ++j) {
+      int best = 0;
+      float err = fabsf(d * (float)kMXFP4Values[0] - x[j]);
+      for (int k = 1; k < 16; ++k) {
+        const float ek = fabsf(d * (float)kMXFP4Values[k] - x[j]);
+        if (ek < err) err = ek, best = k;
+      }
+      q[j] = (uint8_t)best;
+    }
+    for (int j = 0; j < 16; ++j) b[1 + j] = (uint8_t)(q[j] | (q[j + 16] << 4));
+  }
+}
+
 // Eight float lanes as a GCC vector type: the same source compiles to SSE2 pairs, AVX2 or
 // AVX-512 registers, lane by lane with IEEE rounding (no FMA: -ffp-contract=off), so every
 // kernel path computes identical fits. Sums run per lane and are combined in lane order.

@@ -32,12 +32,14 @@ static KernelTable make_table() {
   t.dequant[GGML_Q6_K] = dq_q6_k;
   t.dequant[GGML_IQ4_NL] = dq_iq4_nl;
   t.dequant[GGML_IQ4_XS] = dq_iq4_xs;
+  t.dequant[GGML_MXFP4] = dq_mxfp4;
   t.quant[GGML_BF16] = q_bf16;
   t.quant[GGML_Q8_0] = q_q8_0;
   t.quant[GGML_Q4_0] = q_q4_0;
   t.quant[GGML_Q4_K] = q_q4_k;
   t.quant[GGML_Q5_K] = q_q5_k;
   t.quant[GGML_Q6_K] = q_q6_k;
+  t.quant[GGML_MXFP4] = q_mxfp4;
   t.to_bf16 = f32_to_bf16;
   t.quant_act = quantize_act;
   t.quant_act_256 = quantize_act_256;
@@ -51,6 +53,7 @@ static KernelTable make_table() {
   t.decode_i8[GGML_Q5_K] = dec_kq<true>;
   t.decode_i8[GGML_Q6_K] = dec_q6_k;
   t.decode_i8[GGML_IQ4_XS] = dec_iq4_xs;
+  t.decode_i8[GGML_MXFP4] = dec_mxfp4;
   t.dot_i8 = dot_tile_i8;
   t.dot_f32 = dot_tile_f32;
   t.rms_norm = rms_norm_row;
@@ -66,6 +69,7 @@ static KernelTable make_table() {
   t.fused[GGML_Q5_0] = fused_rows<Q50>;
   t.fused[GGML_Q4_0] = fused_rows<Q40>;
   t.fused[GGML_IQ4_XS] = fused_rows<IQ4XS>;
+  t.fused[GGML_MXFP4] = fused_rows<MXFP4>;
   t.fused_f32[GGML_BF16] = fused_bf16;
 #elif defined(__AVX2__)
   t.fused[GGML_Q4_K] = fused_rows<Q4K>;
@@ -74,6 +78,7 @@ static KernelTable make_table() {
   t.fused[GGML_Q5_0] = fused_rows<Q50>;
   t.fused[GGML_Q5_K] = fused_rows<Q5K>;
   t.fused[GGML_IQ4_XS] = fused_rows<IQ4XS>;
+  t.fused[GGML_MXFP4] = fused_rows<MXFP4>;
 #endif
   return t;
 }

@@ -33,9 +33,10 @@ F16_FIELDS = {
     Q.IQ4_XS: [0],
     Q.Q2_K: [80, 82],
     Q.Q3_K: [108],
+    Q.MXFP4: [],  # an E8M0 exponent byte: every value is a finite scale
 }
 TYPES = list(F16_FIELDS)
-QUANTIZABLE = [Q.Q8_0, Q.Q4_0, Q.Q5_0, Q.Q4_1, Q.Q5_1]
+QUANTIZABLE = [Q.Q8_0, Q.Q4_0, Q.Q5_0, Q.Q4_1, Q.Q5_1, Q.MXFP4]
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 
 

@@ -24,6 +24,7 @@ COMBOS = [
     (T.Q5_K, T.Q5_K, T.Q8_0),
     (T.IQ4_XS, T.IQ4_XS, T.Q5_0),
     (T.Q8_0, T.Q8_0, T.Q4_0),
+    (T.MXFP4, T.MXFP4, T.MXFP4),  # gpt-oss
     (T.BF16, T.BF16, T.BF16),
     (T.Q4_K, T.F16, T.Q3_K),  # int8 and float activations in one layer
 ]

@@ -71,6 +71,7 @@ F16_FIELDS = {
     GGMLType.Q6_K: [208],
     GGMLType.IQ4_NL: [0],
     GGMLType.IQ4_XS: [0],
+    GGMLType.MXFP4: [],  # an E8M0 exponent byte: every value is a finite scale
 }
 
 

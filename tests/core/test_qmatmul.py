@@ -15,7 +15,7 @@ from int8_oracle import T, dequantize, fake_quant, int8_types, quantize_act, ran
 
 from ktx.core import _kernels, cpu
 
-INT8 = [T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.IQ4_NL, T.Q4_K, T.Q5_K, T.Q6_K, T.IQ4_XS]
+INT8 = [T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.IQ4_NL, T.Q4_K, T.Q5_K, T.Q6_K, T.IQ4_XS, T.MXFP4]
 FLOAT = [T.BF16, T.F16, T.F32, T.Q2_K, T.Q3_K]
 TOKENS = (1, 3, 7, 16, 100, 512)  # 7: the fused kernels take 4 rows, then 3
 REL = 1e-5
@@ -55,7 +55,7 @@ def test_qmatmul_matches_float64_on_dequantized_weights(ggml_type, n, isa):
 
 
 @pytest.mark.parametrize(
-    "ggml_type", [T.Q4_0, T.Q5_0, T.Q8_0, T.IQ4_NL, T.Q4_1, T.Q5_1], ids=lambda t: t.name
+    "ggml_type", [T.Q4_0, T.Q5_0, T.Q8_0, T.IQ4_NL, T.Q4_1, T.Q5_1, T.MXFP4], ids=lambda t: t.name
 )
 @pytest.mark.parametrize("n_blocks", [1, 2, 3, 4, 5, 6, 12, 20, 44])
 @pytest.mark.parametrize("n", [2, 40])

@@ -20,9 +20,10 @@ MAX_REL_RMSE = {
     GGMLType.Q4_K: 0.085,
     GGMLType.Q4_0: 0.09,
     GGMLType.BF16: 0.004,  # 8-bit mantissa: 2^-9 / sqrt(3) ~ 0.0011 expected
+    GGMLType.MXFP4: 0.14,  # E2M1 under a power-of-two scale: 0.115 measured
 }
 # Types whose rounding is ggml's reference rule, which gguf-py reproduces exactly.
-REFERENCE_ROUNDED = [GGMLType.Q8_0, GGMLType.Q4_0, GGMLType.BF16]
+REFERENCE_ROUNDED = [GGMLType.Q8_0, GGMLType.Q4_0, GGMLType.BF16, GGMLType.MXFP4]
 
 
 def gguf_py_dequant(q: np.ndarray, t: GGMLType) -> np.ndarray:

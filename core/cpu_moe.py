@@ -82,6 +82,31 @@ class CpuMoE:
             self.exact,
         )
         self._inflight = None
+        self._extras: tuple = ()
+
+    def set_extras(
+        self,
+        gate_bias: torch.Tensor | None = None,
+        up_bias: torch.Tensor | None = None,
+        down_bias: torch.Tensor | None = None,
+        swiglu: tuple[float, float] | None = None,
+    ) -> None:
+        """gpt-oss's experts: biases ([experts, inter] for gate and up, [experts, hidden] for down)
+        and `swiglu=(alpha, limit)` for its clamped SwiGLU (else SiLU(gate) * up)."""
+        shapes = {"gate": (self.n_experts, self.inter), "up": (self.n_experts, self.inter)}
+        shapes["down"] = (self.n_experts, self.hidden)
+        keep = []
+        for name, b in (("gate", gate_bias), ("up", up_bias), ("down", down_bias)):
+            if b is None:
+                keep.append(None)
+                continue
+            if tuple(b.shape) != shapes[name]:
+                raise ValueError(f"experts' {name} bias is {tuple(b.shape)}, expected {shapes[name]}")
+            keep.append(b.detach().to("cpu", torch.float32).contiguous())
+        self._extras = tuple(keep)  # the kernel reads them at every call
+        alpha, limit = swiglu if swiglu is not None else (1.0, 0.0)
+        ptrs = [b.data_ptr() if b is not None else 0 for b in keep]
+        self._layer.set_extras(*ptrs, 1 if swiglu is not None else 0, float(alpha), float(limit))
 
     def _args(self, x: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor, out: torch.Tensor | None):
         if x.dim() != 2 or x.shape[1] != self.hidden:

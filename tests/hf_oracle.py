@@ -33,7 +33,24 @@ def hf_state_from_gguf(gguf_path, model: torch.nn.Module, arch: str) -> dict[str
         path, _, param = name.rpartition(".")
         layer = re.search(r"layers\.(\d+)\.", name)
         blk = f"blk.{layer.group(1)}" if layer else None
-        if name.endswith("mlp.experts.gate_up_proj"):
+        if arch == "gpt-oss" and re.search(r"mlp\.experts\.gate_up_proj(_bias)?$", name):
+            # [E, hidden, 2 * inter] (or [E, 2 * inter]): gate in even columns, up in odd ones
+            part = "bias" if name.endswith("_bias") else "weight"
+            g, u = t(f"{blk}.ffn_gate_exps.{part}"), t(f"{blk}.ffn_up_exps.{part}")
+            if part == "weight":
+                g, u = g.transpose(1, 2), u.transpose(1, 2)
+            value = torch.stack((g, u), dim=-1).flatten(-2)
+        elif arch == "gpt-oss" and name.endswith("mlp.experts.down_proj"):
+            value = t(f"{blk}.ffn_down_exps.weight").transpose(1, 2)
+        elif arch == "gpt-oss" and name.endswith("mlp.experts.down_proj_bias"):
+            value = t(f"{blk}.ffn_down_exps.bias")
+        elif arch == "gpt-oss" and name.endswith("mlp.router.weight"):
+            value = t(f"{blk}.ffn_gate_inp.weight")
+        elif arch == "gpt-oss" and name.endswith("mlp.router.bias"):
+            value = t(f"{blk}.ffn_gate_inp.bias")
+        elif name.endswith("self_attn.sinks"):
+            value = t(f"{blk}.attn_sinks.weight")
+        elif name.endswith("mlp.experts.gate_up_proj"):
             value = torch.cat((t(f"{blk}.ffn_gate_exps.weight"), t(f"{blk}.ffn_up_exps.weight")), dim=1)
         elif name.endswith("mlp.experts.down_proj"):
             value = t(f"{blk}.ffn_down_exps.weight")

@@ -28,6 +28,7 @@ TINY_NAMES = (
     "qwen2",
     "qwen3",
     "gemma3",
+    "gpt-oss",
 )
 # The GGUF architecture llama.cpp writes for each (an expectation, independent of ktx's tables).
 GGUF_ARCH = {
@@ -41,6 +42,7 @@ GGUF_ARCH = {
     "qwen2": "qwen2",
     "qwen3": "qwen3",
     "gemma3": "gemma3",
+    "gpt-oss": "gpt-oss",
 }
 VOCAB = 512
 _COMMON: dict[str, Any] = {
@@ -140,6 +142,23 @@ CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
             }
         },
     ),
+    "gpt-oss": (
+        "gpt_oss",
+        # two layers: 0 slides (a window of 16, shorter than the test prompts), 1 is global
+        {"num_key_value_heads": 2, "head_dim": 64, "intermediate_size": 64, "sliding_window": 16}
+        | {"num_local_experts": 8, "num_experts_per_tok": 2}
+        | {
+            "rope_parameters": {
+                "rope_type": "yarn",
+                "rope_theta": 150000.0,
+                "factor": 4.0,
+                "original_max_position_embeddings": 1024,
+                "beta_fast": 32.0,
+                "beta_slow": 1.0,
+                "truncate": False,
+            }
+        },
+    ),
 }
 CORPUS = [
     "The quick brown fox jumps over the lazy dog.",
@@ -185,6 +204,8 @@ def _randomize(model: Any, seed: int) -> None:
             noise = torch.randn(p.shape, generator=gen, dtype=torch.float32)
             if p.ndim == 1 and "norm" in name:
                 p.copy_(1.0 + 0.1 * noise)
+            elif name.endswith(".sinks"):  # gpt-oss: logits of the size of the scores
+                p.copy_(noise)
             elif p.ndim == 1:
                 p.copy_(0.02 * noise)
             else:

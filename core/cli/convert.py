@@ -65,7 +65,13 @@ def add_parser(subcommands) -> None:
     )
     p.add_argument("hf_dir", metavar="HF_DIR", help="the Hugging Face model folder")
     p.add_argument("-o", "--output", type=Path, help="the GGUF file to write (default: HF_DIR name + type)")
-    p.add_argument("--type", choices=OUT_TYPES, default="f16", help="tensor type (default: f16)")
+    p.add_argument(
+        "--type",
+        choices=OUT_TYPES,
+        default="f16",
+        help="tensor type (default: f16; q4_k_m is llama-quantize's mix; mxfp4: MXFP4 routed experts, "
+        "Q8_0 elsewhere)",
+    )
     p.add_argument(
         "--legacy-mla",
         action="store_true",

@@ -58,8 +58,8 @@ def add_parser(subcommands) -> None:
         "synth",
         help="write a random-weight GGUF with a real model's shapes (for benchmarks)",
         description="Write a GGUF model with random weights and the shapes, types and metadata of a "
-        "real model (DeepSeek-V2-Lite, DeepSeek-V3, Qwen3-30B-A3B, Qwen1.5-MoE-A2.7B, Mixtral-8x7B) "
-        "or a tiny one, optionally cut to fewer layers.",
+        "real model (DeepSeek-V2-Lite, DeepSeek-V3, Qwen3-30B-A3B, Qwen1.5-MoE-A2.7B, Mixtral-8x7B, "
+        "gpt-oss-20b/120b) or a tiny one, optionally cut to fewer layers.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -72,7 +72,12 @@ def add_parser(subcommands) -> None:
         help="routed experts per layer (default: the model's); fewer make a smaller file with the same "
         "work per token",
     )
-    p.add_argument("--type", choices=OUT_TYPES, default="q4_k_m", help="tensor types (default: q4_k_m)")
+    p.add_argument(
+        "--type",
+        choices=OUT_TYPES,
+        default="q4_k_m",
+        help="tensor types (default: q4_k_m; mxfp4: MXFP4 experts and Q8_0 elsewhere, as gpt-oss ships)",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("-o", "--output", type=Path, help="the GGUF file to write")
     p.add_argument("--dry-run", action="store_true", help="print size and layer count, write nothing")

@@ -30,6 +30,7 @@ ARCHES: dict[str, str] = {
     "qwen3": "qwen3",
     "gemma3_text": "gemma3",
     "gemma3": "gemma3",  # Gemma3ForConditionalGeneration: its text_config is converted
+    "gpt_oss": "gpt-oss",
 }
 
 # llama.cpp's LlamaFileType for each --type
@@ -40,6 +41,7 @@ FILE_TYPES: dict[str, int] = {
     "q8_0": int(gguf.LlamaFileType.MOSTLY_Q8_0),
     "q4_k_m": int(gguf.LlamaFileType.MOSTLY_Q4_K_M),
     "q6_k": int(gguf.LlamaFileType.MOSTLY_Q6_K),
+    "mxfp4": int(gguf.LlamaFileType.MOSTLY_MXFP4_MOE),
 }
 
 K = gguf.Keys
@@ -145,6 +147,16 @@ def _qwen_moe(arch: str, cfg: dict[str, Any], out: dict[str, Any]) -> None:
         out[f"{arch}.expert_shared_feed_forward_length"] = int(cfg["shared_expert_intermediate_size"])
 
 
+def _gpt_oss(cfg: dict[str, Any], out: dict[str, Any]) -> None:
+    """GptOssModel.set_gguf_parameters: the window and the experts' width on top of the generic keys."""
+    a = "gpt-oss"
+    out[f"{a}.expert_feed_forward_length"] = int(cfg["intermediate_size"])
+    if cfg.get("sliding_window"):
+        out[f"{a}.attention.sliding_window"] = int(cfg["sliding_window"])
+    head_dim = int(cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"])
+    out[f"{a}.attention.key_length"] = out[f"{a}.attention.value_length"] = head_dim
+
+
 def _deepseek(model_type: str, cfg: dict[str, Any], out: dict[str, Any], legacy_mla: bool) -> None:
     a = "deepseek2"
     n_experts = cfg.get("n_routed_experts")
@@ -222,6 +234,8 @@ def hparams(model_type: str, cfg: dict[str, Any], *, legacy_mla: bool = False) -
         _qwen_moe(arch, cfg, out)
     elif arch == "deepseek2":
         _deepseek(model_type, cfg, out, legacy_mla)
+    elif arch == "gpt-oss":
+        _gpt_oss(cfg, out)
     return out
 
 

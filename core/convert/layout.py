@@ -56,6 +56,8 @@ def _attention(model_type: str, cfg: dict[str, Any], legacy_mla: bool) -> list[t
     ]
     if model_type in ("qwen2", "qwen2_moe") or cfg.get("attention_bias"):
         out += [("attn_q.bias", (heads * hd,)), ("attn_k.bias", (kv * hd,)), ("attn_v.bias", (kv * hd,))]
+    if model_type == "gpt_oss":  # an output bias too, and one sink logit per head
+        out += [("attn_output.bias", (h,)), ("attn_sinks", (heads,))]
     if model_type in ("qwen3", "qwen3_moe", "gemma3_text", "gemma3"):
         out += [("attn_q_norm", (hd,)), ("attn_k_norm", (hd,))]
     return out
@@ -88,6 +90,13 @@ def _ffn(model_type: str, cfg: dict[str, Any], bid: int) -> list[tuple[str, Shap
         ]
     if model_type == "deepseek_v3":
         out.append(("exp_probs_b.bias", (e,)))
+    if model_type == "gpt_oss":  # biases on the router and every expert projection
+        out += [
+            ("ffn_gate_inp.bias", (e,)),
+            ("ffn_gate_exps.bias", (e, i)),
+            ("ffn_up_exps.bias", (e, i)),
+            ("ffn_down_exps.bias", (e, h)),
+        ]
     return out
 
 
@@ -100,7 +109,7 @@ def expected_tensors(
     tied = bool(cfg.get("tie_word_embeddings", arch == "gemma3")) or arch == "gemma3"
     out: list[tuple[str, Shape]] = [("token_embd.weight", (vocab, h))]
     for bid in range(int(cfg["num_hidden_layers"])):
-        norms = [("attn_norm", (h,)), ("ffn_norm", (h,))]
+        norms = [("attn_norm", (h,)), ("post_attention_norm" if arch == "gpt-oss" else "ffn_norm", (h,))]
         if arch == "gemma3":
             norms += [("post_attention_norm", (h,)), ("post_ffw_norm", (h,))]
         block = norms + _attention(model_type, cfg, legacy_mla) + _ffn(model_type, cfg, bid)

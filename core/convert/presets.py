@@ -132,7 +132,37 @@ PRESETS: dict[str, dict[str, Any]] = {
         "rope_theta": 1000000.0,
         "tie_word_embeddings": False,
     },
+    # openai/gpt-oss-20b
+    "gpt-oss-20b": {
+        "model_type": "gpt_oss",
+        "hidden_size": 2880,
+        "num_hidden_layers": 24,
+        "num_local_experts": 32,
+        "num_experts_per_tok": 4,
+        "intermediate_size": 2880,
+        "num_attention_heads": 64,
+        "num_key_value_heads": 8,
+        "head_dim": 64,
+        "vocab_size": 201088,
+        "sliding_window": 128,
+        "max_position_embeddings": 131072,
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 150000.0,
+        "rope_scaling": {
+            "rope_type": "yarn",
+            "factor": 32.0,
+            "original_max_position_embeddings": 4096,
+            "beta_fast": 32.0,
+            "beta_slow": 1.0,
+            "truncate": False,
+        },
+        "attention_bias": True,
+        "swiglu_limit": 7.0,
+        "tie_word_embeddings": False,
+    },
 }
+# openai/gpt-oss-120b: gpt-oss-20b's layer, 36 deep with 128 experts
+PRESETS["gpt-oss-120b"] = {**PRESETS["gpt-oss-20b"], "num_hidden_layers": 36, "num_local_experts": 128}
 
 _TINY_COMMON = {
     "hidden_size": 256,
@@ -179,6 +209,16 @@ TINY: dict[str, dict[str, Any]] = {
         "shared_expert_intermediate_size": 256,
         "intermediate_size": 256,
         "num_key_value_heads": 4,
+    },
+    "gpt-oss": {
+        **PRESETS["gpt-oss-20b"],
+        **_TINY_COMMON,
+        "num_hidden_layers": 2,
+        "num_local_experts": 16,
+        "intermediate_size": 128,
+        "num_key_value_heads": 2,
+        "head_dim": 64,
+        "sliding_window": 16,
     },
     "llama": {
         **PRESETS["mixtral-8x7b"],

@@ -13,6 +13,9 @@ against `gguf.MODEL_TENSORS[arch]`. The transforms, each the one llama.cpp's con
 - DeepSeek: kv_b_proj is split per head into attn_k_b [n_head, kv_lora, nope] (transposed, for
   the absorbed-MLA matmul) and attn_v_b [n_head, v_dim, kv_lora]; `legacy_mla` keeps attn_kv_b.
   `e_score_correction_bias` becomes `exp_probs_b.bias`. MTP layers (index >= n_layers) are skipped.
+- gpt-oss: transformers holds the experts fused and transposed (`gate_up_proj` [E, hidden,
+  2*inter] with gate in even columns and up in odd ones, `down_proj` [E, inter, hidden], and
+  `*_bias`); they become ffn_{gate,up,down}_exps (+ .bias). `self_attn.sinks` is `attn_sinks.weight`.
 
 Each planned tensor yields its data in pieces along the outermost axis (one expert at a time)
 so that a 3-D expert tensor is never whole in memory.
@@ -38,6 +41,10 @@ _EXPERT = re.compile(r"\.layers\.(?P<bid>\d+)\..*\.experts\.(?P<e>\d+)\.(?P<proj
 _FUSED = re.compile(r"\.layers\.(?P<bid>\d+)\..*\.experts\.(?P<proj>gate_up_proj|down_proj)(\.weight)?$")
 _CHUNK_ROWS_BYTES = 256 << 20  # copy-only tensors bigger than this (token_embd, lm_head) go in row chunks
 _PROJ = {"w1": "gate_proj", "w3": "up_proj", "w2": "down_proj"}
+# gpt-oss: experts fused and transposed, gate and up interleaved along the last axis
+_GPT_OSS_EXPERTS = re.compile(
+    r"\.layers\.(?P<bid>\d+)\.mlp\.experts\.(?P<proj>gate_up_proj|down_proj)(?P<bias>_bias)?$"
+)
 _SKIP = ("rotary_emb.inv_freq", "vision_tower.", "multi_modal_projector.", "vision_model.")
 
 
@@ -117,7 +124,11 @@ class Planner:
                 continue  # MTP / next-token-prediction layers: llama.cpp skips them too
             if name == "lm_head.weight" and (tied or self.arch == "gemma3"):
                 continue
-            if e := _EXPERT.search(name):
+            if self.arch == "gpt-oss" and (g := _GPT_OSS_EXPERTS.search(name)):
+                out.extend(self._gpt_oss_experts(hf, int(g["bid"]), g["proj"], bool(g["bias"])))
+            elif name.endswith("self_attn.sinks"):  # llama.cpp names it a weight
+                out.append(self._single(hf, name + ".weight"))
+            elif e := _EXPERT.search(name):
                 proj = _PROJ.get(e["proj"], e["proj"])
                 experts.setdefault((int(e["bid"]), proj), {})[int(e["e"])] = hf
             elif (f := _FUSED.search(name)) and len(self.ckpt.shape(hf)) == 3:
@@ -184,6 +195,36 @@ class Planner:
             name = self.gguf_name(f"model.layers.{bid}.mlp.experts.{part}.weight")
             gen = lambda sl=sl: (ckpt.load_slice(hf, e)[sl] for e in range(count))  # noqa: E731
             out.append(Planned(name, (count, half, cols), gen, (hf,)))
+        return out
+
+    def _gpt_oss_experts(self, hf: str, bid: int, proj: str, bias: bool) -> list[Planned]:
+        """gpt-oss's gate_up_proj [E, hidden, 2 * inter] (gate in even columns, up in odd ones) and
+        down_proj [E, inter, hidden], and their biases: split and transposed into llama.cpp's
+        ffn_{gate,up,down}_exps [E, rows, cols] (+ .bias [E, rows])."""
+        ckpt, shape = self.ckpt, self.ckpt.shape(hf)
+        suffix = "bias" if bias else "weight"
+        count = shape[0]
+
+        def name(part: str) -> str:
+            return self.gguf_name(f"model.layers.{bid}.mlp.experts.{part}.{suffix}")
+
+        if proj == "down_proj":
+            if bias:
+                return [Planned(name("down_proj"), tuple(shape), lambda: iter([ckpt.load(hf)]), (hf,))]
+            gen = lambda: (np.ascontiguousarray(ckpt.load_slice(hf, e).T) for e in range(count))  # noqa: E731
+            return [Planned(name("down_proj"), (count, shape[2], shape[1]), gen, (hf,))]
+        out = []
+        for part, first in (("gate_proj", 0), ("up_proj", 1)):
+            if bias:
+                gen = lambda first=first: iter([np.ascontiguousarray(ckpt.load(hf)[:, first::2])])  # noqa: E731
+                out.append(Planned(name(part), (count, shape[1] // 2), gen, (hf,)))
+            else:
+                gen = (
+                    lambda first=first: (  # noqa: E731
+                        np.ascontiguousarray(ckpt.load_slice(hf, e)[:, first::2].T) for e in range(count)
+                    )
+                )
+                out.append(Planned(name(part), (count, shape[2] // 2, shape[1]), gen, (hf,)))
         return out
 
     def _kv_b(self, hf: str, name: str) -> list[Planned]:

@@ -24,7 +24,7 @@ import numpy as np
 from ..gguf.constants import BLOCK_SIZES, GGMLType
 from ..gguf.quants import quantize
 
-OUT_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_k_m", "q6_k")
+OUT_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_k_m", "q6_k", "mxfp4")
 BASE: dict[str, GGMLType] = {
     "f32": GGMLType.F32,
     "f16": GGMLType.F16,
@@ -32,6 +32,7 @@ BASE: dict[str, GGMLType] = {
     "q8_0": GGMLType.Q8_0,
     "q4_k_m": GGMLType.Q4_K,
     "q6_k": GGMLType.Q6_K,
+    "mxfp4": GGMLType.Q8_0,  # llama-quantize's MXFP4_MOE: routed experts MXFP4, the rest Q8_0
 }
 FALLBACK: dict[GGMLType, GGMLType] = {
     GGMLType.Q4_K: GGMLType.Q5_0,
@@ -40,6 +41,7 @@ FALLBACK: dict[GGMLType, GGMLType] = {
     GGMLType.Q8_0: GGMLType.F16,
     GGMLType.Q5_0: GGMLType.F16,
     GGMLType.Q5_1: GGMLType.F16,
+    GGMLType.MXFP4: GGMLType.Q8_0,
 }
 _LAYER = re.compile(r"^blk\.(\d+)\.")
 
@@ -95,6 +97,8 @@ def choose_type(
     if keeps_f32(name, shape):
         return GGMLType.F32, None
     wanted = _q4_k_m(name, n_layers, n_experts, has_output) if out_type == "q4_k_m" else BASE[out_type]
+    if out_type == "mxfp4" and re.search(r"\.ffn_(gate|up|down)_exps\.weight$", name):
+        wanted = GGMLType.MXFP4
     chosen = wanted
     while shape[-1] % BLOCK_SIZES[chosen][0]:
         chosen = FALLBACK[chosen]

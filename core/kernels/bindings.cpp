@@ -197,18 +197,19 @@ PYBIND11_MODULE(_kernels, m) {
       "paged_attention",
       [](uintptr_t q, int64_t q_stride, int64_t rows, int heads, int kv_heads, int dk, int dv, uintptr_t k,
          int64_t k_stride, uintptr_t v, int64_t v_stride, uintptr_t table, int64_t table_width, int block_size,
-         uintptr_t seq, uintptr_t pos, float scale, int64_t window, float softcap, uintptr_t out, int threads) {
+         uintptr_t seq, uintptr_t pos, float scale, int64_t window, float softcap, uintptr_t out, int threads,
+         uintptr_t sinks) {
         py::gil_scoped_release release;
         paged_attention(reinterpret_cast<const float*>(q), q_stride, rows, heads, kv_heads, dk, dv,
                         reinterpret_cast<const float*>(k), k_stride, reinterpret_cast<const float*>(v), v_stride,
                         {reinterpret_cast<const int32_t*>(table), table_width, block_size},
                         reinterpret_cast<const int32_t*>(seq), reinterpret_cast<const int64_t*>(pos), scale, window,
-                        softcap, reinterpret_cast<float*>(out), threads);
+                        softcap, reinterpret_cast<float*>(out), threads, reinterpret_cast<const float*>(sinks));
       },
       py::arg("q"), py::arg("q_stride"), py::arg("rows"), py::arg("heads"), py::arg("kv_heads"), py::arg("dk"),
       py::arg("dv"), py::arg("k"), py::arg("k_stride"), py::arg("v"), py::arg("v_stride"), py::arg("table"),
       py::arg("table_width"), py::arg("block_size"), py::arg("seq"), py::arg("pos"), py::arg("scale"),
-      py::arg("window"), py::arg("softcap"), py::arg("out"), py::arg("threads"),
+      py::arg("window"), py::arg("softcap"), py::arg("out"), py::arg("threads"), py::arg("sinks") = 0,
       "Causal attention of query rows over a paged float32 cache (see step.h).");
   auto fptr = [](uintptr_t p) { return reinterpret_cast<const float*>(p); };
   py::class_<AttnBlock>(m, "AttnBlock", "A layer's attention half as one call (see blocks.h).")
@@ -216,8 +217,10 @@ PYBIND11_MODULE(_kernels, m) {
                            const QMatrix& q, const QMatrix& k, const QMatrix& v, const QMatrix& o, uintptr_t q_bias,
                            uintptr_t k_bias, uintptr_t v_bias, uintptr_t o_bias, uintptr_t q_norm, uintptr_t k_norm,
                            float qk_eps, int heads, int kv_heads, int head_dim, uintptr_t rope_freqs, float rope_scale,
-                           bool rope_interleaved, float scale, int64_t window, float softcap, bool exact, int threads) {
+                           bool rope_interleaved, float scale, int64_t window, float softcap, bool exact, int threads,
+                           uintptr_t sinks) {
              AttnBlockSpec s;
+             s.sinks = fptr(sinks);
              s.hidden = hidden;
              s.norm = {fptr(norm), norm_eps};
              s.post_norm = {fptr(post_norm), post_eps};
@@ -235,7 +238,7 @@ PYBIND11_MODULE(_kernels, m) {
            py::arg("v_bias"), py::arg("o_bias"), py::arg("q_norm"), py::arg("k_norm"), py::arg("qk_eps"),
            py::arg("heads"), py::arg("kv_heads"), py::arg("head_dim"), py::arg("rope_freqs"), py::arg("rope_scale"),
            py::arg("rope_interleaved"), py::arg("scale"), py::arg("window"), py::arg("softcap"), py::arg("exact"),
-           py::arg("threads"))
+           py::arg("threads"), py::arg("sinks") = 0)
       .def(
           "forward",
           [](AttnBlock& b, uintptr_t x, int64_t n, uintptr_t k_store, uintptr_t v_store, uintptr_t table,
@@ -285,15 +288,17 @@ PYBIND11_MODULE(_kernels, m) {
           py::arg("seq"), py::arg("pos"));
   py::class_<RouteSpec>(m, "Router", "A MoE router on the CPU (see routing.h).")
       .def(py::init([fptr](const QMatrix& gate, uintptr_t bias, int top_k, int scoring, int group, int n_group,
-                           int topk_group, bool norm, float scale, int threads) {
+                           int topk_group, bool norm, float scale, int threads, uintptr_t logit_bias) {
              RouteSpec s;
              s.gate = gate, s.bias = fptr(bias), s.top_k = top_k, s.scoring = scoring, s.group = group;
+             s.logit_bias = fptr(logit_bias);
              s.n_group = n_group, s.topk_group = topk_group, s.norm = norm, s.scale = scale, s.threads = threads;
              route(s, nullptr, 0, nullptr, nullptr);  // checks the spec
              return new RouteSpec(s);
            }),
            py::arg("gate"), py::arg("bias"), py::arg("top_k"), py::arg("scoring"), py::arg("group"),
-           py::arg("n_group"), py::arg("topk_group"), py::arg("norm"), py::arg("scale"), py::arg("threads"))
+           py::arg("n_group"), py::arg("topk_group"), py::arg("norm"), py::arg("scale"), py::arg("threads"),
+           py::arg("logit_bias") = 0)
       .def(
           "forward",
           [](const RouteSpec& s, uintptr_t x, int64_t n, uintptr_t ids, uintptr_t weights) {
@@ -421,6 +426,15 @@ PYBIND11_MODULE(_kernels, m) {
             py::gil_scoped_release release;
             self.sync();
           })
+      .def(
+          "set_extras",
+          [](MoeLayer& self, uintptr_t gate_bias, uintptr_t up_bias, uintptr_t down_bias, int act, float alpha,
+             float limit) {
+            auto f = [](uintptr_t p) { return reinterpret_cast<const float*>(p); };
+            self.set_extras(f(gate_bias), f(up_bias), f(down_bias), act, alpha, limit);
+          },
+          py::arg("gate_bias"), py::arg("up_bias"), py::arg("down_bias"), py::arg("act"), py::arg("alpha"),
+          py::arg("limit"), "Per-expert biases (0: none) and the activation (0 SiLU, 1 clamped SwiGLU).")
       .def_property_readonly("busy_ns", &MoeLayer::busy_ns)
       .def_property_readonly("n_experts", &MoeLayer::n_experts)
       .def_property_readonly("hidden", &MoeLayer::hidden)

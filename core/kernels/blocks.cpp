@@ -98,7 +98,7 @@ void AttnBlock::forward(float* x, int64_t n, float* k_store, float* v_store, con
     kv_write(k_store, kw, k_.data(), kw, kw, n, cache, seq, pos);
     kv_write(v_store, kw, v_.data(), kw, kw, n, cache, seq, pos);
     paged_attention(q_.data(), qw, n, s.heads, s.kv_heads, (int)d, (int)d, k_store, kw, v_store, kw, cache, seq,
-                    pos, s.scale, s.window, s.softcap, o_.data(), s.threads);
+                    pos, s.scale, s.window, s.softcap, o_.data(), s.threads, s.sinks);
   }
   if (!s.post_norm.w && !s.o_bias) {  // the residual add is the product's own accumulation
     Timed t(kClockLinear);

@@ -34,6 +34,7 @@ struct AttnBlockSpec {
   float scale = 1.0f;
   int64_t window = 0;  // sliding window (0: none)
   float softcap = 0.0f;
+  const float* sinks = nullptr;  // [heads] (gpt-oss), or null
   bool exact = false;
   int threads = 1;
 };

@@ -66,6 +66,13 @@ Runner& runner() {
 
 inline float silu(float g) { return g / (1.0f + std::exp(-g)); }
 
+// gpt-oss's SwiGLU: the gate clamped from above, up on both sides, and up shifted by one.
+inline float clamped_swiglu(float g, float u, float alpha, float limit) {
+  g = std::min(g, limit);
+  u = std::min(std::max(u, -limit), limit);
+  return g / (1.0f + std::exp(-alpha * g)) * (u + 1.0f);
+}
+
 }  // namespace
 
 MoeLayer::MoeLayer(int64_t n_experts, int64_t hidden, int64_t inter, QMatrix gate, QMatrix up, QMatrix down,
@@ -80,6 +87,15 @@ MoeLayer::MoeLayer(int64_t n_experts, int64_t hidden, int64_t inter, QMatrix gat
   check_matrix(gate_, "experts' gate");
   check_matrix(up_, "experts' up");
   check_matrix(down_, "experts' down");
+}
+
+void MoeLayer::set_extras(const float* gate_bias, const float* up_bias, const float* down_bias, int act,
+                          float alpha, float limit) {
+  if (act != 0 && act != 1) throw std::invalid_argument("MoeLayer: act must be 0 (SiLU) or 1 (clamped SwiGLU)");
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (pending_) throw std::runtime_error("MoeLayer: set_extras while a call is in flight");
+  gate_bias_ = gate_bias, up_bias_ = up_bias, down_bias_ = down_bias;
+  act_kind_ = act, alpha_ = alpha, limit_ = limit;
 }
 
 MoeLayer::~MoeLayer() {
@@ -161,9 +177,15 @@ void MoeLayer::run(const MoeCall& c) {
     u.resize((size_t)m * nr);
     tile_product(t, gate_.expert(e), r0, nr, x_acts_, gate_i8, {toks, nullptr, nullptr, m, g.data(), nr, false});
     tile_product(t, up_.expert(e), r0, nr, x_acts_, up_i8, {toks, nullptr, nullptr, m, u.data(), nr, false});
+    const float* gb = gate_bias_ ? gate_bias_ + (int64_t)e * I + r0 : nullptr;
+    const float* ub = up_bias_ ? up_bias_ + (int64_t)e * I + r0 : nullptr;
     for (int i = 0; i < m; ++i) {
       float* dst = act_.data() + (int64_t)slot_of[start[e] + i] * I + r0;
-      for (int r = 0; r < nr; ++r) dst[r] = silu(g[(size_t)i * nr + r]) * u[(size_t)i * nr + r];
+      const float *gi = g.data() + (size_t)i * nr, *ui = u.data() + (size_t)i * nr;
+      for (int r = 0; r < nr; ++r) {
+        const float gv = gb ? gi[r] + gb[r] : gi[r], uv = ub ? ui[r] + ub[r] : ui[r];
+        dst[r] = act_kind_ == 0 ? silu(gv) * uv : clamped_swiglu(gv, uv, alpha_, limit_);
+      }
     }
   });
 
@@ -193,6 +215,13 @@ void MoeLayer::run(const MoeCall& c) {
       const int32_t s0 = start[e];
       tile_product(t, down_.expert(e), r0, nr, act_acts_, down_i8,
                    {slot_of.data() + s0, token_of.data() + s0, weight_of.data() + s0, count[e + 1], outf + r0, H, true});
+      if (down_bias_) {  // each token's weight times the expert's bias, after its product
+        const float* db = down_bias_ + (int64_t)e * H + r0;
+        for (int32_t i = s0; i < s0 + count[e + 1]; ++i) {
+          float* dst = outf + (int64_t)token_of[i] * H + r0;
+          for (int r = 0; r < nr; ++r) dst[r] += weight_of[i] * db[r];
+        }
+      }
     }
   });
   if (c.out_bf16) {

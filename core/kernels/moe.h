@@ -48,6 +48,13 @@ class MoeLayer {
   void submit(const MoeCall& c);
   void sync();
 
+  // gpt-oss's experts: per-expert biases ([n_experts][inter] for gate and up, [n_experts][hidden]
+  // for down; null for none) and the activation: 0 SiLU(g) * u, 1 the clamped SwiGLU
+  // (g = min(g, limit), u = clamp(u, -limit, limit), g * sigmoid(alpha * g) * (u + 1)).
+  // The arrays must outlive the layer. Not while a call is in flight.
+  void set_extras(const float* gate_bias, const float* up_bias, const float* down_bias, int act, float alpha,
+                  float limit);
+
   int64_t n_experts() const { return n_experts_; }
   // Nanoseconds spent running calls since construction (the benchmark's CPU busy share).
   int64_t busy_ns() const { return busy_ns_.load(); }
@@ -61,6 +68,9 @@ class MoeLayer {
   QMatrix gate_, up_, down_;
   int n_threads_;
   bool exact_;
+  const float *gate_bias_ = nullptr, *up_bias_ = nullptr, *down_bias_ = nullptr;
+  int act_kind_ = 0;
+  float alpha_ = 1.0f, limit_ = 0.0f;
   // Buffers reused between calls.
   std::vector<float> xf_, act_, outf_;
   Activations x_acts_, act_acts_;

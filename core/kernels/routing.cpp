@@ -50,7 +50,9 @@ void route(const RouteSpec& s, const float* x, int64_t n, int64_t* ids, float* w
   const bool grouped = s.group != kGroupNone && s.n_group > 1;
   const int per_group = E / s.n_group;
   for (int64_t t = 0; t < n; ++t) {
-    const float* l = logits.data() + t * E;
+    float* l = logits.data() + t * E;
+    if (s.logit_bias)
+      for (int e = 0; e < E; ++e) l[e] += s.logit_bias[e];
     if (s.scoring == kSoftmax) {
       float mx = l[0];
       for (int e = 1; e < E; ++e) mx = std::max(mx, l[e]);

@@ -17,6 +17,7 @@ enum RouteGroup { kGroupNone = 0, kGroupMax = 1, kGroupTop2Sum = 2 };
 struct RouteSpec {
   QMatrix gate{};                 // [experts][hidden]; its product runs on float32 activations
   const float* bias = nullptr;    // [experts] score correction for the choice only (V3), or null
+  const float* logit_bias = nullptr;  // [experts] added to the logits (gpt-oss's router), or null
   int top_k = 1;
   int scoring = kSoftmax;
   int group = kGroupNone;

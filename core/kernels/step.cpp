@@ -64,7 +64,7 @@ constexpr int kHeadsPerPart = 4;
 void paged_attention(const float* q, int64_t q_stride, int64_t rows, int heads, int kv_heads, int dk, int dv,
                      const float* k, int64_t k_stride, const float* v, int64_t v_stride, const PagedCache& cache,
                      const int32_t* seq, const int64_t* pos, float scale, int64_t window, float softcap, float* out,
-                     int n_threads) {
+                     int n_threads, const float* sinks) {
   if (rows <= 0) return;
   if (kv_heads <= 0 || heads % kv_heads) throw std::invalid_argument("paged_attention: heads must be a multiple of kv_heads");
   const int rep = heads / kv_heads;
@@ -107,16 +107,18 @@ void paged_attention(const float* q, int64_t q_stride, int64_t rows, int heads, 
     a.scratch = scratch.data();
     t.attn_part(a);
   });
-  // Merge each stream's parts: rescale to the largest max, add, divide by the sum.
+  // Merge each stream's parts: rescale to the largest max, add, divide by the sum (a sink
+  // joins the max and the sum).
   for (int64_t sidx = 0; sidx < streams; ++sidx) {
     const int64_t first = first_part[sidx], last = first_part[sidx + 1];
     const Part& p0 = parts[first];
     for (int j = 0; j < p0.heads; ++j) {
-      float mx = -INFINITY;
+      const float sink = sinks ? sinks[p0.head0 + j] : -INFINITY;
+      float mx = sink;
       for (int64_t i = first; i < last; ++i) mx = std::max(mx, partial[i * stride + j]);
       float* o = out + (p0.row * heads + p0.head0 + j) * dv;
       std::fill(o, o + dv, 0.0f);
-      float l = 0.0f;
+      float l = sinks ? std::exp(sink - mx) : 0.0f;
       for (int64_t i = first; i < last; ++i) {
         const float* base = partial.data() + i * stride;
         const float f = std::exp(base[j] - mx);

@@ -34,10 +34,11 @@ void kv_write(float* store, int64_t store_stride, const float* src, int64_t src_
 // Causal attention of query rows over their sequences' cached keys 0 .. pos[t] (the last
 // `window` of them if window > 0): q [rows][heads][dk] (q_stride floats per row), keys and
 // values of cache row i at k + i * k_stride, v + i * v_stride (KV head h at + h * dk / + h * dv);
-// out [rows][heads][dv]. heads = kv_heads * rep, head j reads KV head j / rep.
+// out [rows][heads][dv]. heads = kv_heads * rep, head j reads KV head j / rep. sinks: per
+// head, a logit that joins the softmax without a value (gpt-oss), or null.
 void paged_attention(const float* q, int64_t q_stride, int64_t rows, int heads, int kv_heads, int dk, int dv,
                      const float* k, int64_t k_stride, const float* v, int64_t v_stride, const PagedCache& cache,
                      const int32_t* seq, const int64_t* pos, float scale, int64_t window, float softcap, float* out,
-                     int n_threads);
+                     int n_threads, const float* sinks = nullptr);
 
 }  // namespace ktx

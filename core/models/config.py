@@ -178,6 +178,24 @@ def _deepseek2(meta: _Meta) -> tuple[str, dict]:
     return "deepseek_v2", cfg
 
 
+def _gpt_oss(meta: _Meta) -> tuple[str, dict]:
+    cfg = _common(meta)
+    _moe(meta, cfg, "num_local_experts")
+    cfg["intermediate_size"] = int(meta.need("expert_feed_forward_length"))
+    window = meta.get("attention.sliding_window")
+    cfg["sliding_window"] = int(window) if window else None
+    # llama.cpp's SWA pattern 2: even layers slide, odd ones see everything
+    cfg["layer_types"] = [
+        "sliding_attention" if i % 2 == 0 else "full_attention" for i in range(cfg["num_hidden_layers"])
+    ]
+    cfg["attention_bias"] = True
+    rope = cfg["rope_parameters"]
+    if rope.get("rope_type") == "yarn":
+        # gpt-oss's config.json: YaRN without rounding the ramp's ends (transformers' `truncate`)
+        rope["truncate"] = False
+    return "gpt_oss", cfg
+
+
 _BUILDERS = {
     "llama": _llama,
     "qwen2": lambda meta: ("qwen2", _common(meta)),
@@ -186,6 +204,7 @@ _BUILDERS = {
     "qwen3moe": _qwen_moe("qwen3_moe"),
     "gemma3": _gemma3,
     "deepseek2": _deepseek2,
+    "gpt-oss": _gpt_oss,
 }
 
 
@@ -205,5 +224,6 @@ def config_from_gguf(gf: Any, model_path: str | Path | None = None) -> tuple[Arc
     variant, cfg = _BUILDERS[meta.arch](meta)
     arch = VARIANTS[variant]
     config = arch.load_class("config")(**cfg)
-    config._attn_implementation = "sdpa"
+    # ktx's operators replace attention; the model class only checks the name is one it offers
+    config._attn_implementation = "eager" if variant == "gpt_oss" else "sdpa"
     return arch, config

@@ -1,8 +1,11 @@
-"""Grouped-query attention over the block KV cache (Llama, Mixtral, Qwen2/3(-MoE), Gemma 3).
+"""Grouped-query attention over the block KV cache (Llama, Mixtral, Qwen2/3(-MoE), Gemma 3,
+gpt-oss).
 
 The projections and q/k norms are the replaced module's children (rules may replace them in
 turn); this operator adds RoPE, the cache and the attention itself. Sliding windows (Gemma 3's
-local layers) are applied as a mask; the cache keeps every token.
+local layers, gpt-oss's even ones) are applied as a mask; the cache keeps every token.
+gpt-oss's attention sinks (a logit per head that joins the softmax without a value) run in the
+PyTorch path and the CPU paged kernel; accelerators take the PyTorch path for those layers.
 """
 
 from __future__ import annotations
@@ -28,10 +31,12 @@ def attend(
     scale: float,
     window: int | None = None,
     softcap: float | None = None,
+    sinks: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Causal attention of n new queries at positions q_start.. over keys 0..S-1.
 
-    q: [n, H, D]; k: [S, KVH, D]; v: [S, KVH, Dv] -> [n, H, Dv], all float32.
+    q: [n, H, D]; k: [S, KVH, D]; v: [S, KVH, Dv] -> [n, H, Dv], all float32. sinks: [H]
+    logits (gpt-oss) that join each head's softmax without a value.
     """
     n, s = q.shape[0], k.shape[0]
     qpos = torch.arange(q_start, q_start + n, device=q.device)[:, None]
@@ -39,6 +44,10 @@ def attend(
     mask = kpos <= qpos
     if window is not None:
         mask &= qpos - kpos < window
+    if sinks is not None:
+        if softcap is not None:
+            raise NotImplementedError("attention with both sinks and a logit softcap (no model has both)")
+        return _attend_sinks(q, k, v, mask, scale, sinks)
     # every query sees every key: known from the positions, without reading the mask back
     full = s - 1 <= q_start and (window is None or q_start + n - 1 < window)
     rep = q.shape[1] // k.shape[1]
@@ -57,6 +66,19 @@ def attend(
         qg, kh, vh, attn_mask=None if full else mask.repeat(rep, 1), scale=scale
     )
     return out.reshape(kvh * rep, n, -1).transpose(0, 1)
+
+
+def _attend_sinks(q, k, v, mask, scale: float, sinks: torch.Tensor) -> torch.Tensor:
+    """attend() with gpt-oss's sinks: one more key per head, scored by its sink logit, whose
+    value is zero: it only adds exp(sink) to the softmax's denominator."""
+    n, heads, rep = q.shape[0], q.shape[1], q.shape[1] // k.shape[1]
+    kh = torch.cat([k, k.new_zeros(1, *k.shape[1:])]).transpose(0, 1).repeat_interleave(rep, 0)
+    vh = torch.cat([v, v.new_zeros(1, *v.shape[1:])]).transpose(0, 1).repeat_interleave(rep, 0)
+    bias = torch.zeros(heads, n, k.shape[0] + 1, device=q.device)
+    bias[:, :, :-1].masked_fill_(~mask, float("-inf"))
+    bias[:, :, -1] = sinks.to(q.device, torch.float32)[:, None]
+    out = F.scaled_dot_product_attention(q.transpose(0, 1), kh, vh, attn_mask=bias, scale=scale)
+    return out.transpose(0, 1)
 
 
 def paged_kernels(op: Operator, name: str):
@@ -117,6 +139,7 @@ def attend_cached_cpu(
             getattr(op, "window", None),
             getattr(op, "softcap", None),
             op.threads,
+            getattr(op, "sinks", None),
         )
         return finish(o) if finish is not None else o
 
@@ -164,6 +187,7 @@ class Attention(Operator):
             kwargs.get("rope_interleaved", getattr(config, "ktx_rope_interleaved", False))
         )
         self.rope = None
+        self.sinks = None  # gpt-oss: [heads] logits that join each head's softmax
         self.threads = cpu.default_threads()
 
     def kv_spec(self) -> tuple[tuple[int, ...], ...]:
@@ -174,6 +198,10 @@ class Attention(Operator):
         if self.has("rope_freqs.weight"):  # llama 3 scaling as llama.cpp stores it
             freqs = freqs / self.dequant("rope_freqs.weight").cpu()
         self.rope = Rope(freqs, scale, self.interleaved)
+        if self.has(f"{self.key}.attn_sinks.weight"):
+            self.sinks = self.dequant(f"{self.key}.attn_sinks.weight").float().contiguous()
+            if self.accelerated:
+                return  # the accelerators' paged decode has no sinks: PyTorch's attention there
         warm_decode(
             self,
             "warm_gqa",
@@ -198,7 +226,7 @@ class Attention(Operator):
         return self.rope.rotate_(q, positions), self.rope.rotate_(k, positions), v
 
     def forward(self, hidden_states: torch.Tensor, position_ids=None, **kwargs):
-        decode = paged_kernels(self, "gqa_decode")
+        decode = paged_kernels(self, "gqa_decode") if self.sinks is None else None
         if decode is not None:
             return self._forward_paged(hidden_states, decode)
         pool, rows, positions = segments(hidden_states, position_ids)
@@ -216,7 +244,7 @@ class Attention(Operator):
                 pool.write(self.layer_idx, seg.seq, seg.start, ks, vs, slots=put)
                 ks, vs = pool.read(self.layer_idx, seg.seq, seg.start + seg.length, slots=get)
                 ks, vs = ks.float(), vs.float()  # an accelerator's pool holds bfloat16
-            outs.append(attend(qs, ks, vs, start, self.scale, self.window, self.softcap))
+            outs.append(attend(qs, ks, vs, start, self.scale, self.window, self.softcap, self.sinks))
         o = torch.cat(outs).reshape(*hidden_states.shape[:-1], self.heads * self.head_dim)
         return self.o_proj(o.to(hidden_states.dtype)), None
 
@@ -229,7 +257,7 @@ class Attention(Operator):
 
         def long_segment(rs, seg, start):
             ks, vs = pool.read(self.layer_idx, seg.seq, seg.start + seg.length, slots=seg.slots(pool)[1])
-            return attend(q[rs], ks, vs, start, self.scale, self.window, self.softcap)
+            return attend(q[rs], ks, vs, start, self.scale, self.window, self.softcap, self.sinks)
 
         return attend_cached_cpu(self, q, stores, self.head_dim, self.head_dim, self.kv_heads, long_segment)
 

@@ -113,12 +113,18 @@ def paged_attention(
     window: int | None,
     softcap: float | None,
     threads: int,
+    sinks: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Causal attention of q [T, H, dk] over a paged cache -> [T, H, dv] float32.
 
     k_store / v_store: [blocks, block_size, row] float32 (may be one tensor: MLA reads its values
     from the first dv values of each key row); KV head h's key is row[h * dk:], its value
-    row[h * dv:]. Token t attends to positions 0 .. positions[t] of sequence seq[t]."""
+    row[h * dv:]. Token t attends to positions 0 .. positions[t] of sequence seq[t]. sinks: [H]
+    float32 logits that join each head's softmax without a value (gpt-oss)."""
+    if sinks is not None and (
+        sinks.dtype != torch.float32 or sinks.numel() != q.shape[1] or not sinks.is_contiguous()
+    ):
+        raise ValueError(f"paged_attention: sinks must be {q.shape[1]} contiguous float32 values")
     t, heads, dk = q.shape
     if q.stride(2) != 1 or q.stride(1) != dk:
         q = q.contiguous()
@@ -148,6 +154,7 @@ def paged_attention(
         softcap or 0.0,
         out.data_ptr(),
         threads,
+        sinks.data_ptr() if sinks is not None else 0,
     )
     return out
 

@@ -41,7 +41,7 @@ def _routing(config) -> dict:
     if mt == "deepseek_v2":
         group = "max" if getattr(config, "topk_method", "greedy") == "group_limited_greedy" else None
         return dict(scoring="softmax", group=group, norm=False, scale=config.routed_scaling_factor)
-    if mt == "mixtral":
+    if mt in ("mixtral", "gpt_oss"):  # gpt-oss: softmax over the top-k logits, the same weights
         return dict(scoring="softmax", group=None, norm=True, scale=1.0)
     return dict(scoring="softmax", group=None, norm=bool(config.norm_topk_prob), scale=1.0)
 
@@ -82,17 +82,19 @@ class Gate(Operator):
         self.params = _routing(config)
         self.n_group = getattr(config, "n_group", None) or 1
         self.topk_group = getattr(config, "topk_group", None) or 1
-        self.weight = self.bias = self.router = None
+        self.weight = self.bias = self.logit_bias = self.router = None
 
     def load(self) -> None:
         self.weight = self.dequant(f"{self.key}.weight")
+        if self.has(f"{self.key}.bias"):  # gpt-oss's router adds a bias to its logits
+            self.logit_bias = self.dequant(f"{self.key}.bias").float()
         layer = self.key.rsplit(".", 1)[0]
         if self.has(f"{layer}.exp_probs_b.bias"):
             self.bias = self.dequant(f"{layer}.exp_probs_b.bias")
         self.router = self._cpu_router()
 
     def unload(self) -> None:
-        self.weight = self.bias = self.router = None
+        self.weight = self.bias = self.logit_bias = self.router = None
 
     def _cpu_router(self):
         """The C++ router (core/kernels/routing.h) for this gate on the CPU, or None (the
@@ -113,6 +115,7 @@ class Gate(Operator):
             bool(p["norm"]),
             float(p["scale"]),
             cpu.default_threads(),
+            self.logit_bias.data_ptr() if self.logit_bias is not None else 0,
         )
 
     def route(self, x: torch.Tensor):
@@ -123,7 +126,7 @@ class Gate(Operator):
             weights = torch.empty(x.shape[0], self.top_k)
             self.router.forward(x.data_ptr(), x.shape[0], ids.data_ptr(), weights.data_ptr())
             return ids, weights
-        logits = F.linear(x.float(), self.weight)
+        logits = F.linear(x.float(), self.weight, self.logit_bias)
         return route(
             logits,
             self.top_k,
@@ -145,12 +148,16 @@ class TorchExperts(Operator):
     def __init__(self, key, gguf, config, orig=None, device="cpu", **kwargs):
         super().__init__(key, gguf, config, orig, device, **kwargs)
         self.parts = self._blocks = None
+        self.biases: dict[str, torch.Tensor] = {}
+        self.swiglu = swiglu_of(config)
 
     def load(self) -> None:
-        self.parts = {}
+        self.parts, self.biases = {}, {}
         for part in ("gate", "up", "down"):
             t = self.tensor(f"{self.key}.ffn_{part}_exps.weight")
             self.parts[part] = (t, t.data.reshape(t.shape[0], -1))  # one row of bytes per expert
+            if self.has(f"{self.key}.ffn_{part}_exps.bias"):  # gpt-oss
+                self.biases[part] = self.dequant(f"{self.key}.ffn_{part}_exps.bias").float()
         if self.accelerated:  # no kernel runs there: this reference does
             self._blocks = {part: self._upload(raw) for part, (_, raw) in self.parts.items()}
 
@@ -163,6 +170,7 @@ class TorchExperts(Operator):
 
     def unload(self) -> None:
         self.parts = self._blocks = None
+        self.biases = {}
 
     def expert_weight(self, part: str, e: int) -> torch.Tensor:
         """Expert e's `part` matrix, float32, on this operator's device."""
@@ -199,10 +207,34 @@ class TorchExperts(Operator):
             start += n
             token, slot = picked // k, picked % k
             h = x[token]
-            act = F.silu(h @ self.expert_weight("gate", e).T) * (h @ self.expert_weight("up", e).T)
-            y = act @ self.expert_weight("down", e).T
-            out.index_add_(0, token, y * weights[token, slot, None])
+            g = h @ self.expert_weight("gate", e).T + self._bias("gate", e)
+            u = h @ self.expert_weight("up", e).T + self._bias("up", e)
+            y = self._act(g, u) @ self.expert_weight("down", e).T
+            out.index_add_(0, token, (y + self._bias("down", e)) * weights[token, slot, None])
         return out.to(where)
+
+    def _bias(self, part: str, e) -> torch.Tensor | float:
+        b = self.biases.get(part)
+        return 0.0 if b is None else b[e].to(self.device)
+
+    def _act(self, g: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        return activate(g, u, self.swiglu)
+
+
+def swiglu_of(config) -> tuple[float, float] | None:
+    """gpt-oss's clamped SwiGLU (alpha, limit), or None for SiLU(gate) * up."""
+    if getattr(config, "model_type", None) != "gpt_oss":
+        return None
+    return float(config.swiglu_alpha), float(config.swiglu_limit)
+
+
+def activate(g: torch.Tensor, u: torch.Tensor, swiglu: tuple[float, float] | None) -> torch.Tensor:
+    """The experts' gated activation: SiLU(g) * u, or gpt-oss's clamped SwiGLU."""
+    if swiglu is None:
+        return F.silu(g) * u
+    alpha, limit = swiglu
+    g, u = g.clamp(max=limit), u.clamp(-limit, limit)
+    return g * torch.sigmoid(g * alpha) * (u + 1)
 
 
 BACKENDS = ("auto", "kernel", "torch")
@@ -253,6 +285,9 @@ class Experts(TorchExperts):
             return
         gate, up, down = (cpu_moe.expert_tensor(self.parts[p][0]) for p in ("gate", "up", "down"))
         self.kernel = cpu_moe.CpuMoE(gate, up, down, threads=self.threads, exact=self.exact)
+        if self.biases or self.swiglu is not None:
+            b = self.biases
+            self.kernel.set_extras(b.get("gate"), b.get("up"), b.get("down"), self.swiglu)
 
     def unload(self) -> None:
         super().unload()
@@ -293,8 +328,10 @@ class Experts(TorchExperts):
         dense.scatter_add_(1, local.clamp(min=0), weights.to(dev).float() * on_gpu)  # [n, N]
         wg, wu, wd = self.gpu_w
         h = x.to(dev, wg.dtype)
-        act = F.silu(torch.einsum("th,eih->eti", h, wg)) * torch.einsum("th,eih->eti", h, wu)
-        y = torch.einsum("eti,ehi->eth", act, wd).float()  # [N, n, hidden]
+        g, u = torch.einsum("th,eih->eti", h, wg), torch.einsum("th,eih->eti", h, wu)
+        kept = {p: b[self.gpu_ids.cpu()].to(dev, wg.dtype)[:, None, :] for p, b in self.biases.items()}
+        act = activate(g + kept.get("gate", 0.0), u + kept.get("up", 0.0), self.swiglu)
+        y = (torch.einsum("eti,ehi->eth", act, wd) + kept.get("down", 0.0)).float()  # [N, n, hidden]
         return ids.masked_fill(on_gpu.to(ids.device), -1), torch.einsum("te,eth->th", dense, y)
 
     # -- running -------------------------------------------------------------------------------
@@ -401,6 +438,10 @@ class MoE(Operator):
     def __init__(self, key, gguf, config, orig=None, device="cpu", **kwargs):
         super().__init__(key, gguf, config, orig, device, **kwargs)
         adopt(self, orig, ("gate", "experts", "shared_experts", "shared_expert", "shared_expert_gate"))
+        if self.gate is None and isinstance(getattr(orig, "router", None), torch.nn.Module):
+            self.gate = orig.router  # gpt-oss names its router so
+        # gpt-oss's decoder layer unpacks (hidden, router scores) from its MLP
+        self.tuple_out = type(orig).__name__ == "GptOssMLP"
 
     def load(self) -> None:
         for name, cls in (("gate", Gate), ("experts", Experts)):
@@ -437,4 +478,5 @@ class MoE(Operator):
             y = self.experts.sync().to(x.device)
         if s is not None:
             y = y + s
-        return y.to(hidden_states.dtype).reshape(shape)
+        y = y.to(hidden_states.dtype).reshape(shape)
+        return (y, None) if self.tuple_out else y

@@ -97,8 +97,9 @@ def attn_block(norm, attn, post_norm) -> Block | None:
         softcap=attn.softcap or 0.0,
         exact=q.exact_kernels,
         threads=attn.threads,
+        sinks=_ptr(attn.sinks),
     )
-    keep = (*k1, *k2, *kq, *kk, freqs, *(lin.blocks for lin in lins), *(lin.bias for lin in lins))
+    keep = (*k1, *k2, *kq, *kk, freqs, *(lin.blocks for lin in lins), *(lin.bias for lin in lins), attn.sinks)
     return Block(kernel, keep)
 
 

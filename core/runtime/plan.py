@@ -43,6 +43,7 @@ LAYER_KINDS = {
     "Qwen3MoeDecoderLayer": PRE_NORM,
     "DeepseekV2DecoderLayer": PRE_NORM,
     "DeepseekV3DecoderLayer": PRE_NORM,
+    "GptOssDecoderLayer": PRE_NORM,
     "Gemma3DecoderLayer": SANDWICH,
 }
 # The parts of each kind: (attention norm, post-attention norm, MLP norm, post-MLP norm).
@@ -150,6 +151,8 @@ def layer_step(layer: nn.Module, fused: bool = True) -> LayerStep | ModuleStep:
     step = LayerStep(direct(norm1), direct(attn), norm2, direct(norm3), direct(mlp), norm4, attn.layer_idx)
     if not isinstance(mlp, Operator):  # transformers' own MoE blocks want [batch, seq, hidden]
         step.mlp = _batched(mlp)
+    elif getattr(mlp, "tuple_out", False):  # (hidden, router scores), as gpt-oss's layer unpacks
+        step.mlp = lambda x, f=step.mlp: f(x)[0]
     if fused:
         from . import cpu_blocks  # imports the operators, which import this package
 

@@ -114,6 +114,9 @@ def expected_from_hf(name: str, cfg: dict, hf: dict[str, np.ndarray]) -> dict[st
             continue
         if key.endswith("e_score_correction_bias"):
             continue
+        if arch == "gpt-oss" and (g := gpt_oss_tensors(key, w)):
+            out.update(g)
+            continue
         m = re.fullmatch(r"model\.layers\.(\d+)\.(.+)\.(weight|bias)", key)
         assert m, key
         bid, mod, kind = int(m[1]), m[2], m[3]
@@ -136,6 +139,29 @@ def expected_from_hf(name: str, cfg: dict, hf: dict[str, np.ndarray]) -> dict[st
     for (bid, proj), by_e in experts.items():
         out[f"blk.{bid}.ffn_{proj}_exps.weight"] = np.stack([by_e[e] for e in sorted(by_e)])
     return out
+
+
+def gpt_oss_tensors(key: str, w: np.ndarray) -> dict[str, np.ndarray]:
+    """gpt-oss's tensors that llama.cpp renames or reshapes: the sinks, the router, the MLP norm,
+    and the experts (gate in even columns of gate_up_proj, up in odd ones; all transposed)."""
+    m = re.fullmatch(r"model\.layers\.(\d+)\.(.+)", key)
+    blk, rest = f"blk.{m[1]}", m[2]
+    if rest == "self_attn.sinks":
+        return {f"{blk}.attn_sinks.weight": w}
+    if rest.startswith("mlp.router."):
+        return {f"{blk}.ffn_gate_inp.{rest.rsplit('.', 1)[1]}": w}
+    if rest == "post_attention_layernorm.weight":
+        return {f"{blk}.post_attention_norm.weight": w}
+    if rest == "mlp.experts.gate_up_proj":
+        t = w.transpose(0, 2, 1)
+        return {f"{blk}.ffn_gate_exps.weight": t[:, 0::2], f"{blk}.ffn_up_exps.weight": t[:, 1::2]}
+    if rest == "mlp.experts.gate_up_proj_bias":
+        return {f"{blk}.ffn_gate_exps.bias": w[:, 0::2], f"{blk}.ffn_up_exps.bias": w[:, 1::2]}
+    if rest == "mlp.experts.down_proj":
+        return {f"{blk}.ffn_down_exps.weight": w.transpose(0, 2, 1)}
+    if rest == "mlp.experts.down_proj_bias":
+        return {f"{blk}.ffn_down_exps.bias": w}
+    return {}
 
 
 def read_gguf(path: Path) -> dict[str, np.ndarray]:

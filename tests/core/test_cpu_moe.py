@@ -195,3 +195,43 @@ def test_host_callbacks_run_the_layer_on_fixed_buffers():
     task.check()  # reported once
     with pytest.raises(ValueError, match=r"ids must be a contiguous torch\.int64"):
         layer.host_task(x, ids.int(), weights, out)
+
+
+def test_gpt_oss_biases_and_clamped_swiglu_match_float64():
+    # gpt-oss's experts: biases on gate, up and down, SwiGLU with the gate clamped at `limit`,
+    # up clamped to [-limit, limit] and shifted by one; inputs sized so that both clamps bite
+    from ktx.core.gguf import quantize
+
+    rng = np.random.default_rng(5)
+    inter, alpha, limit, n = 64, 1.702, 7.0, 9
+    dense = [
+        rng.standard_normal((E, r, c)).astype(np.float32) for r, c in ((inter, H), (inter, H), (H, inter))
+    ]
+    raw = [quantize(w, T.MXFP4) for w in dense]
+    tensors = [
+        ExpertTensor(r.reshape(-1), int(T.MXFP4), E, w.shape[1], w.shape[2])
+        for r, w in zip(raw, dense, strict=True)
+    ]
+    dense = [
+        dequantize(r.reshape(-1), T.MXFP4, E * w.shape[1], w.shape[2]).reshape(w.shape)
+        for r, w in zip(raw, dense, strict=True)
+    ]
+    gb, ub = rng.standard_normal((E, inter)), rng.standard_normal((E, inter))
+    db = rng.standard_normal((E, H))
+    x = rng.standard_normal((n, H)).astype(np.float32) * np.float32(0.4)
+    ids, weights = _routing(rng, n)
+    layer = CpuMoE(*tensors, threads=2, exact=True)
+    layer.set_extras(*(torch.from_numpy(b).float() for b in (gb, ub, db)), swiglu=(alpha, limit))
+    got = layer(torch.from_numpy(x), torch.from_numpy(ids), torch.from_numpy(weights)).numpy()
+    expected, clamped = np.zeros((n, H)), 0
+    for t in range(n):
+        for e, w in zip(ids[t], weights[t], strict=True):
+            g = x[t].astype(np.float64) @ dense[0][e].T + gb[e]
+            u = x[t].astype(np.float64) @ dense[1][e].T + ub[e]
+            clamped += int((g > limit).sum() + (np.abs(u) > limit).sum())
+            g, u = np.minimum(g, limit), np.clip(u, -limit, limit)
+            expected[t] += w * ((g / (1 + np.exp(-alpha * g)) * (u + 1)) @ dense[2][e].T + db[e])
+    assert clamped > 0  # the clamps were exercised
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+    with pytest.raises(ValueError, match="bias"):
+        layer.set_extras(torch.zeros(E, inter + 1))

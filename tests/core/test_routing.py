@@ -54,6 +54,27 @@ def test_router_matches_the_reference(scheme):
     torch.testing.assert_close(weights, ref_weights, rtol=1e-5, atol=1e-6)
 
 
+def test_router_logit_bias_gives_gpt_oss_routing():
+    # gpt-oss: logits + bias, top-k of the logits, softmax over those k; the router computes it
+    # as softmax over all experts renormalised over the chosen k (the same weights)
+    g = torch.Generator().manual_seed(7)
+    experts, k, hidden, n = 32, 4, 256, 17
+    w = torch.randn(experts, hidden, generator=g) / 16
+    logit_bias = torch.randn(experts, generator=g)
+    x = torch.randn(n, hidden, generator=g)
+    router = _kernels.Router(
+        _kernels.QMatrix(int(GGMLType.F32), w.data_ptr(), experts, hidden),
+        0, k, 0, 0, 1, 1, True, 1.0, 2, logit_bias.data_ptr(),
+    )  # fmt: skip
+    ids = torch.empty(n, k, dtype=torch.int64)
+    weights = torch.empty(n, k)
+    router.forward(x.data_ptr(), n, ids.data_ptr(), weights.data_ptr())
+    logits = torch.nn.functional.linear(x, w, logit_bias)
+    top, ref_ids = logits.topk(k, dim=-1)  # transformers' GptOssTopKRouter
+    assert torch.equal(ids, ref_ids)
+    torch.testing.assert_close(weights, top.softmax(-1), rtol=1e-5, atol=1e-6)
+
+
 def test_router_rejects_a_spec_it_cannot_run():
     w = torch.zeros(10, 64)
     with pytest.raises(ValueError, match="groups must split"):

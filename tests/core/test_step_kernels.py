@@ -98,15 +98,16 @@ def _paged(seqs, block_size, n_blocks, width, g):
 
 
 @pytest.mark.parametrize(
-    "heads,kv_heads,window,softcap,lengths",
+    "heads,kv_heads,window,softcap,lengths,sinks",
     [
-        (4, 1, None, None, [150]),  # GQA, one sequence, split over parts
-        (8, 2, None, None, [1, 9, 700]),  # several sequences, lengths around the block size
-        (4, 4, 64, None, [300, 5]),  # sliding window
-        (6, 3, None, 50.0, [80]),  # Gemma 2-style logit softcap
+        (4, 1, None, None, [150], False),  # GQA, one sequence, split over parts
+        (8, 2, None, None, [1, 9, 700], False),  # several sequences, lengths around the block size
+        (4, 4, 64, None, [300, 5], False),  # sliding window
+        (6, 3, None, 50.0, [80], False),  # Gemma 2-style logit softcap
+        (8, 2, 128, None, [1, 9, 700], True),  # gpt-oss: a window and a sink per head
     ],
 )
-def test_paged_attention_matches_attend(step_isa, heads, kv_heads, window, softcap, lengths):
+def test_paged_attention_matches_attend(step_isa, heads, kv_heads, window, softcap, lengths, sinks):
     g = torch.Generator().manual_seed(heads * 100 + len(lengths))
     d, bs = 32, 16
     k_store, table = _paged(lengths, bs, 64, kv_heads * d, g)
@@ -126,6 +127,7 @@ def test_paged_attention_matches_attend(step_isa, heads, kv_heads, window, softc
             rows_pos.append(p)
             qs.append(torch.randn(heads, d, generator=g))
     q = torch.stack(qs) * 0.5
+    sink = torch.randn(heads, generator=g) * 2 if sinks else None
     got = ck.paged_attention(
         q,
         k_store,
@@ -139,9 +141,10 @@ def test_paged_attention_matches_attend(step_isa, heads, kv_heads, window, softc
         window,
         softcap,
         2,
+        sink,
     )
     for r, (i, p) in enumerate(zip(rows_seq, rows_pos, strict=True)):
-        want = attend(q[r : r + 1], keys[i][: p + 1], vals[i][: p + 1], p, 0.17, window, softcap)
+        want = attend(q[r : r + 1], keys[i][: p + 1], vals[i][: p + 1], p, 0.17, window, softcap, sink)
         close(got[r : r + 1], want, rel=5e-6)
 
 

@@ -99,6 +99,17 @@ def test_presets_match_published_sizes():
         assert total == pytest.approx(size, rel=0.01), preset
 
 
+def test_gpt_oss_presets_match_published_mxfp4_sizes():
+    """gpt-oss ships as MXFP4 experts with Q8_0 elsewhere (ggml-org's gpt-oss-20b/120b-mxfp4 files,
+    12.1 GB and 63.4 GB); its 2880-wide rows fit no K-quant block, so a Q4_K_M mix falls back to
+    Q5_0/Q8_0 and is not what people download."""
+    for preset, size in {"gpt-oss-20b": 12.1e9, "gpt-oss-120b": 63.4e9}.items():
+        _, plan = synth_plan(None, preset, None, "mxfp4")
+        assert sum(tensor_nbytes(shape, t) for _, shape, t in plan) == pytest.approx(size, rel=0.02), preset
+        experts = {t.name for name, _, t in plan if "_exps.weight" in name}
+        assert experts == {"MXFP4"}
+
+
 def test_layers_cut_keeps_dense():
     cfg, plan = synth_plan("deepseek2", "v3", layers=4)
     assert cfg["num_hidden_layers"] == 4 and cfg["first_k_dense_replace"] == 3

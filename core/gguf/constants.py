@@ -120,6 +120,15 @@ DEQUANT_TYPES = frozenset(
         GGMLType.IQ4_NL,
         GGMLType.IQ4_XS,
         GGMLType.MXFP4,
+        GGMLType.IQ2_XXS,
+        GGMLType.IQ2_XS,
+        GGMLType.IQ2_S,
+        GGMLType.IQ3_XXS,
+        GGMLType.IQ3_S,
+        GGMLType.IQ1_S,
+        GGMLType.IQ1_M,
+        GGMLType.TQ1_0,
+        GGMLType.TQ2_0,
     }
 )
 QUANT_TYPES = frozenset(

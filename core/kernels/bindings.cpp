@@ -13,6 +13,7 @@
 #include "routing.h"
 #include "cpu_features.h"
 #include "dispatch.h"
+#include "iq_grids.h"
 #include "kernel_table.h"
 #include "moe.h"
 #include "qmatmul.h"
@@ -21,6 +22,16 @@
 
 namespace py = pybind11;
 using namespace ktx;
+
+namespace {
+// The i-quants' code books come from gguf-py at first use (iq_grids.h): loaded here, with the
+// GIL held, before a kernel of such a type is built or called.
+void ensure_iq_grids(int type) {
+  if (!ktx::uses_iq_grids(type) || ktx::iq_grids_ready()) return;
+  py::module_::import("ktx.core.gguf.iq_grids").attr("load")();
+  ktx::require_iq_grids(type);
+}
+}  // namespace
 
 PYBIND11_MODULE(_kernels, m) {
   m.doc() = "ktx CPU kernels (C++17): GGUF dequantization and quantization, ISA dispatch.";
@@ -71,8 +82,17 @@ PYBIND11_MODULE(_kernels, m) {
       },
       "The start-up check of the AMX tile kernel against AVX-512's, run on emulated tiles.");
   m.def(
+      "set_iq_grid",
+      [](const std::string& name, uintptr_t values, int64_t n) {
+        return set_iq_grid(name.c_str(), reinterpret_cast<const int8_t*>(values), n);
+      },
+      py::arg("name"), py::arg("values"), py::arg("n"),
+      "Copies an i-quant code book (int8 values) into the kernels' table (iq_grids.h).");
+  m.def("iq_grids_ready", &iq_grids_ready, "Whether every i-quant code book was loaded.");
+  m.def(
       "dequantize",
       [](int type, uintptr_t src, int64_t src_nbytes, uintptr_t dst, int64_t n, bool out_bf16, int threads) {
+        ensure_iq_grids(type);
         py::gil_scoped_release release;
         dequantize(type, reinterpret_cast<const uint8_t*>(src), src_nbytes, reinterpret_cast<void*>(dst), n,
                    out_bf16, threads);
@@ -92,6 +112,7 @@ PYBIND11_MODULE(_kernels, m) {
       "qmatmul",
       [](int type, uintptr_t w, int64_t rows, int64_t cols, uintptr_t x, int64_t n, uintptr_t y, bool exact,
          int threads) {
+        ensure_iq_grids(type);
         py::gil_scoped_release release;
         qmatmul({type, reinterpret_cast<const uint8_t*>(w), rows, cols}, reinterpret_cast<const float*>(x), n,
                 reinterpret_cast<float*>(y), exact, threads);
@@ -102,6 +123,7 @@ PYBIND11_MODULE(_kernels, m) {
       "activations for every type; else int8 activations where the type has an int8 form.");
   py::class_<QMatrix>(m, "QMatrix", "A matrix of GGUF blocks the kernels multiply (rows x cols of `type`).")
       .def(py::init([](int type, uintptr_t data, int64_t rows, int64_t cols) {
+             ensure_iq_grids(type);
              QMatrix q{type, reinterpret_cast<const uint8_t*>(data), rows, cols};
              check_matrix(q, "QMatrix");
              return q;
@@ -377,6 +399,7 @@ PYBIND11_MODULE(_kernels, m) {
         const KernelTable& t = active_table();
         if (type < 0 || type >= GGML_TYPE_SLOTS || !t.decode_i8[type])
           throw std::invalid_argument("no int8 form for ggml type " + std::to_string(type));
+        ensure_iq_grids(type);
         t.decode_i8[type](reinterpret_cast<const uint8_t*>(src), n_blocks, reinterpret_cast<int8_t*>(q),
                           reinterpret_cast<float*>(a), reinterpret_cast<float*>(b));
       },
@@ -399,6 +422,7 @@ PYBIND11_MODULE(_kernels, m) {
       .def(py::init([](int64_t n_experts, int64_t hidden, int64_t inter, int gate_type, uintptr_t gate, int up_type,
                        uintptr_t up, int down_type, uintptr_t down, int threads, bool exact) {
              auto p = [](uintptr_t v) { return reinterpret_cast<const uint8_t*>(v); };
+             for (int type : {gate_type, up_type, down_type}) ensure_iq_grids(type);
              return new MoeLayer(n_experts, hidden, inter, {gate_type, p(gate), inter, hidden},
                                  {up_type, p(up), inter, hidden}, {down_type, p(down), hidden, inter}, threads, exact);
            }),

@@ -9,6 +9,7 @@
 
 #include "fp16.h"
 #include "ggml_types.h"
+#include "iq_grids.h"
 
 #if defined(__AVX512F__) || defined(__AVX2__) || defined(__BMI2__)
 #include <immintrin.h>
@@ -291,6 +292,189 @@ static void dq_iq4_xs(const uint8_t* b, float* y, int64_t nb) {
       const float dl = d * (float)(byte_of(ls, sb) - 32);
       iq4_run(b + iq4xs_qs + sb * 16, dl, y + sb * 32);
     }
+  }
+}
+
+// ---- the low-bit types: i-quants (code books, iq_grids.h) and ternary TQ ------------------
+// Each follows gguf-py's numpy order: the scale of a group is formed first (d * (...) in
+// float32), then the value is scale * grid value (and its sign applied, which is exact).
+
+static inline float signed_of(float v, unsigned signs, int j) { return ((signs >> j) & 1) ? -v : v; }
+
+// IQ2_XXS: 8 runs of 32; run ib has u32 grid indices (one byte per 8 values) and u32 of 4 x 7
+// sign bits (ksigns expands each to 8) with the run's scale in its top 4 bits.
+static void dq_iq2_xxs(const uint8_t* b, float* y, int64_t nb) {
+  const IQGrids& G = iq_grids();
+  for (int64_t i = 0; i < nb; ++i, b += 66, y += QK_K) {
+    const float d = fp16_to_fp32(b);
+    for (int ib = 0; ib < 8; ++ib) {
+      const uint32_t idx = load_u32(b + 2 + 8 * ib), aux = load_u32(b + 6 + 8 * ib);
+      const float db = d * (0.5f + (float)(aux >> 28)) * 0.25f;
+      for (int l = 0; l < 4; ++l) {
+        const int8_t* g = G.iq2xxs + 8 * ((idx >> (8 * l)) & 0xFF);
+        const unsigned signs = G.ksigns[(aux >> (7 * l)) & 127];
+        for (int j = 0; j < 8; ++j) y[32 * ib + 8 * l + j] = signed_of(db * (float)g[j], signs, j);
+      }
+    }
+  }
+}
+
+// The 4-bit scale of group k (of 8 values) in IQ2_XS / IQ2_S: nibble k / 2 of the scales bytes.
+static inline float iq2_scale(const uint8_t* scales, int k, float d) {
+  const int s = (scales[k / 4] >> (4 * ((k / 2) % 2))) & 0xF;
+  return d * (0.5f + (float)s) * 0.25f;
+}
+
+// IQ2_XS: 32 groups of 8, each a u16 of a 9-bit grid index and 7 sign bits.
+static void dq_iq2_xs(const uint8_t* b, float* y, int64_t nb) {
+  using namespace layout;
+  const IQGrids& G = iq_grids();
+  for (int64_t i = 0; i < nb; ++i, b += 74, y += QK_K) {
+    const float d = fp16_to_fp32(b);
+    for (int k = 0; k < 32; ++k) {
+      const uint16_t q = load_u16(b + iq2xs_qs + 2 * k);
+      const float db = iq2_scale(b + iq2xs_scales, k, d);
+      const int8_t* g = G.iq2xs + 8 * (q & 511);
+      const unsigned signs = G.ksigns[q >> 9];
+      for (int j = 0; j < 8; ++j) y[8 * k + j] = signed_of(db * (float)g[j], signs, j);
+    }
+  }
+}
+
+// IQ2_S: a 10-bit grid index per group of 8 (a byte of qs, two bits of qh), a sign byte each.
+static void dq_iq2_s(const uint8_t* b, float* y, int64_t nb) {
+  using namespace layout;
+  const IQGrids& G = iq_grids();
+  for (int64_t i = 0; i < nb; ++i, b += 82, y += QK_K) {
+    const float d = fp16_to_fp32(b);
+    for (int k = 0; k < 32; ++k) {
+      const int idx = b[iq2s_qs + k] | (((b[iq2s_qh + k / 4] >> (2 * (k % 4))) & 3) << 8);
+      const float db = iq2_scale(b + iq2s_scales, k, d);
+      const int8_t* g = G.iq2s + 8 * idx;
+      const unsigned signs = b[iq2s_signs + k];
+      for (int j = 0; j < 8; ++j) y[8 * k + j] = signed_of(db * (float)g[j], signs, j);
+    }
+  }
+}
+
+// IQ3_XXS: 8 runs of 32; grid entries of 4 values (a byte of qs each), a u32 per run of 4 x 7
+// sign bits and the run's scale in the top 4 bits.
+static void dq_iq3_xxs(const uint8_t* b, float* y, int64_t nb) {
+  using namespace layout;
+  const IQGrids& G = iq_grids();
+  for (int64_t i = 0; i < nb; ++i, b += 98, y += QK_K) {
+    const float d = fp16_to_fp32(b);
+    for (int ib = 0; ib < 8; ++ib) {
+      const uint32_t aux = load_u32(b + iq3xxs_ss + 4 * ib);
+      const float db = d * (0.5f + (float)(aux >> 28)) * 0.5f;
+      for (int l = 0; l < 4; ++l) {
+        const unsigned signs = G.ksigns[(aux >> (7 * l)) & 127];
+        const int8_t* g0 = G.iq3xxs + 4 * b[iq3xxs_qs + 8 * ib + 2 * l];
+        const int8_t* g1 = G.iq3xxs + 4 * b[iq3xxs_qs + 8 * ib + 2 * l + 1];
+        float* out = y + 32 * ib + 8 * l;
+        for (int j = 0; j < 4; ++j) out[j] = signed_of(db * (float)g0[j], signs, j);
+        for (int j = 0; j < 4; ++j) out[4 + j] = signed_of(db * (float)g1[j], signs, 4 + j);
+      }
+    }
+  }
+}
+
+// IQ3_S: 9-bit grid indices (qs byte, one qh bit) of 4 values, a sign byte per 8 values, an
+// odd scale 1 + 2 * s per run of 32.
+static void dq_iq3_s(const uint8_t* b, float* y, int64_t nb) {
+  using namespace layout;
+  const IQGrids& G = iq_grids();
+  for (int64_t i = 0; i < nb; ++i, b += 110, y += QK_K) {
+    const float d = fp16_to_fp32(b);
+    for (int ib = 0; ib < 8; ++ib) {
+      const int s = (b[iq3s_scales + ib / 2] >> (4 * (ib % 2))) & 0xF;
+      const float db = d * (float)(1 + 2 * s);
+      for (int l = 0; l < 4; ++l) {
+        const unsigned signs = b[iq3s_signs + 4 * ib + l];
+        for (int h = 0; h < 2; ++h) {
+          const int m = 8 * ib + 2 * l + h;
+          const int idx = b[iq3s_qs + m] | (((b[iq3s_qh + m / 8] >> (m % 8)) & 1) << 8);
+          const int8_t* g = G.iq3s + 4 * idx;
+          for (int j = 0; j < 4; ++j) y[32 * ib + 8 * l + 4 * h + j] = signed_of(db * (float)g[j], signs, 4 * h + j);
+        }
+      }
+    }
+  }
+}
+
+// IQ1_S: 11-bit grid indices (qs byte + 3 bits of the run's u16 qh) of 8 values in {-1, 0, 1},
+// shifted by +-kIQ1Delta (qh's top bit); the run's odd scale 2 * s + 1 from qh bits 12-14.
+static void dq_iq1_s(const uint8_t* b, float* y, int64_t nb) {
+  using namespace layout;
+  const IQGrids& G = iq_grids();
+  for (int64_t i = 0; i < nb; ++i, b += 50, y += QK_K) {
+    const float d = fp16_to_fp32(b);
+    for (int ib = 0; ib < 8; ++ib) {
+      const uint16_t qh = load_u16(b + iq1s_qh + 2 * ib);
+      const float dl = d * (float)(2 * ((qh >> 12) & 7) + 1);
+      const float delta = (qh & 0x8000) ? -kIQ1Delta : kIQ1Delta;
+      for (int l = 0; l < 4; ++l) {
+        const int8_t* g = G.iq1s + 8 * (b[iq1s_qs + 4 * ib + l] | (((qh >> (3 * l)) & 7) << 8));
+        for (int j = 0; j < 8; ++j) y[32 * ib + 8 * l + j] = dl * ((float)g[j] + delta);
+      }
+    }
+  }
+}
+
+// IQ1_M's f16 d, spread over the top nibbles of its four scale words.
+static inline float iq1m_d(const uint8_t* b) {
+  using namespace layout;
+  const uint16_t s0 = load_u16(b + iq1m_scales), s1 = load_u16(b + iq1m_scales + 2);
+  const uint16_t s2 = load_u16(b + iq1m_scales + 4), s3 = load_u16(b + iq1m_scales + 6);
+  return fp16_to_fp32((uint16_t)(((s0 & 0xF000) >> 12) | ((s1 & 0xF000) >> 8) | ((s2 & 0xF000) >> 4) | (s3 & 0xF000)));
+}
+
+// IQ1_M: IQ1_S's grid; a nibble of qh per group of 8 (3 index bits, the delta's sign), an odd
+// 3-bit scale per 16 values (four per scale word).
+static void dq_iq1_m(const uint8_t* b, float* y, int64_t nb) {
+  using namespace layout;
+  const IQGrids& G = iq_grids();
+  for (int64_t i = 0; i < nb; ++i, b += 56, y += QK_K) {
+    const float d = iq1m_d(b);
+    for (int k = 0; k < 32; ++k) {
+      const int c = k / 2;
+      const int s = (load_u16(b + iq1m_scales + 2 * (c / 4)) >> (3 * (c % 4))) & 7;
+      const float dl = d * (float)(2 * s + 1);
+      const int nib = (b[iq1m_qh + k / 2] >> (4 * (k % 2))) & 0xF;
+      const float delta = (nib & 8) ? -kIQ1Delta : kIQ1Delta;
+      const int8_t* g = G.iq1s + 8 * (b[k] | ((nib & 7) << 8));
+      for (int j = 0; j < 8; ++j) y[8 * k + j] = dl * ((float)g[j] + delta);
+    }
+  }
+}
+
+// TQ1_0's ternary digit: byte v holds a base-3 fraction; digit = (v * 3) >> 8 (0, 1 or 2).
+static inline int tq1_digit(uint8_t byte, int pow3) { return (((int)(uint8_t)(byte * pow3)) * 3) >> 8; }
+
+// TQ1_0: 160 values from 32 bytes (5 digits each, digit m of every byte, then m + 1, ...), 80
+// from the next 16, 16 from the 4 qh bytes (4 digits each); y = d * (digit - 1).
+static void dq_tq1_0(const uint8_t* b, float* y, int64_t nb) {
+  using namespace layout;
+  static const int pow3[5] = {1, 3, 9, 27, 81};
+  for (int64_t i = 0; i < nb; ++i, b += 54, y += QK_K) {
+    const float d = fp16_to_fp32(b + tq1_d);
+    for (int m = 0; m < 5; ++m)
+      for (int j = 0; j < 32; ++j) y[32 * m + j] = d * (float)(tq1_digit(b[j], pow3[m]) - 1);
+    for (int m = 0; m < 5; ++m)
+      for (int j = 0; j < 16; ++j) y[160 + 16 * m + j] = d * (float)(tq1_digit(b[32 + j], pow3[m]) - 1);
+    for (int m = 0; m < 4; ++m)
+      for (int j = 0; j < 4; ++j) y[240 + 4 * m + j] = d * (float)(tq1_digit(b[tq1_qh + j], pow3[m]) - 1);
+  }
+}
+
+// TQ2_0: 2-bit digits, bits 2s..2s+1 of qs[32c + j] for value 128c + 32s + j; y = d * (q - 1).
+static void dq_tq2_0(const uint8_t* b, float* y, int64_t nb) {
+  using namespace layout;
+  for (int64_t i = 0; i < nb; ++i, b += 66, y += QK_K) {
+    const float d = fp16_to_fp32(b + tq2_d);
+    for (int c = 0; c < 2; ++c)
+      for (int sh = 0; sh < 4; ++sh)
+        for (int j = 0; j < 32; ++j) y[128 * c + 32 * sh + j] = d * (float)(((b[32 * c + j] >> (2 * sh)) & 3) - 1);
   }
 }
 

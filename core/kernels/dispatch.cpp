@@ -1,4 +1,5 @@
 #include "dispatch.h"
+#include "iq_grids.h"
 
 #include <algorithm>
 #include <atomic>
@@ -101,6 +102,7 @@ void dequantize(int type, const uint8_t* src, int64_t src_nbytes, void* dst, int
   const KernelTable& t = active_table();
   if (ts.block_size == 0 || !t.dequant[type])
     throw std::invalid_argument("no dequantizer for ggml type " + std::to_string(type));
+  require_iq_grids(type);
   if (n < 0 || n % ts.block_size != 0)
     throw std::invalid_argument(std::to_string(n) + " elements do not fill whole blocks of " +
                                 std::to_string(ts.block_size));

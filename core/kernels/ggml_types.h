@@ -20,9 +20,18 @@ enum GGMLType : int {
   GGML_Q4_K = 12,
   GGML_Q5_K = 13,
   GGML_Q6_K = 14,
+  GGML_IQ2_XXS = 16,
+  GGML_IQ2_XS = 17,
+  GGML_IQ3_XXS = 18,
+  GGML_IQ1_S = 19,
   GGML_IQ4_NL = 20,
+  GGML_IQ3_S = 21,
+  GGML_IQ2_S = 22,
   GGML_IQ4_XS = 23,
+  GGML_IQ1_M = 29,
   GGML_BF16 = 30,
+  GGML_TQ1_0 = 34,
+  GGML_TQ2_0 = 35,
   GGML_MXFP4 = 39,
   GGML_TYPE_SLOTS = 64,  // table size; ids above are what the kernels understand
 };
@@ -53,6 +62,15 @@ inline constexpr TypeSize type_size(int t) {
     case GGML_IQ4_NL: return {32, 18};
     case GGML_IQ4_XS: return {QK_K, 136};
     case GGML_MXFP4: return {32, 17};
+    case GGML_IQ2_XXS: return {QK_K, 66};
+    case GGML_IQ2_XS: return {QK_K, 74};
+    case GGML_IQ2_S: return {QK_K, 82};
+    case GGML_IQ3_XXS: return {QK_K, 98};
+    case GGML_IQ3_S: return {QK_K, 110};
+    case GGML_IQ1_S: return {QK_K, 50};
+    case GGML_IQ1_M: return {QK_K, 56};
+    case GGML_TQ1_0: return {QK_K, 54};
+    case GGML_TQ2_0: return {QK_K, 66};
     default: return {0, 0};
   }
 }
@@ -72,6 +90,21 @@ constexpr int q4k_d = 0, q4k_dmin = 2, q4k_scales = 4, q4k_qs = 16;
 constexpr int q5k_d = 0, q5k_dmin = 2, q5k_scales = 4, q5k_qh = 16, q5k_qs = 48;
 constexpr int q6k_ql = 0, q6k_qh = 128, q6k_scales = 192, q6k_d = 208;
 constexpr int iq4xs_d = 0, iq4xs_scales_h = 2, iq4xs_scales_l = 4, iq4xs_qs = 8;
+// IQ2_XXS: f16 d | u32 pairs [8] (grid indices, then 4 x 7 sign bits + a 4-bit scale)
+// IQ2_XS: f16 d | u16 qs[32] (9-bit grid index, 7 sign bits) | u8 scales[8]
+constexpr int iq2xs_qs = 2, iq2xs_scales = 66;
+// IQ2_S: f16 d | u8 qs[32] | u8 signs[32] | u8 qh[8] | u8 scales[8]
+constexpr int iq2s_qs = 2, iq2s_signs = 34, iq2s_qh = 66, iq2s_scales = 74;
+// IQ3_XXS: f16 d | u8 qs[64] | u32 scales_and_signs[8]
+constexpr int iq3xxs_qs = 2, iq3xxs_ss = 66;
+// IQ3_S: f16 d | u8 qs[64] | u8 qh[8] | u8 signs[32] | u8 scales[4]
+constexpr int iq3s_qs = 2, iq3s_qh = 66, iq3s_signs = 74, iq3s_scales = 106;
+// IQ1_S: f16 d | u8 qs[32] | u16 qh[8]
+constexpr int iq1s_qs = 2, iq1s_qh = 34;
+// IQ1_M: u8 qs[32] | u8 qh[16] | u16 scales[4] (their top nibbles hold the f16 d)
+constexpr int iq1m_qh = 32, iq1m_scales = 48;
+// TQ1_0: u8 qs[48] (five base-3 digits per byte) | u8 qh[4] (four) | f16 d; TQ2_0: u8 qs[64] | f16 d
+constexpr int tq1_qh = 48, tq1_d = 52, tq2_d = 64;
 }  // namespace layout
 
 // The non-linear 4-bit code book of IQ4_NL and IQ4_XS.
@@ -83,6 +116,8 @@ constexpr int8_t kIQ4Values[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
 constexpr int8_t kMXFP4Values[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
 
 // 2^(e - 128) as a float: subnormal for e < 2 (the bit pattern ggml builds), normal above.
+constexpr float kIQ1Delta = 0.125f;  // IQ1_S / IQ1_M: a grid value +- this
+
 inline float e8m0_half(uint8_t e) {
   const uint32_t bits = e < 2 ? 0x00200000u << e : (uint32_t)(e - 1) << 23;
   float f;

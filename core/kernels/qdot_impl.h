@@ -313,6 +313,157 @@ static void dec_mxfp4(const uint8_t* w, int64_t nb, int8_t* q, float* a, float* 
   }
 }
 
+// ---- the low-bit types (dequant_impl.h describes their layouts) -----------------------------
+// Their values are small integers (grid entries with signs; IQ1's grid +- 1/8 as 8 * g +- 1
+// over a scale divided by 8, both exact), so a * q equals the dequantized value bit for bit.
+
+// Eight signed grid bytes: q[j] = +-g[j] by bit j of `signs`.
+static inline void signed8(const int8_t* g, unsigned signs, int8_t* q) {
+  for (int j = 0; j < 8; ++j) q[j] = ((signs >> j) & 1) ? (int8_t)-g[j] : g[j];
+}
+
+static inline void set_ab(float* a, float* b, int groups, float v) {
+  for (int k = 0; k < groups; ++k) a[k] = v, b[k] = 0.0f;
+}
+
+static void dec_iq2_xxs(const uint8_t* w, int64_t nb, int8_t* q, float* a, float* b) {
+  const IQGrids& G = iq_grids();
+  for (int64_t i = 0; i < nb; ++i, w += 66, q += QK_K, a += 16, b += 16) {
+    const float d = half(w);
+    for (int ib = 0; ib < 8; ++ib) {
+      const uint32_t idx = load_u32(w + 2 + 8 * ib), aux = load_u32(w + 6 + 8 * ib);
+      set_ab(a + 2 * ib, b + 2 * ib, 2, d * (0.5f + (float)(aux >> 28)) * 0.25f);
+      for (int l = 0; l < 4; ++l)
+        signed8(G.iq2xxs + 8 * ((idx >> (8 * l)) & 0xFF), G.ksigns[(aux >> (7 * l)) & 127], q + 32 * ib + 8 * l);
+    }
+  }
+}
+
+static void dec_iq2_xs(const uint8_t* w, int64_t nb, int8_t* q, float* a, float* b) {
+  using namespace layout;
+  const IQGrids& G = iq_grids();
+  for (int64_t i = 0; i < nb; ++i, w += 74, q += QK_K, a += 16, b += 16) {
+    const float d = half(w);
+    for (int k = 0; k < 32; k += 2) set_ab(a + k / 2, b + k / 2, 1, iq2_scale(w + iq2xs_scales, k, d));
+    for (int k = 0; k < 32; ++k) {
+      const uint16_t v = load_u16(w + iq2xs_qs + 2 * k);
+      signed8(G.iq2xs + 8 * (v & 511), G.ksigns[v >> 9], q + 8 * k);
+    }
+  }
+}
+
+static void dec_iq2_s(const uint8_t* w, int64_t nb, int8_t* q, float* a, float* b) {
+  using namespace layout;
+  const IQGrids& G = iq_grids();
+  for (int64_t i = 0; i < nb; ++i, w += 82, q += QK_K, a += 16, b += 16) {
+    const float d = half(w);
+    for (int k = 0; k < 32; k += 2) set_ab(a + k / 2, b + k / 2, 1, iq2_scale(w + iq2s_scales, k, d));
+    for (int k = 0; k < 32; ++k) {
+      const int idx = w[iq2s_qs + k] | (((w[iq2s_qh + k / 4] >> (2 * (k % 4))) & 3) << 8);
+      signed8(G.iq2s + 8 * idx, w[iq2s_signs + k], q + 8 * k);
+    }
+  }
+}
+
+static void dec_iq3_xxs(const uint8_t* w, int64_t nb, int8_t* q, float* a, float* b) {
+  using namespace layout;
+  const IQGrids& G = iq_grids();
+  for (int64_t i = 0; i < nb; ++i, w += 98, q += QK_K, a += 16, b += 16) {
+    const float d = half(w);
+    for (int ib = 0; ib < 8; ++ib) {
+      const uint32_t aux = load_u32(w + iq3xxs_ss + 4 * ib);
+      set_ab(a + 2 * ib, b + 2 * ib, 2, d * (0.5f + (float)(aux >> 28)) * 0.5f);
+      for (int l = 0; l < 4; ++l) {
+        int8_t g[8];
+        std::memcpy(g, G.iq3xxs + 4 * w[iq3xxs_qs + 8 * ib + 2 * l], 4);
+        std::memcpy(g + 4, G.iq3xxs + 4 * w[iq3xxs_qs + 8 * ib + 2 * l + 1], 4);
+        signed8(g, G.ksigns[(aux >> (7 * l)) & 127], q + 32 * ib + 8 * l);
+      }
+    }
+  }
+}
+
+static void dec_iq3_s(const uint8_t* w, int64_t nb, int8_t* q, float* a, float* b) {
+  using namespace layout;
+  const IQGrids& G = iq_grids();
+  for (int64_t i = 0; i < nb; ++i, w += 110, q += QK_K, a += 16, b += 16) {
+    const float d = half(w);
+    for (int ib = 0; ib < 8; ++ib) {
+      const int s = (w[iq3s_scales + ib / 2] >> (4 * (ib % 2))) & 0xF;
+      set_ab(a + 2 * ib, b + 2 * ib, 2, d * (float)(1 + 2 * s));
+      for (int l = 0; l < 4; ++l) {
+        int8_t g[8];
+        for (int h = 0; h < 2; ++h) {
+          const int m = 8 * ib + 2 * l + h;
+          const int idx = w[iq3s_qs + m] | (((w[iq3s_qh + m / 8] >> (m % 8)) & 1) << 8);
+          std::memcpy(g + 4 * h, G.iq3s + 4 * idx, 4);
+        }
+        signed8(g, w[iq3s_signs + 4 * ib + l], q + 32 * ib + 8 * l);
+      }
+    }
+  }
+}
+
+// IQ1: 8 * g + (delta > 0 ? 1 : -1) over the scale / 8.
+static inline void iq1_8(const int8_t* g, bool minus, int8_t* q) {
+  for (int j = 0; j < 8; ++j) q[j] = (int8_t)(8 * g[j] + (minus ? -1 : 1));
+}
+
+static void dec_iq1_s(const uint8_t* w, int64_t nb, int8_t* q, float* a, float* b) {
+  using namespace layout;
+  const IQGrids& G = iq_grids();
+  for (int64_t i = 0; i < nb; ++i, w += 50, q += QK_K, a += 16, b += 16) {
+    const float d = half(w);
+    for (int ib = 0; ib < 8; ++ib) {
+      const uint16_t qh = load_u16(w + iq1s_qh + 2 * ib);
+      set_ab(a + 2 * ib, b + 2 * ib, 2, d * (float)(2 * ((qh >> 12) & 7) + 1) * 0.125f);
+      for (int l = 0; l < 4; ++l)
+        iq1_8(G.iq1s + 8 * (w[iq1s_qs + 4 * ib + l] | (((qh >> (3 * l)) & 7) << 8)), qh & 0x8000,
+              q + 32 * ib + 8 * l);
+    }
+  }
+}
+
+static void dec_iq1_m(const uint8_t* w, int64_t nb, int8_t* q, float* a, float* b) {
+  using namespace layout;
+  const IQGrids& G = iq_grids();
+  for (int64_t i = 0; i < nb; ++i, w += 56, q += QK_K, a += 16, b += 16) {
+    const float d = iq1m_d(w);
+    for (int c = 0; c < 16; ++c) {
+      const int s = (load_u16(w + iq1m_scales + 2 * (c / 4)) >> (3 * (c % 4))) & 7;
+      set_ab(a + c, b + c, 1, d * (float)(2 * s + 1) * 0.125f);
+    }
+    for (int k = 0; k < 32; ++k) {
+      const int nib = (w[iq1m_qh + k / 2] >> (4 * (k % 2))) & 0xF;
+      iq1_8(G.iq1s + 8 * (w[k] | ((nib & 7) << 8)), nib & 8, q + 8 * k);
+    }
+  }
+}
+
+static void dec_tq1_0(const uint8_t* w, int64_t nb, int8_t* q, float* a, float* b) {
+  using namespace layout;
+  static const int pow3[5] = {1, 3, 9, 27, 81};
+  for (int64_t i = 0; i < nb; ++i, w += 54, q += QK_K, a += 16, b += 16) {
+    set_ab(a, b, 16, half(w + tq1_d));
+    for (int m = 0; m < 5; ++m)
+      for (int j = 0; j < 32; ++j) q[32 * m + j] = (int8_t)(tq1_digit(w[j], pow3[m]) - 1);
+    for (int m = 0; m < 5; ++m)
+      for (int j = 0; j < 16; ++j) q[160 + 16 * m + j] = (int8_t)(tq1_digit(w[32 + j], pow3[m]) - 1);
+    for (int m = 0; m < 4; ++m)
+      for (int j = 0; j < 4; ++j) q[240 + 4 * m + j] = (int8_t)(tq1_digit(w[tq1_qh + j], pow3[m]) - 1);
+  }
+}
+
+static void dec_tq2_0(const uint8_t* w, int64_t nb, int8_t* q, float* a, float* b) {
+  using namespace layout;
+  for (int64_t i = 0; i < nb; ++i, w += 66, q += QK_K, a += 16, b += 16) {
+    set_ab(a, b, 16, half(w + tq2_d));
+    for (int c = 0; c < 2; ++c)
+      for (int sh = 0; sh < 4; ++sh)
+        for (int j = 0; j < 32; ++j) q[128 * c + 32 * sh + j] = (int8_t)(((w[32 * c + j] >> (2 * sh)) & 3) - 1);
+  }
+}
+
 // Q5_0 / Q5_1: the fifth bit of element j is bit j of the little-endian u32 qh.
 static inline void q5_bytes(const uint8_t* qs, uint32_t qh, int offset, int8_t* q) {
 #if defined(__AVX2__)

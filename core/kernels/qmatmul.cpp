@@ -1,4 +1,5 @@
 #include "qmatmul.h"
+#include "iq_grids.h"
 
 #include <algorithm>
 #include <atomic>
@@ -21,6 +22,7 @@ void check_matrix(const QMatrix& m, const char* what) {
   const std::string name(what);
   if (ts.block_size == 0 || !active_table().dequant[m.type])
     throw std::invalid_argument(name + ": no kernel for ggml type " + std::to_string(m.type));
+  require_iq_grids(m.type);
   if (m.rows <= 0 || m.cols <= 0 || m.cols % 32 != 0 || m.cols % ts.block_size != 0)
     throw std::invalid_argument(name + ": " + std::to_string(m.rows) + " x " + std::to_string(m.cols) +
                                 " cannot be multiplied (columns must be a positive multiple of 32 and of the "

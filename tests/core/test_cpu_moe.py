@@ -25,6 +25,8 @@ COMBOS = [
     (T.IQ4_XS, T.IQ4_XS, T.Q5_0),
     (T.Q8_0, T.Q8_0, T.Q4_0),
     (T.MXFP4, T.MXFP4, T.MXFP4),  # gpt-oss
+    (T.IQ1_S, T.IQ1_S, T.IQ2_XXS),  # 1.6-bit DeepSeek / Kimi files: experts IQ1_S, down IQ2_XXS
+    (T.IQ2_XS, T.IQ3_XXS, T.IQ3_S),
     (T.BF16, T.BF16, T.BF16),
     (T.Q4_K, T.F16, T.Q3_K),  # int8 and float activations in one layer
 ]

@@ -72,6 +72,15 @@ F16_FIELDS = {
     GGMLType.IQ4_NL: [0],
     GGMLType.IQ4_XS: [0],
     GGMLType.MXFP4: [],  # an E8M0 exponent byte: every value is a finite scale
+    GGMLType.IQ2_XXS: [0],
+    GGMLType.IQ2_XS: [0],
+    GGMLType.IQ2_S: [0],
+    GGMLType.IQ3_XXS: [0],
+    GGMLType.IQ3_S: [0],
+    GGMLType.IQ1_S: [0],
+    GGMLType.IQ1_M: [54],  # d is the top nibbles of 4 scale words: its exponent's top bit is byte 55's bit 6
+    GGMLType.TQ1_0: [52],
+    GGMLType.TQ2_0: [64],
 }
 
 
@@ -149,5 +158,5 @@ def test_out_parameter_and_errors():
         kg.dequantize(raw, GGMLType.Q8_0, (4, 32), out=torch.empty(4, 16))
     with pytest.raises(ValueError, match="float32 or bfloat16"):
         kg.dequantize(raw, GGMLType.Q8_0, (4, 32), torch.float16)
-    with pytest.raises(NotImplementedError, match="IQ2_XXS"):
-        kg.dequantize(raw, GGMLType.IQ2_XXS, (4, 32))
+    with pytest.raises(NotImplementedError, match="Q8_K"):
+        kg.dequantize(raw, GGMLType.Q8_K, (4, 32))

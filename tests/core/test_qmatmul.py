@@ -16,6 +16,9 @@ from int8_oracle import T, dequantize, fake_quant, int8_types, quantize_act, ran
 from ktx.core import _kernels, cpu
 
 INT8 = [T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.IQ4_NL, T.Q4_K, T.Q5_K, T.Q6_K, T.IQ4_XS, T.MXFP4]
+# the low-bit types of 1.6-2.7-bit files: int8 too (decoded, then multiplied)
+LOW_BIT = [T.IQ2_XXS, T.IQ2_XS, T.IQ2_S, T.IQ3_XXS, T.IQ3_S, T.IQ1_S, T.IQ1_M, T.TQ1_0, T.TQ2_0]
+INT8 += LOW_BIT
 FLOAT = [T.BF16, T.F16, T.F32, T.Q2_K, T.Q3_K]
 TOKENS = (1, 3, 7, 16, 100, 512)  # 7: the fused kernels take 4 rows, then 3
 REL = 1e-5

@@ -216,15 +216,18 @@ class Planner:
         out = []
         for part, first in (("gate_proj", 0), ("up_proj", 1)):
             if bias:
-                gen = lambda first=first: iter([np.ascontiguousarray(ckpt.load(hf)[:, first::2])])  # noqa: E731
-                out.append(Planned(name(part), (count, shape[1] // 2), gen, (hf,)))
+                shape_out = (count, shape[1] // 2)
+
+                def gen(first=first) -> Iterator[np.ndarray]:
+                    yield np.ascontiguousarray(ckpt.load(hf)[:, first::2])
             else:
-                gen = (
-                    lambda first=first: (  # noqa: E731
-                        np.ascontiguousarray(ckpt.load_slice(hf, e)[:, first::2].T) for e in range(count)
-                    )
-                )
-                out.append(Planned(name(part), (count, shape[2] // 2, shape[1]), gen, (hf,)))
+                shape_out = (count, shape[2] // 2, shape[1])
+
+                def gen(first=first) -> Iterator[np.ndarray]:
+                    for e in range(count):
+                        yield np.ascontiguousarray(ckpt.load_slice(hf, e)[:, first::2].T)
+
+            out.append(Planned(name(part), shape_out, gen, (hf,)))
         return out
 
     def _kv_b(self, hf: str, name: str) -> list[Planned]:

@@ -306,6 +306,191 @@ def _iq4_xs(raw, out, n_blocks, BLOCKS: tl.constexpr, OUT: tl.constexpr):
     _store(out, blk, e, dl * v, m, 256, OUT)
 
 
+# ---- the low-bit types -----------------------------------------------------------------------
+# The i-quants index code books too large for constants: the kernels read them from small
+# int8 tensors on the device (`grid`, and the 128-entry sign table `ksigns`), made from gguf-py's
+# tables (see ktx/core/gguf/iq_grids.py) on first use per device.
+
+
+@triton.jit
+def _u16(raw, off, mask):
+    return _u8(raw, off, mask) | (_u8(raw, off + 1, mask) << 8)
+
+
+@triton.jit
+def _u32(raw, off, mask):
+    """The little-endian u32 at raw + off as int64 (no sign)."""
+    return _u16(raw, off, mask).to(tl.int64) | (_u16(raw, off + 2, mask).to(tl.int64) << 16)
+
+
+@triton.jit
+def _signed(v, signs, j):
+    """v negated where bit j of `signs` is set."""
+    return tl.where(((signs >> j) & 1) != 0, -v, v)
+
+
+@triton.jit
+def _iq2_scale(raw, at, k, d, mask):
+    # IQ2_XS / IQ2_S: nibble k // 2 of the scale bytes for group k of 8 values
+    s = (_u8(raw, at + k // 4, mask) >> (4 * ((k // 2) % 2))) & 0xF
+    return d * (0.5 + s.to(tl.float32)) * 0.25
+
+
+@triton.jit
+def _iq2_xxs(raw, out, n_blocks, grid, ksigns, BLOCKS: tl.constexpr, OUT: tl.constexpr):
+    # d f16 | 8 x (u32 grid bytes, u32 4 x 7 sign bits + scale << 28)
+    blk, base, e, m = _tile(n_blocks, 256, 66, BLOCKS)
+    d = _f16(raw, base, m)
+    ib, grp, j = e // 32, (e % 32) // 8, e % 8
+    aux = _u32(raw, base + 6 + 8 * ib, m)
+    db = d * (0.5 + (aux >> 28).to(tl.float32)) * 0.25
+    g = tl.load(grid + _u8(raw, base + 2 + 8 * ib + grp, m) * 8 + j, mask=m, other=0).to(tl.float32)
+    signs = tl.load(ksigns + ((aux >> (7 * grp)) & 127), mask=m, other=0).to(tl.int32) & 0xFF
+    _store(out, blk, e, _signed(db * g, signs, j), m, 256, OUT)
+
+
+@triton.jit
+def _iq2_xs(raw, out, n_blocks, grid, ksigns, BLOCKS: tl.constexpr, OUT: tl.constexpr):
+    # d f16 | u16 qs[32] (9-bit grid index | 7 sign bits << 9) | u8 scales[8]
+    blk, base, e, m = _tile(n_blocks, 256, 74, BLOCKS)
+    d = _f16(raw, base, m)
+    k, j = e // 8, e % 8
+    q = _u16(raw, base + 2 + 2 * k, m)
+    db = _iq2_scale(raw, base + 66, k, d, m)
+    g = tl.load(grid + (q & 511) * 8 + j, mask=m, other=0).to(tl.float32)
+    signs = tl.load(ksigns + (q >> 9), mask=m, other=0).to(tl.int32) & 0xFF
+    _store(out, blk, e, _signed(db * g, signs, j), m, 256, OUT)
+
+
+@triton.jit
+def _iq2_s(raw, out, n_blocks, grid, ksigns, BLOCKS: tl.constexpr, OUT: tl.constexpr):
+    # d f16 | qs u8[32] | signs u8[32] | qh u8[8] | scales u8[8]; index = qs | 2 bits of qh << 8
+    blk, base, e, m = _tile(n_blocks, 256, 82, BLOCKS)
+    d = _f16(raw, base, m)
+    k, j = e // 8, e % 8
+    idx = _u8(raw, base + 2 + k, m) | (((_u8(raw, base + 66 + k // 4, m) >> (2 * (k % 4))) & 3) << 8)
+    db = _iq2_scale(raw, base + 74, k, d, m)
+    g = tl.load(grid + idx * 8 + j, mask=m, other=0).to(tl.float32)
+    _store(out, blk, e, _signed(db * g, _u8(raw, base + 34 + k, m), j), m, 256, OUT)
+
+
+@triton.jit
+def _iq3_xxs(raw, out, n_blocks, grid, ksigns, BLOCKS: tl.constexpr, OUT: tl.constexpr):
+    # d f16 | qs u8[64] (grid entries of 4) | u32[8] (4 x 7 sign bits + scale << 28)
+    blk, base, e, m = _tile(n_blocks, 256, 98, BLOCKS)
+    d = _f16(raw, base, m)
+    ib, grp, j = e // 32, (e % 32) // 8, e % 8
+    aux = _u32(raw, base + 66 + 4 * ib, m)
+    db = d * (0.5 + (aux >> 28).to(tl.float32)) * 0.5
+    idx = _u8(raw, base + 2 + 8 * ib + 2 * grp + j // 4, m)
+    g = tl.load(grid + idx * 4 + j % 4, mask=m, other=0).to(tl.float32)
+    signs = tl.load(ksigns + ((aux >> (7 * grp)) & 127), mask=m, other=0).to(tl.int32) & 0xFF
+    _store(out, blk, e, _signed(db * g, signs, j), m, 256, OUT)
+
+
+@triton.jit
+def _iq3_s(raw, out, n_blocks, grid, ksigns, BLOCKS: tl.constexpr, OUT: tl.constexpr):
+    # d f16 | qs u8[64] | qh u8[8] | signs u8[32] | scales u8[4]; y = d * (1 + 2 s) * +-grid
+    blk, base, e, m = _tile(n_blocks, 256, 110, BLOCKS)
+    d = _f16(raw, base, m)
+    ib, grp, j = e // 32, (e % 32) // 8, e % 8
+    mm = 8 * ib + 2 * grp + j // 4
+    idx = _u8(raw, base + 2 + mm, m) | (((_u8(raw, base + 66 + mm // 8, m) >> (mm % 8)) & 1) << 8)
+    s = (_u8(raw, base + 106 + ib // 2, m) >> (4 * (ib % 2))) & 0xF
+    db = d * (1 + 2 * s).to(tl.float32)
+    g = tl.load(grid + idx * 4 + j % 4, mask=m, other=0).to(tl.float32)
+    _store(out, blk, e, _signed(db * g, _u8(raw, base + 74 + 4 * ib + grp, m), j), m, 256, OUT)
+
+
+@triton.jit
+def _iq1_s(raw, out, n_blocks, grid, ksigns, BLOCKS: tl.constexpr, OUT: tl.constexpr):
+    # d f16 | qs u8[32] | qh u16[8]; y = d * (2 s + 1) * (grid +- 1/8)
+    blk, base, e, m = _tile(n_blocks, 256, 50, BLOCKS)
+    d = _f16(raw, base, m)
+    ib, grp, j = e // 32, (e % 32) // 8, e % 8
+    qh = _u16(raw, base + 34 + 2 * ib, m)
+    dl = d * (2 * ((qh >> 12) & 7) + 1).to(tl.float32)
+    delta = tl.where((qh & 0x8000) != 0, -0.125, 0.125)
+    idx = _u8(raw, base + 2 + 4 * ib + grp, m) | (((qh >> (3 * grp)) & 7) << 8)
+    g = tl.load(grid + idx * 8 + j, mask=m, other=0).to(tl.float32)
+    _store(out, blk, e, dl * (g + delta), m, 256, OUT)
+
+
+@triton.jit
+def _iq1_m(raw, out, n_blocks, grid, ksigns, BLOCKS: tl.constexpr, OUT: tl.constexpr):
+    # qs u8[32] | qh u8[16] | u16 scales[4] (3-bit scales; their top nibbles are the f16 d)
+    blk, base, e, m = _tile(n_blocks, 256, 56, BLOCKS)
+    bits = (
+        ((_u16(raw, base + 48, m) & 0xF000) >> 12)
+        | ((_u16(raw, base + 50, m) & 0xF000) >> 8)
+        | ((_u16(raw, base + 52, m) & 0xF000) >> 4)
+        | (_u16(raw, base + 54, m) & 0xF000)
+    )
+    d = bits.to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
+    k, j = e // 8, e % 8
+    c = k // 2
+    s = (_u16(raw, base + 48 + 2 * (c // 4), m) >> (3 * (c % 4))) & 7
+    dl = d * (2 * s + 1).to(tl.float32)
+    nib = (_u8(raw, base + 32 + k // 2, m) >> (4 * (k % 2))) & 0xF
+    delta = tl.where((nib & 8) != 0, -0.125, 0.125)
+    g = tl.load(grid + (_u8(raw, base + k, m) | ((nib & 7) << 8)) * 8 + j, mask=m, other=0).to(tl.float32)
+    _store(out, blk, e, dl * (g + delta), m, 256, OUT)
+
+
+@triton.jit
+def _tq1_0(raw, out, n_blocks, BLOCKS: tl.constexpr, OUT: tl.constexpr):
+    # qs u8[48] | qh u8[4] | d f16. Byte b holds base-3 digits: digit m = ((b * 3^m) & 255) * 3 >> 8;
+    # values 0-159: digit e // 32 of qs[e % 32]; 160-239: of qs[32 + ...]; 240-255: of qh
+    blk, base, e, m = _tile(n_blocks, 256, 54, BLOCKS)
+    d = _f16(raw, base + 52, m)
+    r1, r2 = e - 160, e - 240
+    at = tl.where(e < 160, e % 32, tl.where(e < 240, 32 + r1 % 16, 48 + r2 % 4))
+    digit = tl.where(e < 160, e // 32, tl.where(e < 240, r1 // 16, r2 // 4))
+    pow3 = tl.where(
+        digit == 0, 1, tl.where(digit == 1, 3, tl.where(digit == 2, 9, tl.where(digit == 3, 27, 81)))
+    )
+    q = (((_u8(raw, base + at, m) * pow3) & 0xFF) * 3) >> 8
+    _store(out, blk, e, d * (q - 1).to(tl.float32), m, 256, OUT)
+
+
+@triton.jit
+def _tq2_0(raw, out, n_blocks, BLOCKS: tl.constexpr, OUT: tl.constexpr):
+    # qs u8[64] | d f16; value 128c + 32s + j is bits 2s..2s+1 of qs[32c + j]; y = d * (q - 1)
+    blk, base, e, m = _tile(n_blocks, 256, 66, BLOCKS)
+    d = _f16(raw, base + 64, m)
+    c, sh, j = e // 128, (e % 128) // 32, e % 32
+    q = (_u8(raw, base + 32 * c + j, m) >> (2 * sh)) & 3
+    _store(out, blk, e, d * (q - 1).to(tl.float32), m, 256, OUT)
+
+
+# type -> gguf-py class whose code book the kernel reads
+_GRIDS = {
+    Q.IQ2_XXS: "IQ2_XXS",
+    Q.IQ2_XS: "IQ2_XS",
+    Q.IQ2_S: "IQ2_S",
+    Q.IQ3_XXS: "IQ3_XXS",
+    Q.IQ3_S: "IQ3_S",
+    Q.IQ1_S: "IQ1_S",
+    Q.IQ1_M: "IQ1_S",
+}
+_grid_cache: dict[tuple[str, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _grid(qtype: Q, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(code book, sign table) of an i-quant as int8 tensors on `device`, made once."""
+    key = (_GRIDS[qtype], device)
+    if key not in _grid_cache:
+        import numpy as np
+        from gguf import quants
+
+        cls = getattr(quants, _GRIDS[qtype])
+        cls.init_grid()
+        grid = torch.from_numpy(np.asarray(cls.grid).reshape(-1).astype(np.int8)).to(device)
+        ksigns = torch.frombuffer(bytearray(quants.IQ2_XXS.ksigns), dtype=torch.uint8).view(torch.int8)
+        _grid_cache[key] = (grid, ksigns.to(device))
+    return _grid_cache[key]
+
+
 # type -> (kernel, blocks per program): about 2048 values a program.
 _KERNELS = {
     Q.Q8_0: (_q8_0, 64),
@@ -319,6 +504,15 @@ _KERNELS = {
     Q.IQ4_NL: (_iq4_nl, 64),
     Q.IQ4_XS: (_iq4_xs, 8),
     Q.MXFP4: (_mxfp4, 64),
+    Q.IQ2_XXS: (_iq2_xxs, 8),
+    Q.IQ2_XS: (_iq2_xs, 8),
+    Q.IQ2_S: (_iq2_s, 8),
+    Q.IQ3_XXS: (_iq3_xxs, 8),
+    Q.IQ3_S: (_iq3_s, 8),
+    Q.IQ1_S: (_iq1_s, 8),
+    Q.IQ1_M: (_iq1_m, 8),
+    Q.TQ1_0: (_tq1_0, 8),
+    Q.TQ2_0: (_tq2_0, 8),
     Q.Q2_K: (_q2_k, 8),
     Q.Q3_K: (_q3_k, 8),
 }
@@ -376,5 +570,6 @@ def dequantize(
         kernel, blocks = _KERNELS[qtype]
         dst = out.view(torch.int16) if kind == 1 else out
         grid = (triton.cdiv(n_blocks, blocks),)
-        kernel[grid](flat, dst, n_blocks, BLOCKS=blocks, OUT=kind, enable_fp_fusion=False)
+        books = _grid(qtype, raw.device) if qtype in _GRIDS else ()
+        kernel[grid](flat, dst, n_blocks, *books, BLOCKS=blocks, OUT=kind, enable_fp_fusion=False)
     return out if out.dtype == dtype else out.to(dtype)

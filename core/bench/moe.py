@@ -51,6 +51,15 @@ TYPES: dict[str, GGMLType] = {
     "iq4_xs": GGMLType.IQ4_XS,
     "iq4_nl": GGMLType.IQ4_NL,
     "mxfp4": GGMLType.MXFP4,
+    "iq1_s": GGMLType.IQ1_S,
+    "iq1_m": GGMLType.IQ1_M,
+    "iq2_xxs": GGMLType.IQ2_XXS,
+    "iq2_xs": GGMLType.IQ2_XS,
+    "iq2_s": GGMLType.IQ2_S,
+    "iq3_xxs": GGMLType.IQ3_XXS,
+    "iq3_s": GGMLType.IQ3_S,
+    "tq1_0": GGMLType.TQ1_0,
+    "tq2_0": GGMLType.TQ2_0,
     "bf16": GGMLType.BF16,
     "f16": GGMLType.F16,
 }
@@ -59,8 +68,9 @@ TYPES: dict[str, GGMLType] = {
 FALLBACKS: dict[GGMLType, GGMLType] = {
     **FALLBACK,
     GGMLType.IQ4_XS: GGMLType.IQ4_NL,
-    GGMLType.IQ4_NL: GGMLType.F16,
     GGMLType.MXFP4: GGMLType.F16,
+    GGMLType.TQ1_0: GGMLType.F16,
+    GGMLType.TQ2_0: GGMLType.F16,
 }
 
 DEFAULT_TOKENS = (1, 4, 16, 64, 256, 1024)

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..convert import OUT_TYPES, PRESETS, synth_gguf
+from ..convert import PRESETS, SYNTH_OUT_TYPES, synth_gguf
 from ..convert.gguf_stream import tensor_nbytes
 from ..convert.presets import TINY
 from ..convert.synth import synth_plan
@@ -74,9 +74,11 @@ def add_parser(subcommands) -> None:
     )
     p.add_argument(
         "--type",
-        choices=OUT_TYPES,
+        choices=SYNTH_OUT_TYPES,
         default="q4_k_m",
-        help="tensor types (default: q4_k_m; mxfp4: MXFP4 experts and Q8_0 elsewhere, as gpt-oss ships)",
+        help="tensor types (default: q4_k_m; mxfp4: MXFP4 experts and Q8_0 elsewhere, as gpt-oss ships; "
+        "iq1_s / iq2_xxs: experts' gate/up IQ1_S and down IQ2_XXS (or IQ2_XXS / IQ3_XXS), the rest as "
+        "q4_k_m, like the 1.6-2.2-bit DeepSeek/Kimi files)",
     )
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("-o", "--output", type=Path, help="the GGUF file to write")

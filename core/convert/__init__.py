@@ -9,6 +9,15 @@ from .arch_meta import ARCHES
 from .hf_to_gguf import ConvertResult, convert_hf
 from .presets import PRESETS
 from .synth import SynthResult, synth_gguf
-from .tensor_types import OUT_TYPES
+from .tensor_types import OUT_TYPES, SYNTH_OUT_TYPES
 
-__all__ = ["ARCHES", "OUT_TYPES", "PRESETS", "ConvertResult", "SynthResult", "convert_hf", "synth_gguf"]
+__all__ = [
+    "ARCHES",
+    "OUT_TYPES",
+    "PRESETS",
+    "SYNTH_OUT_TYPES",
+    "ConvertResult",
+    "SynthResult",
+    "convert_hf",
+    "synth_gguf",
+]

@@ -42,6 +42,8 @@ FILE_TYPES: dict[str, int] = {
     "q4_k_m": int(gguf.LlamaFileType.MOSTLY_Q4_K_M),
     "q6_k": int(gguf.LlamaFileType.MOSTLY_Q6_K),
     "mxfp4": int(gguf.LlamaFileType.MOSTLY_MXFP4_MOE),
+    "iq1_s": int(gguf.LlamaFileType.MOSTLY_IQ1_S),
+    "iq2_xxs": int(gguf.LlamaFileType.MOSTLY_IQ2_XXS),
 }
 
 K = gguf.Keys

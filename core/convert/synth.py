@@ -27,7 +27,7 @@ from .layout import expected_tensors
 from .presets import preset_config
 from .synth_blocks import BlockPool
 from .tensor_names import llama3_rope_factors, n_experts
-from .tensor_types import OUT_TYPES, choose_type, keeps_f32
+from .tensor_types import SYNTH_OUT_TYPES, choose_type, keeps_f32
 from .tokenizer_meta import CONTROL, NORMAL, PRE_BY_MODEL_TYPE, UNUSED
 
 WEIGHT_STD = 0.02
@@ -122,8 +122,8 @@ def synth_plan(
     experts: int | None = None,
 ) -> tuple[dict[str, Any], list[tuple[str, tuple[int, ...], GGMLType]]]:
     """(config, [(tensor, shape, ggml type)]) of a synthetic model, without writing anything."""
-    if type not in OUT_TYPES:
-        raise ValueError(f"unknown --type {type!r}; choose from {', '.join(OUT_TYPES)}")
+    if type not in SYNTH_OUT_TYPES:
+        raise ValueError(f"unknown --type {type!r}; choose from {', '.join(SYNTH_OUT_TYPES)}")
     cfg = preset_config(arch, preset, layers, experts)
     plan = expected_tensors(cfg["model_type"], cfg)
     has_output = any(n == "output.weight" for n, _ in plan)

@@ -11,6 +11,9 @@ that the block's offset cancels:
 - Q5_0: d * (q - 16) (mean -0.5 d): random sign of d per block. Q5_1: d * q + m, m = -15.5 d.
 - IQ4_NL / IQ4_XS: random code-book indices (and IQ4_XS sub-block scales); the non-linear book
   is near zero-mean. Not written by `ktx synth`; `ktx bench moe` uses them.
+- the low-bit types (IQ1_S/M, IQ2_XXS/XS/S, IQ3_XXS/S, TQ1_0/TQ2_0): random bytes (grid indices,
+  signs, sub-block scales all valid whatever their bits), with the f16 `d` set so the values
+  have std about `std` (measured on a sample at d = 1).
 - MXFP4: random E2M1 codes (symmetric book) under an E8M0 exponent picked per block from the
   two nearest the scale that gives `std` (book rms ~5.85).
 - F32 / F16 / BF16: Gaussian values.
@@ -21,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..gguf.constants import BLOCK_SIZES, GGMLType
+from ..gguf.constants import BLOCK_SIZES, I_QUANTS, TERNARY, GGMLType
 
 SYNTH_TYPES = (
     GGMLType.F32,
@@ -34,7 +37,12 @@ SYNTH_TYPES = (
     GGMLType.Q5_0,
     GGMLType.Q5_1,
     GGMLType.MXFP4,
+    *I_QUANTS,
+    *TERNARY,
 )
+LOW_BIT = (*I_QUANTS, *TERNARY)
+# Where each low-bit type keeps its f16 d (IQ1_M: none, see _set_d).
+_D_AT = {GGMLType.TQ1_0: 52, GGMLType.TQ2_0: 64, GGMLType.IQ1_M: None}
 
 
 def _f16(x: np.ndarray) -> np.ndarray:
@@ -59,6 +67,33 @@ def _kquant(rng: np.random.Generator, n: int, std: float, levels: int) -> tuple[
     q_std = np.sqrt((levels**2 - 1) / 12.0)
     d = (std / (q_std * 47.5)) * rng.uniform(0.8, 1.2, size=n)
     return _f16(d), _f16(d * (levels - 1) / 2.0), _kquant_scales(sc, sc)
+
+
+def _set_d(raw: np.ndarray, ggml_type: GGMLType, d: np.ndarray) -> None:
+    """Writes f16 scales d [n] into the blocks' d field (IQ1_M: the top nibbles of its four
+    scale words, bytes 49, 51, 53, 55)."""
+    bits = np.asarray(d, dtype=np.float16).reshape(-1).view(np.uint16)
+    at = _D_AT.get(ggml_type, 0)
+    if at is None:
+        for k in range(4):
+            nib = ((bits >> (4 * k)) & 0xF).astype(np.uint8)
+            raw[:, 49 + 2 * k] = (raw[:, 49 + 2 * k] & 0x0F) | (nib << 4)
+    else:
+        raw[:, at : at + 2] = bits.view(np.uint8).reshape(-1, 2)
+
+
+def _low_bit(ggml_type: GGMLType, n: int, rng: np.random.Generator, std: float) -> np.ndarray:
+    from ..gguf.quants import dequantize
+
+    raw = _bytes(rng, n, BLOCK_SIZES[ggml_type][1]).copy()
+    if ggml_type == GGMLType.TQ2_0:  # 2-bit digits of 0..2 (3 would be a +2 no quantizer writes)
+        digits = rng.integers(0, 3, size=(n, 64, 4), dtype=np.uint8)
+        raw[:, :64] = digits[..., 0] | digits[..., 1] << 2 | digits[..., 2] << 4 | digits[..., 3] << 6
+    sample = min(n, 256)
+    _set_d(raw[:sample], ggml_type, np.ones(sample))
+    spread = float(dequantize(raw[:sample], ggml_type, (sample * BLOCK_SIZES[ggml_type][0],)).std())
+    _set_d(raw, ggml_type, std / spread * rng.uniform(0.8, 1.2, size=n))
+    return raw
 
 
 def random_blocks(
@@ -99,6 +134,8 @@ def random_blocks(
         spread = 65.0 * (18.5 if ggml_type == GGMLType.IQ4_XS else 1.0)
         d = std / spread * rng.uniform(0.8, 1.2, size=n)
         out = np.concatenate([_f16(d), _bytes(rng, n, size - 2)], axis=1)
+    elif ggml_type in LOW_BIT:
+        out = _low_bit(ggml_type, n, rng, std)
     elif ggml_type == GGMLType.MXFP4:
         e = np.floor(np.log2(std / 5.85)) + 128 + rng.integers(0, 2, size=(n, 1))
         out = np.concatenate([e.astype(np.uint8), _bytes(rng, n, 16)], axis=1)

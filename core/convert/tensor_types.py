@@ -21,10 +21,19 @@ import re
 
 import numpy as np
 
-from ..gguf.constants import BLOCK_SIZES, GGMLType
+from ..gguf.constants import BLOCK_SIZES, I_QUANTS, GGMLType
 from ..gguf.quants import quantize
 
 OUT_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_k_m", "q6_k", "mxfp4")
+# Low-bit mixes like the 1.6-2.2-bit DeepSeek/Kimi files people run: routed experts' gate/up and
+# down at (IQ1_S, IQ2_XXS) or (IQ2_XXS, IQ3_XXS), everything else as q4_k_m. Real files of this
+# kind come from llama-quantize with an importance matrix; ktx has no i-quant quantizer, so only
+# `ktx synth` writes them (random blocks), to measure their size and speed.
+LOW_BIT_MIXES: dict[str, tuple[GGMLType, GGMLType]] = {
+    "iq1_s": (GGMLType.IQ1_S, GGMLType.IQ2_XXS),
+    "iq2_xxs": (GGMLType.IQ2_XXS, GGMLType.IQ3_XXS),
+}
+SYNTH_OUT_TYPES = (*OUT_TYPES, *LOW_BIT_MIXES)
 BASE: dict[str, GGMLType] = {
     "f32": GGMLType.F32,
     "f16": GGMLType.F16,
@@ -33,6 +42,7 @@ BASE: dict[str, GGMLType] = {
     "q4_k_m": GGMLType.Q4_K,
     "q6_k": GGMLType.Q6_K,
     "mxfp4": GGMLType.Q8_0,  # llama-quantize's MXFP4_MOE: routed experts MXFP4, the rest Q8_0
+    **{mix: GGMLType.Q4_K for mix in LOW_BIT_MIXES},
 }
 FALLBACK: dict[GGMLType, GGMLType] = {
     GGMLType.Q4_K: GGMLType.Q5_0,
@@ -42,6 +52,9 @@ FALLBACK: dict[GGMLType, GGMLType] = {
     GGMLType.Q5_0: GGMLType.F16,
     GGMLType.Q5_1: GGMLType.F16,
     GGMLType.MXFP4: GGMLType.Q8_0,
+    # llama-quantize: an i-quant whose block does not divide the row becomes IQ4_NL
+    **{t: GGMLType.IQ4_NL for t in I_QUANTS},
+    GGMLType.IQ4_NL: GGMLType.F16,
 }
 _LAYER = re.compile(r"^blk\.(\d+)\.")
 
@@ -93,10 +106,14 @@ def choose_type(
 ) -> tuple[GGMLType, GGMLType | None]:
     """(type to write, the type wanted when it had to fall back, else None)."""
     if out_type not in BASE:
-        raise ValueError(f"unknown output type {out_type!r}; choose from {', '.join(OUT_TYPES)}")
+        raise ValueError(f"unknown output type {out_type!r}; choose from {', '.join(SYNTH_OUT_TYPES)}")
     if keeps_f32(name, shape):
         return GGMLType.F32, None
-    wanted = _q4_k_m(name, n_layers, n_experts, has_output) if out_type == "q4_k_m" else BASE[out_type]
+    mixed = out_type == "q4_k_m" or out_type in LOW_BIT_MIXES
+    wanted = _q4_k_m(name, n_layers, n_experts, has_output) if mixed else BASE[out_type]
+    if out_type in LOW_BIT_MIXES and (m := re.search(r"\.ffn_(gate|up|down)_exps\.weight$", name)):
+        gate_up, down = LOW_BIT_MIXES[out_type]
+        wanted = down if m.group(1) == "down" else gate_up
     if out_type == "mxfp4" and re.search(r"\.ffn_(gate|up|down)_exps\.weight$", name):
         wanted = GGMLType.MXFP4
     chosen = wanted

@@ -101,6 +101,18 @@ PLAIN_DTYPES: dict[GGMLType, np.dtype] = {
     GGMLType.I64: np.dtype(np.int64),
 }
 
+# The low-bit types of 1.6-3-bit files: the i-quants (code books) and the ternary TQ types.
+I_QUANTS = (
+    GGMLType.IQ1_S,
+    GGMLType.IQ1_M,
+    GGMLType.IQ2_XXS,
+    GGMLType.IQ2_XS,
+    GGMLType.IQ2_S,
+    GGMLType.IQ3_XXS,
+    GGMLType.IQ3_S,
+)
+TERNARY = (GGMLType.TQ1_0, GGMLType.TQ2_0)
+
 # What the C++ kernels convert (ktx.core._kernels).
 DEQUANT_TYPES = frozenset(
     {
@@ -120,15 +132,8 @@ DEQUANT_TYPES = frozenset(
         GGMLType.IQ4_NL,
         GGMLType.IQ4_XS,
         GGMLType.MXFP4,
-        GGMLType.IQ2_XXS,
-        GGMLType.IQ2_XS,
-        GGMLType.IQ2_S,
-        GGMLType.IQ3_XXS,
-        GGMLType.IQ3_S,
-        GGMLType.IQ1_S,
-        GGMLType.IQ1_M,
-        GGMLType.TQ1_0,
-        GGMLType.TQ2_0,
+        *I_QUANTS,
+        *TERNARY,
     }
 )
 QUANT_TYPES = frozenset(

@@ -34,6 +34,15 @@ F16_FIELDS = {
     Q.Q2_K: [80, 82],
     Q.Q3_K: [108],
     Q.MXFP4: [],  # an E8M0 exponent byte: every value is a finite scale
+    Q.IQ2_XXS: [0],
+    Q.IQ2_XS: [0],
+    Q.IQ2_S: [0],
+    Q.IQ3_XXS: [0],
+    Q.IQ3_S: [0],
+    Q.IQ1_S: [0],
+    Q.IQ1_M: [54],  # d is the top nibbles of 4 scale words: byte 55 holds its exponent's top bits
+    Q.TQ1_0: [52],
+    Q.TQ2_0: [64],
 }
 TYPES = list(F16_FIELDS)
 QUANTIZABLE = [Q.Q8_0, Q.Q4_0, Q.Q5_0, Q.Q4_1, Q.Q5_1, Q.MXFP4]
@@ -54,6 +63,9 @@ def random_blocks(qtype: Q, shape: tuple[int, ...], rng: np.random.Generator) ->
     raw = rng.integers(0, 256, size=(n_blocks, type_size), dtype=np.uint8)
     for off in F16_FIELDS[qtype]:
         hi = raw[:, off + 1]
+        if qtype == Q.IQ1_M:  # not an f16's high byte: bit 6 is d's exponent's top bit
+            hi &= 0xBF
+            continue
         hi[(hi & 0x7C) == 0x7C] ^= 0x40
     return raw.reshape(shape[0], -1)
 
@@ -134,5 +146,5 @@ def test_wrong_byte_count_raises(kernel_device):
 
 def test_unsupported_type_raises(kernel_device):
     raw = torch.zeros(66, dtype=torch.uint8, device=kernel_device)
-    with pytest.raises(NotImplementedError, match="IQ2_XXS"):
-        dequant.dequantize(raw, int(Q.IQ2_XXS), (1, 256))
+    with pytest.raises(NotImplementedError, match="Q8_K"):
+        dequant.dequantize(raw, int(Q.Q8_K), (1, 256))

@@ -143,3 +143,31 @@ def test_cli(tmp_path, capsys):
     args = parser.parse_args(["synth", "--preset", "v3", "--dry-run"])
     assert args.run(args) == 0
     assert "61 layers" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("mix", ["iq1_s", "iq2_xxs"])
+def test_low_bit_mix_runs_and_reads_back_in_gguf_py(mix, tmp_path):
+    """A 1.6-2.2-bit mix: experts' gate/up and down in i-quants (IQ4_NL where a row is not whole
+    256-value blocks, as llama-quantize falls back), the rest as Q4_K_M; every tensor reads the
+    same in gguf-py and ktx, and the model runs on its kernels."""
+    import gguf
+    import torch
+
+    from ktx.core.convert.tensor_types import LOW_BIT_MIXES
+    from ktx.core.loader import load
+
+    r = synth_gguf(tmp_path / "m.gguf", "deepseek2", "tiny", type=mix)
+    gate_up, down = LOW_BIT_MIXES[mix]
+    with kgguf.open(r.path) as f:
+        types = {t.name: t.type for t in f}
+        assert types["blk.1.ffn_gate_exps.weight"] == gate_up  # 256 columns: whole blocks
+        assert types["blk.1.ffn_down_exps.weight"] == kgguf.GGMLType.IQ4_NL  # 128 columns: the fallback
+        assert down != kgguf.GGMLType.IQ4_NL
+        ours = {t.name: t.dequantize().numpy() for t in f}
+    for t in gguf.GGUFReader(r.path).tensors:
+        ref = gguf.quants.dequantize(t.data, t.tensor_type).reshape(ours[t.name].shape)
+        np.testing.assert_array_equal(ours[t.name], ref, err_msg=t.name)
+    model = load(r.path)
+    with torch.inference_mode():
+        logits = model(torch.tensor([[5, 17, 99, 3]])).logits
+    assert torch.isfinite(logits).all()

@@ -317,13 +317,56 @@ static void dec_mxfp4(const uint8_t* w, int64_t nb, int8_t* q, float* a, float* 
 // Their values are small integers (grid entries with signs; IQ1's grid +- 1/8 as 8 * g +- 1
 // over a scale divided by 8, both exact), so a * q equals the dequantized value bit for bit.
 
-// Eight signed grid bytes: q[j] = +-g[j] by bit j of `signs`.
-static inline void signed8(const int8_t* g, unsigned signs, int8_t* q) {
-  for (int j = 0; j < 8; ++j) q[j] = ((signs >> j) & 1) ? (int8_t)-g[j] : g[j];
+static inline uint64_t load_u64(const void* p) {
+  uint64_t v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+static inline uint64_t grid4(const int8_t* p) {  // one 4-byte grid entry
+  uint32_t v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+// Four groups of 8 grid bytes (g[k] little-endian) with 32 sign bits (bit 8k + j negates value
+// j of group k) -> q[32]; IQ1 (`iq1`): 8 * g + delta[k] instead, delta[k] = +-1, no signs.
+static inline void grid32(const uint64_t g[4], uint32_t signs, int8_t* q) {
+#if defined(__AVX2__)
+  const __m256i v = _mm256_setr_epi64x((long long)g[0], (long long)g[1], (long long)g[2], (long long)g[3]);
+  const __m256i m = bits_to_bytes(signs);  // 0xFF where negated: (v ^ m) - m = -v
+  store256(q, _mm256_sub_epi8(_mm256_xor_si256(v, m), m));
+#else
+  for (int k = 0; k < 4; ++k)
+    for (int j = 0; j < 8; ++j) {
+      const int8_t x = (int8_t)(g[k] >> (8 * j));
+      q[8 * k + j] = ((signs >> (8 * k + j)) & 1) ? (int8_t)-x : x;
+    }
+#endif
+}
+
+static inline void iq1_grid32(const uint64_t g[4], const bool minus[4], int8_t* q) {
+#if defined(__AVX2__)
+  const __m256i v = _mm256_setr_epi64x((long long)g[0], (long long)g[1], (long long)g[2], (long long)g[3]);
+  const long long one = 0x0101010101010101LL, neg = -1LL;  // bytes of +1 / -1
+  const __m256i delta = _mm256_setr_epi64x(minus[0] ? neg : one, minus[1] ? neg : one, minus[2] ? neg : one,
+                                           minus[3] ? neg : one);
+  const __m256i v2 = _mm256_add_epi8(v, v), v4 = _mm256_add_epi8(v2, v2);
+  store256(q, _mm256_add_epi8(_mm256_add_epi8(v4, v4), delta));
+#else
+  for (int k = 0; k < 4; ++k)
+    for (int j = 0; j < 8; ++j) q[8 * k + j] = (int8_t)(8 * (int8_t)(g[k] >> (8 * j)) + (minus[k] ? -1 : 1));
+#endif
 }
 
 static inline void set_ab(float* a, float* b, int groups, float v) {
   for (int k = 0; k < groups; ++k) a[k] = v, b[k] = 0.0f;
+}
+
+// 4 sign bytes (IQ2_S, IQ3_S) or 4 x 7 bits through ksigns (IQ2_XXS, IQ3_XXS) -> 32 sign bits.
+static inline uint32_t signs4(const uint8_t* p) { return load_u32(p); }
+static inline uint32_t ksigns4(uint32_t aux, const uint8_t* ksigns) {
+  return (uint32_t)ksigns[aux & 127] | (uint32_t)ksigns[(aux >> 7) & 127] << 8 |
+         (uint32_t)ksigns[(aux >> 14) & 127] << 16 | (uint32_t)ksigns[(aux >> 21) & 127] << 24;
 }
 
 static void dec_iq2_xxs(const uint8_t* w, int64_t nb, int8_t* q, float* a, float* b) {
@@ -333,8 +376,9 @@ static void dec_iq2_xxs(const uint8_t* w, int64_t nb, int8_t* q, float* a, float
     for (int ib = 0; ib < 8; ++ib) {
       const uint32_t idx = load_u32(w + 2 + 8 * ib), aux = load_u32(w + 6 + 8 * ib);
       set_ab(a + 2 * ib, b + 2 * ib, 2, d * (0.5f + (float)(aux >> 28)) * 0.25f);
-      for (int l = 0; l < 4; ++l)
-        signed8(G.iq2xxs + 8 * ((idx >> (8 * l)) & 0xFF), G.ksigns[(aux >> (7 * l)) & 127], q + 32 * ib + 8 * l);
+      uint64_t g[4];
+      for (int l = 0; l < 4; ++l) g[l] = load_u64(G.iq2xxs + 8 * ((idx >> (8 * l)) & 0xFF));
+      grid32(g, ksigns4(aux, G.ksigns), q + 32 * ib);
     }
   }
 }
@@ -345,9 +389,15 @@ static void dec_iq2_xs(const uint8_t* w, int64_t nb, int8_t* q, float* a, float*
   for (int64_t i = 0; i < nb; ++i, w += 74, q += QK_K, a += 16, b += 16) {
     const float d = half(w);
     for (int k = 0; k < 32; k += 2) set_ab(a + k / 2, b + k / 2, 1, iq2_scale(w + iq2xs_scales, k, d));
-    for (int k = 0; k < 32; ++k) {
-      const uint16_t v = load_u16(w + iq2xs_qs + 2 * k);
-      signed8(G.iq2xs + 8 * (v & 511), G.ksigns[v >> 9], q + 8 * k);
+    for (int k = 0; k < 32; k += 4) {
+      uint64_t g[4];
+      uint32_t signs = 0;
+      for (int l = 0; l < 4; ++l) {
+        const uint16_t v = load_u16(w + iq2xs_qs + 2 * (k + l));
+        g[l] = load_u64(G.iq2xs + 8 * (v & 511));
+        signs |= (uint32_t)G.ksigns[v >> 9] << (8 * l);
+      }
+      grid32(g, signs, q + 8 * k);
     }
   }
 }
@@ -358,9 +408,11 @@ static void dec_iq2_s(const uint8_t* w, int64_t nb, int8_t* q, float* a, float* 
   for (int64_t i = 0; i < nb; ++i, w += 82, q += QK_K, a += 16, b += 16) {
     const float d = half(w);
     for (int k = 0; k < 32; k += 2) set_ab(a + k / 2, b + k / 2, 1, iq2_scale(w + iq2s_scales, k, d));
-    for (int k = 0; k < 32; ++k) {
-      const int idx = w[iq2s_qs + k] | (((w[iq2s_qh + k / 4] >> (2 * (k % 4))) & 3) << 8);
-      signed8(G.iq2s + 8 * idx, w[iq2s_signs + k], q + 8 * k);
+    for (int k = 0; k < 32; k += 4) {
+      uint64_t g[4];
+      const int qh = w[iq2s_qh + k / 4];
+      for (int l = 0; l < 4; ++l) g[l] = load_u64(G.iq2s + 8 * (w[iq2s_qs + k + l] | (((qh >> (2 * l)) & 3) << 8)));
+      grid32(g, signs4(w + iq2s_signs + k), q + 8 * k);
     }
   }
 }
@@ -373,12 +425,11 @@ static void dec_iq3_xxs(const uint8_t* w, int64_t nb, int8_t* q, float* a, float
     for (int ib = 0; ib < 8; ++ib) {
       const uint32_t aux = load_u32(w + iq3xxs_ss + 4 * ib);
       set_ab(a + 2 * ib, b + 2 * ib, 2, d * (0.5f + (float)(aux >> 28)) * 0.5f);
-      for (int l = 0; l < 4; ++l) {
-        int8_t g[8];
-        std::memcpy(g, G.iq3xxs + 4 * w[iq3xxs_qs + 8 * ib + 2 * l], 4);
-        std::memcpy(g + 4, G.iq3xxs + 4 * w[iq3xxs_qs + 8 * ib + 2 * l + 1], 4);
-        signed8(g, G.ksigns[(aux >> (7 * l)) & 127], q + 32 * ib + 8 * l);
-      }
+      const uint8_t* qs = w + iq3xxs_qs + 8 * ib;
+      uint64_t g[4];
+      for (int l = 0; l < 4; ++l)
+        g[l] = grid4(G.iq3xxs + 4 * qs[2 * l]) | grid4(G.iq3xxs + 4 * qs[2 * l + 1]) << 32;
+      grid32(g, ksigns4(aux, G.ksigns), q + 32 * ib);
     }
   }
 }
@@ -391,24 +442,20 @@ static void dec_iq3_s(const uint8_t* w, int64_t nb, int8_t* q, float* a, float* 
     for (int ib = 0; ib < 8; ++ib) {
       const int s = (w[iq3s_scales + ib / 2] >> (4 * (ib % 2))) & 0xF;
       set_ab(a + 2 * ib, b + 2 * ib, 2, d * (float)(1 + 2 * s));
+      const int qh = w[iq3s_qh + ib];  // bit m % 8 for the 8 entries of this run
+      uint64_t g[4];
       for (int l = 0; l < 4; ++l) {
-        int8_t g[8];
-        for (int h = 0; h < 2; ++h) {
-          const int m = 8 * ib + 2 * l + h;
-          const int idx = w[iq3s_qs + m] | (((w[iq3s_qh + m / 8] >> (m % 8)) & 1) << 8);
-          std::memcpy(g + 4 * h, G.iq3s + 4 * idx, 4);
-        }
-        signed8(g, w[iq3s_signs + 4 * ib + l], q + 32 * ib + 8 * l);
+        const int m0 = 2 * l, m1 = 2 * l + 1;
+        const int i0 = w[iq3s_qs + 8 * ib + m0] | (((qh >> m0) & 1) << 8);
+        const int i1 = w[iq3s_qs + 8 * ib + m1] | (((qh >> m1) & 1) << 8);
+        g[l] = grid4(G.iq3s + 4 * i0) | grid4(G.iq3s + 4 * i1) << 32;
       }
+      grid32(g, signs4(w + iq3s_signs + 4 * ib), q + 32 * ib);
     }
   }
 }
 
 // IQ1: 8 * g + (delta > 0 ? 1 : -1) over the scale / 8.
-static inline void iq1_8(const int8_t* g, bool minus, int8_t* q) {
-  for (int j = 0; j < 8; ++j) q[j] = (int8_t)(8 * g[j] + (minus ? -1 : 1));
-}
-
 static void dec_iq1_s(const uint8_t* w, int64_t nb, int8_t* q, float* a, float* b) {
   using namespace layout;
   const IQGrids& G = iq_grids();
@@ -417,9 +464,10 @@ static void dec_iq1_s(const uint8_t* w, int64_t nb, int8_t* q, float* a, float* 
     for (int ib = 0; ib < 8; ++ib) {
       const uint16_t qh = load_u16(w + iq1s_qh + 2 * ib);
       set_ab(a + 2 * ib, b + 2 * ib, 2, d * (float)(2 * ((qh >> 12) & 7) + 1) * 0.125f);
-      for (int l = 0; l < 4; ++l)
-        iq1_8(G.iq1s + 8 * (w[iq1s_qs + 4 * ib + l] | (((qh >> (3 * l)) & 7) << 8)), qh & 0x8000,
-              q + 32 * ib + 8 * l);
+      uint64_t g[4];
+      const bool m = qh & 0x8000, minus[4] = {m, m, m, m};
+      for (int l = 0; l < 4; ++l) g[l] = load_u64(G.iq1s + 8 * (w[iq1s_qs + 4 * ib + l] | (((qh >> (3 * l)) & 7) << 8)));
+      iq1_grid32(g, minus, q + 32 * ib);
     }
   }
 }
@@ -433,9 +481,15 @@ static void dec_iq1_m(const uint8_t* w, int64_t nb, int8_t* q, float* a, float* 
       const int s = (load_u16(w + iq1m_scales + 2 * (c / 4)) >> (3 * (c % 4))) & 7;
       set_ab(a + c, b + c, 1, d * (float)(2 * s + 1) * 0.125f);
     }
-    for (int k = 0; k < 32; ++k) {
-      const int nib = (w[iq1m_qh + k / 2] >> (4 * (k % 2))) & 0xF;
-      iq1_8(G.iq1s + 8 * (w[k] | ((nib & 7) << 8)), nib & 8, q + 8 * k);
+    for (int k = 0; k < 32; k += 4) {
+      uint64_t g[4];
+      bool minus[4];
+      for (int l = 0; l < 4; ++l) {
+        const int nib = (w[iq1m_qh + (k + l) / 2] >> (4 * ((k + l) % 2))) & 0xF;
+        g[l] = load_u64(G.iq1s + 8 * (w[k + l] | ((nib & 7) << 8)));
+        minus[l] = nib & 8;
+      }
+      iq1_grid32(g, minus, q + 8 * k);
     }
   }
 }

@@ -124,7 +124,11 @@ def plan_memory(
             by_prefix[prefix] = path
     plan = MemoryPlan()
     expanded: dict[str, int] = defaultdict(int)  # per device: the largest per-call expansion
+    n_layers = int(getattr(config, "num_hidden_layers", 0) or 0)
     for name, t in gf.tensors.items():
+        m = re.match(r"blk\.(\d+)\.", name)
+        if n_layers and m and int(m.group(1)) >= n_layers:
+            continue  # a next-token-prediction layer (GLM-4.x files): loaded nowhere, never read
         path = _owner(name, by_prefix)
         device, kwargs = devices.get(path, "cpu"), rule_kwargs.get(path, {})
         tied_output = name == "token_embd.weight" and "output.weight" not in gf.tensors

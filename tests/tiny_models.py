@@ -29,6 +29,7 @@ TINY_NAMES = (
     "qwen3",
     "gemma3",
     "gpt-oss",
+    "glm4moe",
 )
 # The GGUF architecture llama.cpp writes for each (an expectation, independent of ktx's tables).
 GGUF_ARCH = {
@@ -43,6 +44,7 @@ GGUF_ARCH = {
     "qwen3": "qwen3",
     "gemma3": "gemma3",
     "gpt-oss": "gpt-oss",
+    "glm4moe": "glm4moe",
 }
 VOCAB = 512
 _COMMON: dict[str, Any] = {
@@ -157,6 +159,17 @@ CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
                 "beta_slow": 1.0,
                 "truncate": False,
             }
+        },
+    ),
+    "glm4moe": (
+        "glm4_moe",
+        # GLM-4.5's layer: a leading dense layer, sigmoid routing in groups with a correction
+        # bias, a shared expert, q/k norms, biases, RoPE on half of each head
+        {**_DEEPSEEK, "num_key_value_heads": 2, "head_dim": 64, "n_shared_experts": 1}
+        | {"n_group": 4, "topk_group": 2, "routed_scaling_factor": 2.5, "norm_topk_prob": True}
+        | {"use_qk_norm": True, "attention_bias": True}
+        | {
+            "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "partial_rotary_factor": 0.5}
         },
     ),
 }

@@ -31,6 +31,7 @@ ARCHES: dict[str, str] = {
     "gemma3_text": "gemma3",
     "gemma3": "gemma3",  # Gemma3ForConditionalGeneration: its text_config is converted
     "gpt_oss": "gpt-oss",
+    "glm4_moe": "glm4moe",
 }
 
 # llama.cpp's LlamaFileType for each --type
@@ -159,6 +160,27 @@ def _gpt_oss(cfg: dict[str, Any], out: dict[str, Any]) -> None:
     out[f"{a}.attention.key_length"] = out[f"{a}.attention.value_length"] = head_dim
 
 
+def _glm4moe(cfg: dict[str, Any], out: dict[str, Any]) -> None:
+    """Glm4MoeModel.set_gguf_parameters, less the next-token-prediction layers (ktx skips them:
+    block_count is the model's own layers and no nextn_predict_layers is written)."""
+    a = "glm4moe"
+    head_dim = int(cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"])
+    partial = float(rope_params(cfg).get("partial_rotary_factor", cfg.get("partial_rotary_factor", 0.5)))
+    out[f"{a}.rope.dimension_count"] = int(head_dim * partial)
+    out[f"{a}.expert_count"] = int(cfg["n_routed_experts"])
+    out[f"{a}.expert_feed_forward_length"] = int(cfg["moe_intermediate_size"])
+    out[f"{a}.expert_shared_count"] = int(cfg.get("n_shared_experts") or 0)
+    out[f"{a}.leading_dense_block_count"] = int(cfg.get("first_k_dense_replace") or 0)
+    out[f"{a}.expert_weights_scale"] = float(cfg.get("routed_scaling_factor", 1.0))
+    out[f"{a}.expert_weights_norm"] = bool(cfg.get("norm_topk_prob", True))
+    out[f"{a}.expert_gating_func"] = _gating("sigmoid")
+    out[f"{a}.attention.key_length"] = out[f"{a}.attention.value_length"] = head_dim
+    nextn = int(cfg.get("ktx_mtp_blocks") or 0)
+    if nextn:  # `ktx synth` presets: the real files carry the MTP layer(s) as extra blocks
+        out[f"{a}.block_count"] = int(cfg["num_hidden_layers"]) + nextn
+        out[f"{a}.nextn_predict_layers"] = nextn
+
+
 def _deepseek(model_type: str, cfg: dict[str, Any], out: dict[str, Any], legacy_mla: bool) -> None:
     a = "deepseek2"
     n_experts = cfg.get("n_routed_experts")
@@ -238,6 +260,8 @@ def hparams(model_type: str, cfg: dict[str, Any], *, legacy_mla: bool = False) -
         _deepseek(model_type, cfg, out, legacy_mla)
     elif arch == "gpt-oss":
         _gpt_oss(cfg, out)
+    elif arch == "glm4moe":
+        _glm4moe(cfg, out)
     return out
 
 

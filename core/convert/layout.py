@@ -17,7 +17,7 @@ Shape = tuple[int, ...]
 def _is_moe_layer(model_type: str, cfg: dict[str, Any], bid: int) -> bool:
     if n_experts(cfg) == 0:
         return False
-    if model_type.startswith("deepseek"):
+    if model_type.startswith("deepseek") or model_type == "glm4_moe":
         dense = cfg.get("first_k_dense_replace") or 0
         return bid >= dense and bid % int(cfg.get("moe_layer_freq") or 1) == 0
     if model_type in ("qwen2_moe", "qwen3_moe"):
@@ -58,7 +58,7 @@ def _attention(model_type: str, cfg: dict[str, Any], legacy_mla: bool) -> list[t
         out += [("attn_q.bias", (heads * hd,)), ("attn_k.bias", (kv * hd,)), ("attn_v.bias", (kv * hd,))]
     if model_type == "gpt_oss":  # an output bias too, and one sink logit per head
         out += [("attn_output.bias", (h,)), ("attn_sinks", (heads,))]
-    if model_type in ("qwen3", "qwen3_moe", "gemma3_text", "gemma3"):
+    if model_type in ("qwen3", "qwen3_moe", "gemma3_text", "gemma3") or cfg.get("use_qk_norm"):
         out += [("attn_q_norm", (hd,)), ("attn_k_norm", (hd,))]
     return out
 
@@ -77,7 +77,7 @@ def _ffn(model_type: str, cfg: dict[str, Any], bid: int) -> list[tuple[str, Shap
         ("ffn_down_exps", (e, h, i)),
     ]
     shared = 0
-    if model_type.startswith("deepseek") and cfg.get("n_shared_experts"):
+    if (model_type.startswith("deepseek") or model_type == "glm4_moe") and cfg.get("n_shared_experts"):
         shared = i * int(cfg["n_shared_experts"])
     elif model_type == "qwen2_moe" and cfg.get("shared_expert_intermediate_size"):
         shared = int(cfg["shared_expert_intermediate_size"])
@@ -88,7 +88,7 @@ def _ffn(model_type: str, cfg: dict[str, Any], bid: int) -> list[tuple[str, Shap
             ("ffn_up_shexp", (shared, h)),
             ("ffn_down_shexp", (h, shared)),
         ]
-    if model_type == "deepseek_v3":
+    if model_type in ("deepseek_v3", "glm4_moe"):
         out.append(("exp_probs_b.bias", (e,)))
     if model_type == "gpt_oss":  # biases on the router and every expert projection
         out += [
@@ -100,6 +100,12 @@ def _ffn(model_type: str, cfg: dict[str, Any], bid: int) -> list[tuple[str, Shap
     return out
 
 
+def nextn_layers(arch: str, cfg: dict[str, Any]) -> int:
+    """Next-token-prediction (MTP) blocks a file of this config carries: `ktx synth`'s GLM presets
+    mark them (`ktx_mtp_blocks`) as the real files have them; `ktx convert` skips them."""
+    return int(cfg.get("ktx_mtp_blocks") or 0) if arch == "glm4moe" else 0
+
+
 def expected_tensors(
     model_type: str, cfg: dict[str, Any], legacy_mla: bool = False
 ) -> list[tuple[str, Shape]]:
@@ -109,12 +115,27 @@ def expected_tensors(
     tied = bool(cfg.get("tie_word_embeddings", arch == "gemma3")) or arch == "gemma3"
     out: list[tuple[str, Shape]] = [("token_embd.weight", (vocab, h))]
     for bid in range(int(cfg["num_hidden_layers"])):
-        norms = [("attn_norm", (h,)), ("post_attention_norm" if arch == "gpt-oss" else "ffn_norm", (h,))]
+        mlp_norm = "post_attention_norm" if arch in ("gpt-oss", "glm4moe") else "ffn_norm"
+        norms = [("attn_norm", (h,)), (mlp_norm, (h,))]
         if arch == "gemma3":
             norms += [("post_attention_norm", (h,)), ("post_ffw_norm", (h,))]
         block = norms + _attention(model_type, cfg, legacy_mla) + _ffn(model_type, cfg, bid)
         names = [(f"blk.{bid}.{n}" if "." in n else f"blk.{bid}.{n}.weight", s) for n, s in block]
         out += sorted(names)
+    for bid in range(int(cfg["num_hidden_layers"]), int(cfg["num_hidden_layers"]) + nextn_layers(arch, cfg)):
+        # GLM-4.x files carry the next-token-prediction layer: a MoE block and its nextn parts
+        block = [("attn_norm", (h,)), ("post_attention_norm", (h,))]
+        block += _attention(model_type, cfg, legacy_mla) + _ffn(model_type, cfg, bid)
+        block += [
+            ("nextn.eh_proj", (h, 2 * h)),
+            ("nextn.enorm", (h,)),
+            ("nextn.hnorm", (h,)),
+            ("nextn.shared_head_norm", (h,)),
+        ]
+        out += sorted(
+            (f"blk.{bid}.{n}" if "." in n and not n.startswith("nextn") else f"blk.{bid}.{n}.weight", s)
+            for n, s in block
+        )
     out.append(("output_norm.weight", (h,)))
     if not tied:
         out.append(("output.weight", (vocab, h)))

@@ -161,6 +161,46 @@ PRESETS: dict[str, dict[str, Any]] = {
         "tie_word_embeddings": False,
     },
 }
+# zai-org/GLM-4.5-Air (GLM-4.5 below); the files carry one next-token-prediction layer
+PRESETS["glm-4.5-air"] = {
+    "model_type": "glm4_moe",
+    "hidden_size": 4096,
+    "num_hidden_layers": 46,
+    "num_attention_heads": 96,
+    "num_key_value_heads": 8,
+    "head_dim": 128,
+    "intermediate_size": 10944,
+    "moe_intermediate_size": 1408,
+    "n_routed_experts": 128,
+    "num_experts_per_tok": 8,
+    "n_shared_experts": 1,
+    "first_k_dense_replace": 1,
+    "n_group": 1,
+    "topk_group": 1,
+    "routed_scaling_factor": 1.0,
+    "norm_topk_prob": True,
+    "partial_rotary_factor": 0.5,
+    "rope_theta": 1000000.0,
+    "attention_bias": True,
+    "use_qk_norm": False,
+    "vocab_size": 151552,
+    "max_position_embeddings": 131072,
+    "rms_norm_eps": 1e-5,
+    "num_nextn_predict_layers": 1,
+    "tie_word_embeddings": False,
+}
+# zai-org/GLM-4.5 (GLM-4.6 and 4.7 share its shapes)
+PRESETS["glm-4.5"] = {
+    **PRESETS["glm-4.5-air"],
+    "hidden_size": 5120,
+    "num_hidden_layers": 92,
+    "intermediate_size": 12288,
+    "moe_intermediate_size": 1536,
+    "n_routed_experts": 160,
+    "first_k_dense_replace": 3,
+    "routed_scaling_factor": 2.5,
+    "use_qk_norm": True,
+}
 # openai/gpt-oss-120b: gpt-oss-20b's layer, 36 deep with 128 experts
 PRESETS["gpt-oss-120b"] = {**PRESETS["gpt-oss-20b"], "num_hidden_layers": 36, "num_local_experts": 128}
 
@@ -220,6 +260,21 @@ TINY: dict[str, dict[str, Any]] = {
         "head_dim": 64,
         "sliding_window": 16,
     },
+    "glm4moe": {
+        **PRESETS["glm-4.5"],
+        **_TINY_COMMON,
+        "num_hidden_layers": 3,
+        "first_k_dense_replace": 1,
+        "num_nextn_predict_layers": 0,
+        "n_routed_experts": 16,
+        "num_experts_per_tok": 4,
+        "n_group": 4,
+        "topk_group": 2,
+        "moe_intermediate_size": 128,
+        "intermediate_size": 512,
+        "num_key_value_heads": 2,
+        "head_dim": 64,
+    },
     "llama": {
         **PRESETS["mixtral-8x7b"],
         **_TINY_COMMON,
@@ -266,4 +321,6 @@ def preset_config(
                 f"(expert groups), not {experts}"
             )
         cfg[key] = int(experts)
+    if cfg.get("model_type") == "glm4_moe" and cfg.get("num_nextn_predict_layers"):
+        cfg["ktx_mtp_blocks"] = int(cfg["num_nextn_predict_layers"])  # as the real files carry them
     return cfg

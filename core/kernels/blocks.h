@@ -28,7 +28,8 @@ struct AttnBlockSpec {
   const float *q_bias = nullptr, *k_bias = nullptr, *v_bias = nullptr, *o_bias = nullptr;
   Norm q_norm, k_norm;  // per head (Qwen 3, Gemma 3)
   int heads = 0, kv_heads = 0, head_dim = 0;
-  const float* rope_freqs = nullptr;  // head_dim / 2
+  const float* rope_freqs = nullptr;  // rope_dim / 2
+  int rope_dim = 0;                   // the rotated leading part of each head (0: all of it; GLM: half)
   float rope_scale = 1.0f;
   bool rope_interleaved = false;
   float scale = 1.0f;

@@ -196,6 +196,33 @@ def _gpt_oss(meta: _Meta) -> tuple[str, dict]:
     return "gpt_oss", cfg
 
 
+def _glm4moe(meta: _Meta) -> tuple[str, dict]:
+    cfg = _common(meta)
+    heads = cfg["num_attention_heads"]
+    head_dim = int(meta.get("attention.key_length") or cfg["hidden_size"] // heads)
+    groups = int(meta.get("expert_group_count", 1) or 1)
+    # the files carry the next-token-prediction layer(s) as extra blocks: not part of the model
+    nextn = int(meta.get("nextn_predict_layers", 0) or 0)
+    cfg.update(
+        num_hidden_layers=cfg["num_hidden_layers"] - nextn,
+        head_dim=head_dim,
+        n_routed_experts=int(meta.need("expert_count")),
+        num_experts_per_tok=int(meta.need("expert_used_count")),
+        moe_intermediate_size=int(meta.need("expert_feed_forward_length")),
+        n_shared_experts=int(meta.get("expert_shared_count", 0) or 0),
+        first_k_dense_replace=int(meta.get("leading_dense_block_count", 0) or 0),
+        routed_scaling_factor=float(meta.get("expert_weights_scale", 1.0) or 1.0),
+        norm_topk_prob=bool(meta.get("expert_weights_norm", True)),
+        n_group=groups,
+        topk_group=int(meta.get("expert_group_used_count", groups) or groups),
+        use_qk_norm=meta.has_tensor("blk.0.attn_q_norm.weight"),
+        attention_bias=meta.has_tensor("blk.0.attn_q.bias"),
+    )
+    rope_dim = int(meta.get("rope.dimension_count") or head_dim)
+    cfg["rope_parameters"]["partial_rotary_factor"] = rope_dim / head_dim  # GLM-4.x: 0.5
+    return "glm4_moe", cfg
+
+
 _BUILDERS = {
     "llama": _llama,
     "qwen2": lambda meta: ("qwen2", _common(meta)),
@@ -205,6 +232,7 @@ _BUILDERS = {
     "gemma3": _gemma3,
     "deepseek2": _deepseek2,
     "gpt-oss": _gpt_oss,
+    "glm4moe": _glm4moe,
 }
 
 

@@ -52,7 +52,7 @@ _GEMMA3: list[tuple[str, str]] = [
     (_L + r"post_feedforward_layernorm", "blk.{0}.post_ffw_norm"),
 ]
 
-# gpt-oss: the MLP's norm is llama.cpp's post_attention_norm.
+# gpt-oss, GLM-4.x: the MLP's norm is llama.cpp's post_attention_norm.
 _GPT_OSS: list[tuple[str, str]] = [
     (_L + r"post_attention_layernorm", "blk.{0}.post_attention_norm"),
 ]
@@ -67,7 +67,7 @@ def _compile(rows: list[tuple[str, str]]) -> list[tuple[re.Pattern[str], str]]:
 for _arch in ("llama", "qwen2", "qwen3", "qwen2moe", "qwen3moe", "deepseek2"):
     TABLES[_arch] = _compile(_COMMON)
 TABLES["gemma3"] = _compile(_GEMMA3 + _COMMON)
-TABLES["gpt-oss"] = _compile(_GPT_OSS + _COMMON)
+TABLES["gpt-oss"] = TABLES["glm4moe"] = _compile(_GPT_OSS + _COMMON)
 
 
 def gguf_prefix(arch: str, module_path: str) -> str | None:

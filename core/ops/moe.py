@@ -34,7 +34,7 @@ from .base import Operator, adopt
 
 def _routing(config) -> dict:
     mt = config.model_type
-    if mt == "deepseek_v3":
+    if mt in ("deepseek_v3", "glm4_moe"):  # sigmoid, correction bias, top-2-sum groups
         return dict(
             scoring="sigmoid", group="top2sum", norm=config.norm_topk_prob, scale=config.routed_scaling_factor
         )
@@ -433,7 +433,7 @@ def choose_gpu_experts(key: str, n_experts: int, n: int, profile: str | None) ->
 
 
 class MoE(Operator):
-    """Router + routed experts + shared experts (DeepSeek, or Qwen2-MoE's gated one)."""
+    """Router + routed experts + shared experts (DeepSeek, GLM-4.x, or Qwen2-MoE's gated one)."""
 
     def __init__(self, key, gguf, config, orig=None, device="cpu", **kwargs):
         super().__init__(key, gguf, config, orig, device, **kwargs)

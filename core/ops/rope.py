@@ -23,6 +23,7 @@ def inv_freq(config, dim: int, layer_type: str | None = None) -> tuple[torch.Ten
     kind = params.get("rope_type", "default")
     if kind == "default":
         theta = params["rope_theta"]
+        dim = int(dim * params.get("partial_rotary_factor", 1.0))  # GLM-4.x: half of each head
         return 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim)), 1.0
     from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
@@ -37,7 +38,11 @@ class Rope:
         self._on: dict[torch.device, torch.Tensor] = {}
 
     def __call__(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        # x: [T, heads, dim] float32; positions: [T] (any device: moved to x's)
+        # x: [T, heads, dim] float32; positions: [T] (any device: moved to x's). Partial
+        # rotary (GLM-4.x): only the first 2 * len(freqs) values of each head turn.
+        rot = 2 * self.freqs.numel()
+        if rot < x.shape[-1]:
+            return torch.cat((self(x[..., :rot], positions), x[..., rot:]), dim=-1)
         freqs = self._on.get(x.device)
         if freqs is None:
             freqs = self._on[x.device] = self.freqs.to(x.device)
@@ -66,7 +71,9 @@ class Rope:
             and positions.is_cpu
             and positions.is_contiguous()
         ):
-            cpu_kernels.rope_(x, positions, self.freqs, self.scale, self.interleaved)
+            cpu_kernels.rope_(
+                x[..., : 2 * self.freqs.numel()], positions, self.freqs, self.scale, self.interleaved
+            )
             return x
         return self(x, positions)
 

@@ -66,8 +66,6 @@ def attn_block(norm, attn, post_norm) -> Block | None:
     if (nq == 0) != (nk == 0) or (nq and eq != ek):
         return None  # one epsilon for both per-head norms
     freqs = attn.rope.freqs
-    if freqs.numel() * 2 != attn.head_dim:
-        return None  # partial rotary: not in the block
     q, k, v, o = lins
     kernel = _kernels.AttnBlock(
         hidden=q.qmatrix.cols,
@@ -98,6 +96,7 @@ def attn_block(norm, attn, post_norm) -> Block | None:
         exact=q.exact_kernels,
         threads=attn.threads,
         sinks=_ptr(attn.sinks),
+        rope_dim=freqs.numel() * 2,  # GLM-4.x rotates half of each head
     )
     keep = (*k1, *k2, *kq, *kk, freqs, *(lin.blocks for lin in lins), *(lin.bias for lin in lins), attn.sinks)
     return Block(kernel, keep)

@@ -124,6 +124,8 @@ def expected_from_hf(name: str, cfg: dict, hf: dict[str, np.ndarray]) -> dict[st
             experts.setdefault((bid, EXPERT_PROJ[e[2]]), {})[int(e[1])] = w
             continue
         gname = (GEMMA_NAMES if arch == "gemma3" and mod in GEMMA_NAMES else LAYER_NAMES)[mod]
+        if arch == "glm4moe" and mod == "post_attention_layernorm":  # llama.cpp's GLM name
+            gname = "post_attention_norm"
         if arch == "llama" and gname in ("attn_q", "attn_k"):
             heads = cfg["num_attention_heads"] if gname == "attn_q" else cfg["num_key_value_heads"]
             w = rope_interleave(w, heads)

@@ -110,6 +110,41 @@ def test_gpt_oss_presets_match_published_mxfp4_sizes():
         assert experts == {"MXFP4"}
 
 
+def test_glm_presets_match_published_sizes():
+    """GLM-4.5-Air against ubergarm/GLM-4.5-Air-GGUF's BF16 (205.811 GiB) and Q8_0 (109.381 GiB)
+    files, which carry the next-token-prediction layer as block 46, as the preset does."""
+    for type_, gib in {"bf16": 205.811, "q8_0": 109.381}.items():
+        cfg, plan = synth_plan(None, "glm-4.5-air", None, type_)
+        total = sum(tensor_nbytes(shape, t) for _, shape, t in plan) / 2**30
+        assert total == pytest.approx(gib, rel=0.02), type_
+    names = {n for n, _, _ in plan}
+    assert "blk.46.nextn.eh_proj.weight" in names and "blk.46.ffn_gate_exps.weight" in names
+    assert hparams("glm4_moe", cfg)["glm4moe.block_count"] == 47
+
+
+def test_glm_file_skips_its_next_token_prediction_layer(tmp_path):
+    """The MTP block a GLM file carries is neither built nor loaded, and the memory plan
+    does not count it."""
+    import torch
+
+    from ktx.core.loader import load
+    from ktx.core.memory_plan import plan_memory
+
+    r = synth_gguf(tmp_path / "glm.gguf", "glm4moe", "glm-4.5-air", layers=2, experts=8, type="q8_0")
+    with kgguf.open(r.path) as f:
+        assert f.metadata["glm4moe.block_count"] == 3 and "blk.2.nextn.eh_proj.weight" in f.tensors
+        mtp = sum(t.nbytes for t in f if t.name.startswith("blk.2."))
+        total = sum(t.nbytes for t in f)
+    model = load(r.path)
+    assert model.config.num_hidden_layers == 2 and len(model.model.layers) == 2
+    with kgguf.open(r.path) as f:
+        devices = {name: "cpu" for name, _ in model.named_modules()}
+        planned = plan_memory(f, "glm4moe", model.config, devices, cache_tokens=16)
+    assert sum(planned.per_device().values()) < total - mtp + (64 << 20)  # + the small KV cache
+    with torch.inference_mode():
+        assert torch.isfinite(model(torch.tensor([[1, 2, 3]])).logits).all()
+
+
 def test_layers_cut_keeps_dense():
     cfg, plan = synth_plan("deepseek2", "v3", layers=4)
     assert cfg["num_hidden_layers"] == 4 and cfg["first_k_dense_replace"] == 3

@@ -144,6 +144,23 @@ def _gemma3(meta: _Meta) -> tuple[str, dict]:
     return "gemma3_text", cfg
 
 
+def _deepseek_moe(meta: _Meta, norm_default: bool) -> dict[str, Any]:
+    """DeepSeek-style MoE keys (DeepSeek-V2/V3, GLM-4.x): experts, shared experts, leading dense
+    layers, routed scaling, top-k renormalisation and expert groups."""
+    groups = int(meta.get("expert_group_count", 1) or 1)
+    return dict(
+        n_routed_experts=int(meta.need("expert_count")),
+        num_experts_per_tok=int(meta.need("expert_used_count")),
+        moe_intermediate_size=int(meta.need("expert_feed_forward_length")),
+        n_shared_experts=int(meta.get("expert_shared_count", 0) or 0),
+        first_k_dense_replace=int(meta.get("leading_dense_block_count", 0) or 0),
+        routed_scaling_factor=float(meta.get("expert_weights_scale", 1.0) or 1.0),
+        norm_topk_prob=bool(meta.get("expert_weights_norm", norm_default)),
+        n_group=groups,
+        topk_group=int(meta.get("expert_group_used_count", groups) or groups),
+    )
+
+
 def _deepseek2(meta: _Meta) -> tuple[str, dict]:
     cfg = _common(meta)
     sigmoid = int(meta.get("expert_gating_func", 1)) == 2
@@ -161,15 +178,7 @@ def _deepseek2(meta: _Meta) -> tuple[str, dict]:
         qk_rope_head_dim=rope_dim,
         qk_nope_head_dim=k_len - rope_dim,
         v_head_dim=v_len,
-        n_routed_experts=int(meta.need("expert_count")),
-        num_experts_per_tok=int(meta.need("expert_used_count")),
-        moe_intermediate_size=int(meta.need("expert_feed_forward_length")),
-        n_shared_experts=int(meta.get("expert_shared_count", 0) or 0),
-        first_k_dense_replace=int(meta.get("leading_dense_block_count", 0) or 0),
-        routed_scaling_factor=float(meta.get("expert_weights_scale", 1.0) or 1.0),
-        norm_topk_prob=bool(meta.get("expert_weights_norm", False)),
-        n_group=groups,
-        topk_group=int(meta.get("expert_group_used_count", groups) or groups),
+        **_deepseek_moe(meta, norm_default=False),
     )
     if sigmoid:
         cfg["rope_interleave"] = True
@@ -200,21 +209,12 @@ def _glm4moe(meta: _Meta) -> tuple[str, dict]:
     cfg = _common(meta)
     heads = cfg["num_attention_heads"]
     head_dim = int(meta.get("attention.key_length") or cfg["hidden_size"] // heads)
-    groups = int(meta.get("expert_group_count", 1) or 1)
     # the files carry the next-token-prediction layer(s) as extra blocks: not part of the model
     nextn = int(meta.get("nextn_predict_layers", 0) or 0)
     cfg.update(
         num_hidden_layers=cfg["num_hidden_layers"] - nextn,
         head_dim=head_dim,
-        n_routed_experts=int(meta.need("expert_count")),
-        num_experts_per_tok=int(meta.need("expert_used_count")),
-        moe_intermediate_size=int(meta.need("expert_feed_forward_length")),
-        n_shared_experts=int(meta.get("expert_shared_count", 0) or 0),
-        first_k_dense_replace=int(meta.get("leading_dense_block_count", 0) or 0),
-        routed_scaling_factor=float(meta.get("expert_weights_scale", 1.0) or 1.0),
-        norm_topk_prob=bool(meta.get("expert_weights_norm", True)),
-        n_group=groups,
-        topk_group=int(meta.get("expert_group_used_count", groups) or groups),
+        **_deepseek_moe(meta, norm_default=True),
         use_qk_norm=meta.has_tensor("blk.0.attn_q_norm.weight"),
         attention_bias=meta.has_tensor("blk.0.attn_q.bias"),
     )

@@ -19,6 +19,7 @@ import torch
 from hf_oracle import hf_model_on_gguf, random_ids
 from tiny_models import GGUF_ARCH, TINY_NAMES, make_tiny
 
+import ktx.core.gguf as kgguf
 from ktx.core.convert.hf_to_gguf import convert_hf
 from ktx.core.loader import load
 from ktx.core.runtime.generate import prefill_and_generate
@@ -74,6 +75,16 @@ def test_quantized_logits_match_transformers_on_dequantized_weights(name, qtype,
     gguf_path = tmp_path / "m.gguf"
     convert_hf(hf_dirs(name), gguf_path, qtype, progress=False)
     _compare(hf_dirs(name), gguf_path, GGUF_ARCH[name])
+
+
+def test_gpt_oss_mxfp4_file_matches_transformers_on_dequantized_weights(hf_dirs, tmp_path):
+    """`--type mxfp4` (gpt-oss's own mix): MXFP4 experts on the MoE kernels, Q8_0 elsewhere."""
+    gguf_path = tmp_path / "m.gguf"
+    convert_hf(hf_dirs("gpt-oss"), gguf_path, "mxfp4", progress=False)
+    with kgguf.open(gguf_path) as f:
+        assert f.tensors["blk.0.ffn_gate_exps.weight"].type == kgguf.GGMLType.MXFP4
+        assert f.tensors["blk.0.attn_q.weight"].type == kgguf.GGMLType.Q8_0
+    _compare(hf_dirs("gpt-oss"), gguf_path, "gpt-oss")
 
 
 def test_mla_absorbed_decode_equals_naive(hf_dirs, tmp_path):

@@ -30,6 +30,7 @@ TINY_NAMES = (
     "gemma3",
     "gpt-oss",
     "glm4moe",
+    "minimax-m2",
 )
 # The GGUF architecture llama.cpp writes for each (an expectation, independent of ktx's tables).
 GGUF_ARCH = {
@@ -45,6 +46,7 @@ GGUF_ARCH = {
     "gemma3": "gemma3",
     "gpt-oss": "gpt-oss",
     "glm4moe": "glm4moe",
+    "minimax-m2": "minimax-m2",
 }
 VOCAB = 512
 _COMMON: dict[str, Any] = {
@@ -170,6 +172,15 @@ CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
         | {"use_qk_norm": True, "attention_bias": True}
         | {
             "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "partial_rotary_factor": 0.5}
+        },
+    ),
+    "minimax-m2": (
+        "minimax_m2",
+        # q/k norms over all heads, RoPE on half of each head, sigmoid routing with a correction bias
+        {"num_key_value_heads": 2, "head_dim": 64, "intermediate_size": 64}
+        | {"num_local_experts": 8, "num_experts_per_tok": 2}
+        | {
+            "rope_parameters": {"rope_type": "default", "rope_theta": 5000000.0, "partial_rotary_factor": 0.5}
         },
     ),
 }

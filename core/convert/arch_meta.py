@@ -32,6 +32,7 @@ ARCHES: dict[str, str] = {
     "gemma3": "gemma3",  # Gemma3ForConditionalGeneration: its text_config is converted
     "gpt_oss": "gpt-oss",
     "glm4_moe": "glm4moe",
+    "minimax_m2": "minimax-m2",
 }
 
 # llama.cpp's LlamaFileType for each --type
@@ -181,6 +182,17 @@ def _glm4moe(cfg: dict[str, Any], out: dict[str, Any]) -> None:
         out[f"{a}.nextn_predict_layers"] = nextn
 
 
+def _minimax_m2(cfg: dict[str, Any], out: dict[str, Any]) -> None:
+    """MiniMaxM2Model.set_gguf_parameters: the experts' width, partial RoPE, sigmoid routing."""
+    a = "minimax-m2"
+    head_dim = int(cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"])
+    rope = rope_params(cfg)
+    partial = rope.get("partial_rotary_factor") or (cfg.get("rotary_dim") or head_dim) / head_dim
+    out[f"{a}.rope.dimension_count"] = int(head_dim * float(partial))
+    out[f"{a}.expert_feed_forward_length"] = int(cfg["intermediate_size"])
+    out[f"{a}.expert_gating_func"] = _gating("sigmoid")
+
+
 def _deepseek(model_type: str, cfg: dict[str, Any], out: dict[str, Any], legacy_mla: bool) -> None:
     a = "deepseek2"
     n_experts = cfg.get("n_routed_experts")
@@ -262,6 +274,8 @@ def hparams(model_type: str, cfg: dict[str, Any], *, legacy_mla: bool = False) -
         _gpt_oss(cfg, out)
     elif arch == "glm4moe":
         _glm4moe(cfg, out)
+    elif arch == "minimax-m2":
+        _minimax_m2(cfg, out)
     return out
 
 

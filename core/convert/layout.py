@@ -60,6 +60,8 @@ def _attention(model_type: str, cfg: dict[str, Any], legacy_mla: bool) -> list[t
         out += [("attn_output.bias", (h,)), ("attn_sinks", (heads,))]
     if model_type in ("qwen3", "qwen3_moe", "gemma3_text", "gemma3") or cfg.get("use_qk_norm"):
         out += [("attn_q_norm", (hd,)), ("attn_k_norm", (hd,))]
+    if model_type == "minimax_m2":  # over all heads together
+        out += [("attn_q_norm", (heads * hd,)), ("attn_k_norm", (kv * hd,))]
     return out
 
 
@@ -88,7 +90,7 @@ def _ffn(model_type: str, cfg: dict[str, Any], bid: int) -> list[tuple[str, Shap
             ("ffn_up_shexp", (shared, h)),
             ("ffn_down_shexp", (h, shared)),
         ]
-    if model_type in ("deepseek_v3", "glm4_moe"):
+    if model_type in ("deepseek_v3", "glm4_moe", "minimax_m2"):
         out.append(("exp_probs_b.bias", (e,)))
     if model_type == "gpt_oss":  # biases on the router and every expert projection
         out += [

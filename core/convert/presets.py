@@ -201,6 +201,25 @@ PRESETS["glm-4.5"] = {
     "routed_scaling_factor": 2.5,
     "use_qk_norm": True,
 }
+# MiniMaxAI/MiniMax-M2 (M2.1, M2.5 and M2.7 share its shapes)
+PRESETS["minimax-m2"] = {
+    "model_type": "minimax_m2",
+    "hidden_size": 3072,
+    "num_hidden_layers": 62,
+    "num_attention_heads": 48,
+    "num_key_value_heads": 8,
+    "head_dim": 128,
+    "intermediate_size": 1536,
+    "num_local_experts": 256,
+    "num_experts_per_tok": 8,
+    "rotary_dim": 64,
+    "partial_rotary_factor": 0.5,
+    "rope_theta": 5000000.0,
+    "vocab_size": 200064,
+    "max_position_embeddings": 196608,
+    "rms_norm_eps": 1e-6,
+    "tie_word_embeddings": False,
+}
 # openai/gpt-oss-120b: gpt-oss-20b's layer, 36 deep with 128 experts
 PRESETS["gpt-oss-120b"] = {**PRESETS["gpt-oss-20b"], "num_hidden_layers": 36, "num_local_experts": 128}
 
@@ -274,6 +293,17 @@ TINY: dict[str, dict[str, Any]] = {
         "intermediate_size": 512,
         "num_key_value_heads": 2,
         "head_dim": 64,
+    },
+    "minimax-m2": {
+        **PRESETS["minimax-m2"],
+        **_TINY_COMMON,
+        "num_hidden_layers": 2,
+        "num_local_experts": 16,
+        "num_experts_per_tok": 4,
+        "intermediate_size": 128,
+        "num_key_value_heads": 2,
+        "head_dim": 64,
+        "rotary_dim": 32,
     },
     "llama": {
         **PRESETS["mixtral-8x7b"],

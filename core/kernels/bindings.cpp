@@ -240,8 +240,9 @@ PYBIND11_MODULE(_kernels, m) {
                            uintptr_t k_bias, uintptr_t v_bias, uintptr_t o_bias, uintptr_t q_norm, uintptr_t k_norm,
                            float qk_eps, int heads, int kv_heads, int head_dim, uintptr_t rope_freqs, float rope_scale,
                            bool rope_interleaved, float scale, int64_t window, float softcap, bool exact, int threads,
-                           uintptr_t sinks, int rope_dim) {
+                           uintptr_t sinks, int rope_dim, bool qk_norm_full) {
              AttnBlockSpec s;
+             s.qk_norm_full = qk_norm_full;
              s.sinks = fptr(sinks);
              s.rope_dim = rope_dim;
              s.hidden = hidden;
@@ -261,7 +262,8 @@ PYBIND11_MODULE(_kernels, m) {
            py::arg("v_bias"), py::arg("o_bias"), py::arg("q_norm"), py::arg("k_norm"), py::arg("qk_eps"),
            py::arg("heads"), py::arg("kv_heads"), py::arg("head_dim"), py::arg("rope_freqs"), py::arg("rope_scale"),
            py::arg("rope_interleaved"), py::arg("scale"), py::arg("window"), py::arg("softcap"), py::arg("exact"),
-           py::arg("threads"), py::arg("sinks") = 0, py::arg("rope_dim") = 0)
+           py::arg("threads"), py::arg("sinks") = 0, py::arg("rope_dim") = 0,
+           py::arg("qk_norm_full") = false)
       .def(
           "forward",
           [](AttnBlock& b, uintptr_t x, int64_t n, uintptr_t k_store, uintptr_t v_store, uintptr_t table,

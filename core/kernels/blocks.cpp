@@ -87,8 +87,13 @@ void AttnBlock::forward(float* x, int64_t n, float* k_store, float* v_store, con
   }
   {
     Timed t(kClockRope);  // with the q/k norms
-    if (s.q_norm.w) rms_norm(q_.data(), n * s.heads, d, d, s.q_norm.w, s.q_norm.eps, q_.data(), d, false);
-    if (s.k_norm.w) rms_norm(k_.data(), n * s.kv_heads, d, d, s.k_norm.w, s.k_norm.eps, k_.data(), d, false);
+    if (s.qk_norm_full) {  // one norm over each row's heads (rows qw / kw floats wide)
+      if (s.q_norm.w) rms_norm(q_.data(), n, qw, qw, s.q_norm.w, s.q_norm.eps, q_.data(), qw, false);
+      if (s.k_norm.w) rms_norm(k_.data(), n, kw, kw, s.k_norm.w, s.k_norm.eps, k_.data(), kw, false);
+    } else {
+      if (s.q_norm.w) rms_norm(q_.data(), n * s.heads, d, d, s.q_norm.w, s.q_norm.eps, q_.data(), d, false);
+      if (s.k_norm.w) rms_norm(k_.data(), n * s.kv_heads, d, d, s.k_norm.w, s.k_norm.eps, k_.data(), d, false);
+    }
     const int rd = s.rope_dim > 0 ? s.rope_dim : (int)d;
     rope(q_.data(), n, s.heads, qw, d, rd, pos, s.rope_freqs, s.rope_scale, s.rope_interleaved);
     rope(k_.data(), n, s.kv_heads, kw, d, rd, pos, s.rope_freqs, s.rope_scale, s.rope_interleaved);

@@ -30,6 +30,7 @@ struct AttnBlockSpec {
   int heads = 0, kv_heads = 0, head_dim = 0;
   const float* rope_freqs = nullptr;  // rope_dim / 2
   int rope_dim = 0;                   // the rotated leading part of each head (0: all of it; GLM: half)
+  bool qk_norm_full = false;          // q/k norms over all heads together (MiniMax-M2), else per head
   float rope_scale = 1.0f;
   bool rope_interleaved = false;
   float scale = 1.0f;

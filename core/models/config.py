@@ -223,6 +223,16 @@ def _glm4moe(meta: _Meta) -> tuple[str, dict]:
     return "glm4_moe", cfg
 
 
+def _minimax_m2(meta: _Meta) -> tuple[str, dict]:
+    cfg = _common(meta)
+    _moe(meta, cfg, "num_local_experts")
+    cfg["intermediate_size"] = int(meta.need("expert_feed_forward_length"))
+    head_dim = int(cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"])
+    rope_dim = int(meta.get("rope.dimension_count") or head_dim)
+    cfg["rope_parameters"]["partial_rotary_factor"] = rope_dim / head_dim  # MiniMax-M2: 64 of 128
+    return "minimax_m2", cfg
+
+
 _BUILDERS = {
     "llama": _llama,
     "qwen2": lambda meta: ("qwen2", _common(meta)),
@@ -233,6 +243,7 @@ _BUILDERS = {
     "deepseek2": _deepseek2,
     "gpt-oss": _gpt_oss,
     "glm4moe": _glm4moe,
+    "minimax-m2": _minimax_m2,
 }
 
 

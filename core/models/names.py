@@ -64,7 +64,7 @@ def _compile(rows: list[tuple[str, str]]) -> list[tuple[re.Pattern[str], str]]:
     return [(re.compile(pattern + r"$"), template) for pattern, template in rows]
 
 
-for _arch in ("llama", "qwen2", "qwen3", "qwen2moe", "qwen3moe", "deepseek2"):
+for _arch in ("llama", "qwen2", "qwen3", "qwen2moe", "qwen3moe", "deepseek2", "minimax-m2"):
     TABLES[_arch] = _compile(_COMMON)
 TABLES["gemma3"] = _compile(_GEMMA3 + _COMMON)
 TABLES["gpt-oss"] = TABLES["glm4moe"] = _compile(_GPT_OSS + _COMMON)

@@ -187,6 +187,11 @@ class Attention(Operator):
             kwargs.get("rope_interleaved", getattr(config, "ktx_rope_interleaved", False))
         )
         self.rope = None
+        # MiniMax-M2 normalises q and k over all heads together (weights of heads * head_dim),
+        # the others per head
+        qn = getattr(orig, "q_norm", None)
+        w = getattr(qn, "weight", None)
+        self.qk_norm_full = w is not None and w.numel() == self.heads * self.head_dim and self.heads > 1
         self.sinks = None  # gpt-oss: [heads] logits that join each head's softmax
         self.threads = cpu.default_threads()
 
@@ -218,10 +223,12 @@ class Attention(Operator):
         fused = fused_linears(projs, x) if all(hasattr(p, "qmatrix") for p in projs) else None
         q, k, v = fused if fused is not None else (p(x) for p in projs)
         n = x.shape[0]
+        if self.q_norm is not None and self.qk_norm_full:
+            q, k = self.q_norm(q.float()), self.k_norm(k.float())
         q = q.view(n, self.heads, self.head_dim).float()
         k = k.view(n, self.kv_heads, self.head_dim).float()
         v = v.view(n, self.kv_heads, self.head_dim).float()
-        if self.q_norm is not None:
+        if self.q_norm is not None and not self.qk_norm_full:
             q, k = self.q_norm(q), self.k_norm(k)
         return self.rope.rotate_(q, positions), self.rope.rotate_(k, positions), v
 

@@ -97,6 +97,7 @@ def attn_block(norm, attn, post_norm) -> Block | None:
         threads=attn.threads,
         sinks=_ptr(attn.sinks),
         rope_dim=freqs.numel() * 2,  # GLM-4.x rotates half of each head
+        qk_norm_full=attn.qk_norm_full,
     )
     keep = (*k1, *k2, *kq, *kk, freqs, *(lin.blocks for lin in lins), *(lin.bias for lin in lins), attn.sinks)
     return Block(kernel, keep)

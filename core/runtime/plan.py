@@ -45,6 +45,7 @@ LAYER_KINDS = {
     "DeepseekV3DecoderLayer": PRE_NORM,
     "GptOssDecoderLayer": PRE_NORM,
     "Glm4MoeDecoderLayer": PRE_NORM,
+    "MiniMaxM2DecoderLayer": PRE_NORM,
     "Gemma3DecoderLayer": SANDWICH,
 }
 # The parts of each kind: (attention norm, post-attention norm, MLP norm, post-MLP norm).

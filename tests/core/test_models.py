@@ -223,6 +223,7 @@ def test_step_plan_logits_match_transformers_token_by_token(name, qtype, hf_dirs
         "mixtral",
         "gpt-oss",
         "glm4moe",
+        "minimax-m2",
     ],
 )
 def test_cpu_decoder_blocks_give_the_operators_results_bit_for_bit(name, hf_dirs, tmp_path):

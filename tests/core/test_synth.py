@@ -122,6 +122,14 @@ def test_glm_presets_match_published_sizes():
     assert hparams("glm4_moe", cfg)["glm4moe.block_count"] == 47
 
 
+def test_minimax_preset_has_the_published_parameter_count():
+    """MiniMax-M2(.7) holds 228.7e9 weights: Goldkoron's K_G quants of it are 133.1 GiB at exactly
+    5.00 bits per weight (and 106.4 GiB at 4.00)."""
+    _, plan = synth_plan(None, "minimax-m2", None, "bf16")
+    params = sum(int(np.prod(shape)) for _, shape, _ in plan)
+    assert params == pytest.approx(133.1 * 2**30 * 8 / 5.0, rel=0.02)
+
+
 def test_glm_file_skips_its_next_token_prediction_layer(tmp_path):
     """The MTP block a GLM file carries is neither built nor loaded, and the memory plan
     does not count it."""

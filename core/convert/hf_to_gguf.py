@@ -71,8 +71,8 @@ def convert_hf(
     cfg = load_config(hf_dir)
     model_type = str(cfg.get("model_type"))
     arch = gguf_arch(model_type)
-    if cfg.get("quantization_config"):
-        method = cfg["quantization_config"].get("quant_method", "?")
+    method = (cfg.get("quantization_config") or {}).get("quant_method")
+    if method and not (method == "mxfp4" and model_type == "gpt_oss"):  # gpt-oss's MXFP4: read as is
         raise ValueError(f"{hf_dir} holds a pre-quantized ({method}) checkpoint; dequantize it to BF16 first")
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with Checkpoint(hf_dir) as ckpt:

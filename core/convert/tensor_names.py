@@ -45,6 +45,11 @@ _PROJ = {"w1": "gate_proj", "w3": "up_proj", "w2": "down_proj"}
 _GPT_OSS_EXPERTS = re.compile(
     r"\.layers\.(?P<bid>\d+)\.mlp\.experts\.(?P<proj>gate_up_proj|down_proj)(?P<bias>_bias)?$"
 )
+# gpt-oss as OpenAI ships it: experts in MXFP4, [E, rows, cols / 32, 16] bytes and [E, rows,
+# cols / 32] E8M0 scales (gate and up interleaved by row)
+_GPT_OSS_MXFP4 = re.compile(
+    r"\.layers\.(?P<bid>\d+)\.mlp\.experts\.(?P<proj>gate_up_proj|down_proj)_(?P<part>blocks|scales)$"
+)
 _SKIP = ("rotary_emb.inv_freq", "vision_tower.", "multi_modal_projector.", "vision_model.")
 
 
@@ -124,7 +129,10 @@ class Planner:
                 continue  # MTP / next-token-prediction layers: llama.cpp skips them too
             if name == "lm_head.weight" and (tied or self.arch == "gemma3"):
                 continue
-            if self.arch == "gpt-oss" and (g := _GPT_OSS_EXPERTS.search(name)):
+            if self.arch == "gpt-oss" and (g := _GPT_OSS_MXFP4.search(name)):
+                if g["part"] == "blocks":  # its scales are read with it
+                    out.extend(self._gpt_oss_mxfp4(hf, int(g["bid"]), g["proj"]))
+            elif self.arch == "gpt-oss" and (g := _GPT_OSS_EXPERTS.search(name)):
                 out.extend(self._gpt_oss_experts(hf, int(g["bid"]), g["proj"], bool(g["bias"])))
             elif name.endswith("self_attn.sinks"):  # llama.cpp names it a weight
                 out.append(self._single(hf, name + ".weight"))
@@ -230,6 +238,36 @@ class Planner:
             out.append(Planned(name(part), shape_out, gen, (hf,)))
         return out
 
+    def _gpt_oss_mxfp4(self, hf: str, bid: int, proj: str) -> list[Planned]:
+        """OpenAI's MXFP4 experts, expanded to float32 (exactly: every value is an E2M1 code times
+        a power of two, so `--type mxfp4` writes the same values back)."""
+        ckpt, scales = self.ckpt, hf.removesuffix("_blocks") + "_scales"
+        count, rows, groups, _ = ckpt.shape(hf)
+        if scales not in ckpt:
+            raise ValueError(f"{hf}: no {scales} beside it")
+
+        def expert(e: int) -> np.ndarray:
+            return mxfp4_values(ckpt.load_slice(hf, e), ckpt.load_slice(scales, e))
+
+        def name(part: str) -> str:
+            return self.gguf_name(f"model.layers.{bid}.mlp.experts.{part}.weight")
+
+        if proj == "down_proj":
+            return [
+                Planned(
+                    name("down_proj"), (count, rows, groups * 32), lambda: map(expert, range(count)), (hf,)
+                )
+            ]
+        out = []
+        for part, first in (("gate_proj", 0), ("up_proj", 1)):
+
+            def gen(first=first) -> Iterator[np.ndarray]:
+                for e in range(count):
+                    yield np.ascontiguousarray(expert(e)[first::2])
+
+            out.append(Planned(name(part), (count, rows // 2, groups * 32), gen, (hf, scales)))
+        return out
+
     def _kv_b(self, hf: str, name: str) -> list[Planned]:
         cfg, ckpt = self.cfg, self.ckpt
         heads, nope, v = int(cfg["num_attention_heads"]), int(cfg["qk_nope_head_dim"]), int(cfg["v_head_dim"])
@@ -256,6 +294,16 @@ class Planner:
         if factors is None:
             return []
         return [Planned("rope_freqs.weight", factors.shape, lambda: iter([factors]))]
+
+
+def mxfp4_values(blocks: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """OpenAI's MXFP4 (bytes [..., groups, 16], element 2k in the low nibble and 2k + 1 in the
+    high one; E8M0 scales [..., groups], bias 127) -> float32 [..., groups * 32]."""
+    b = blocks.astype(np.uint8)
+    codes = np.stack((b & 0xF, b >> 4), axis=-1).reshape(*b.shape[:-1], 32)
+    e2m1 = np.asarray(gguf.quants.MXFP4.kvalues, dtype=np.float32) / 2  # ggml stores them doubled
+    values = np.ldexp(e2m1[codes], scales.astype(np.int32)[..., None] - 127)
+    return values.reshape(*b.shape[:-2], -1).astype(np.float32)
 
 
 def llama3_rope_factors(cfg: dict[str, Any]) -> np.ndarray | None:

@@ -449,3 +449,56 @@ def test_bf16_shards(tiny, tmp_path):
     np.testing.assert_array_equal(got["blk.1.ffn_up_exps.weight"], up[:, up.shape[1] // 2 :])
     embd = model.state_dict()["model.embed_tokens.weight"].float().numpy()
     np.testing.assert_array_equal(got["token_embd.weight"], embd)
+
+
+def _openai_mxfp4(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """w [..., rows, cols] float -> OpenAI's MXFP4 checkpoint form: bytes [..., rows, cols / 32, 16]
+    (element 2k in the low nibble, 2k + 1 in the high one) and E8M0 scales [..., rows, cols / 32].
+    The codes come from ggml's MXFP4 blocks (scale byte, then element j | element j + 16 << 4)."""
+    blocks = kgguf.quantize(w, kgguf.GGMLType.MXFP4).reshape(*w.shape[:-1], -1, 17)
+    scales, qs = blocks[..., 0], blocks[..., 1:]
+    codes = np.concatenate((qs & 0xF, qs >> 4), axis=-1)  # element order
+    return (codes[..., 0::2] | codes[..., 1::2] << 4).astype(np.uint8), scales.copy()
+
+
+def test_gpt_oss_mxfp4_checkpoint_converts_exactly(tiny, tmp_path):
+    """OpenAI ships gpt-oss with MXFP4 experts (`*_blocks`, `*_scales`, quant_method mxfp4):
+    converted to f32 they hold exactly transformers' own dequantization of those bytes, and
+    `--type mxfp4` writes the same values back in ggml's blocks."""
+    import torch
+    from safetensors.numpy import load_file, save_file
+    from transformers.integrations.mxfp4 import convert_moe_packed_tensors
+
+    src = tiny("gpt-oss")
+    hf = tmp_path / "hf"
+    hf.mkdir()
+    for f in src.iterdir():
+        if f.name != "model.safetensors":
+            (hf / f.name).write_bytes(f.read_bytes())
+    state = load_file(src / "model.safetensors")
+    packed = {}
+    for key in [k for k in state if re.search(r"experts\.(gate_up|down)_proj$", k)]:
+        w = state.pop(key).astype(np.float32)
+        # transformers holds them [E, in, out]; OpenAI's checkpoint [E, out, in]
+        packed[key] = _openai_mxfp4(np.ascontiguousarray(w.transpose(0, 2, 1)))
+        state[key + "_blocks"], state[key + "_scales"] = packed[key]
+    save_file(state, hf / "model.safetensors")
+    cfg = json.loads((hf / "config.json").read_text())
+    cfg["quantization_config"] = {"quant_method": "mxfp4"}
+    (hf / "config.json").write_text(json.dumps(cfg))
+
+    def oracle(key: str) -> np.ndarray:
+        blocks, scales = (torch.from_numpy(a) for a in packed[key])
+        # transformers' dequantizer of OpenAI's bytes, returned [E, in, out]: back to [E, out, in]
+        return convert_moe_packed_tensors(blocks, scales, dtype=torch.float32).numpy().transpose(0, 2, 1)
+
+    for out_type in ("f32", "mxfp4"):
+        got = read_gguf(convert_hf(hf, tmp_path / f"{out_type}.gguf", out_type, progress=False).path)
+        gate_up = oracle("model.layers.0.mlp.experts.gate_up_proj")  # [E, 2 * inter, hidden]
+        np.testing.assert_array_equal(got["blk.0.ffn_gate_exps.weight"], gate_up[:, 0::2])
+        np.testing.assert_array_equal(got["blk.0.ffn_up_exps.weight"], gate_up[:, 1::2])
+        np.testing.assert_array_equal(
+            got["blk.1.ffn_down_exps.weight"], oracle("model.layers.1.mlp.experts.down_proj")
+        )
+    with kgguf.open(tmp_path / "mxfp4.gguf") as f:
+        assert f.tensors["blk.0.ffn_gate_exps.weight"].type == kgguf.GGMLType.MXFP4

@@ -61,11 +61,13 @@ def gqa_decode_reference(
     scale: float,
     window: int | None = None,
     softcap: float | None = None,
+    sinks: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """q [B, H, D]; k_cache [NB, BS, KVH, D]; v_cache [NB, BS, KVH, Dv] -> [B, H, Dv] float32.
 
     Row b's query is the token at position seq_lens[b] - 1 (already in the cache); head h reads KV
-    head h // (H // KVH). Keys kpos with qpos - kpos >= window are left out."""
+    head h // (H // KVH). Keys kpos with qpos - kpos >= window are left out. sinks [H] (gpt-oss):
+    a logit per head that joins the softmax without a value."""
     heads, kv_heads = q.shape[1], k_cache.shape[2]
     out = []
     for b, length in enumerate(seq_lens.tolist()):
@@ -77,7 +79,9 @@ def gqa_decode_reference(
         if window is not None:
             too_far = (length - 1) - torch.arange(length, device=q.device) >= window
             scores = scores.masked_fill(too_far, float("-inf"))
-        out.append(torch.einsum("hs,shd->hd", scores.softmax(-1), v))
+        if sinks is not None:
+            scores = torch.cat([scores, sinks.float()[:, None]], dim=1)
+        out.append(torch.einsum("hs,shd->hd", scores.softmax(-1)[:, :length], v))
     return torch.stack(out)
 
 
@@ -398,6 +402,7 @@ def gqa_decode(
     scale: float,
     window: int | None = None,
     softcap: float | None = None,
+    sinks: torch.Tensor | None = None,
     *,
     num_splits: int | None = None,
 ) -> torch.Tensor:
@@ -407,7 +412,8 @@ def gqa_decode(
     depends only on their shapes, and compiles nothing new for another width. num_splits
     (1 .. _MAX_SPLITS): programs per row and KV head along the sequence, each row's keys cut in
     that many shares of whole tiles (default: 1 unless the GPU would sit idle, then shares of at
-    least _MIN_SPLIT_TOKENS)."""
+    least _MIN_SPLIT_TOKENS). sinks [H]: each row's output is scaled by sigmoid(L - sink), L the
+    log-sum-exp of its scores (from the splits' own), which is what a sink in the softmax does."""
     batch, heads, dim = q.shape
     block_size, kv_heads, dv = k_cache.shape[1], k_cache.shape[2], v_cache.shape[3]
     if heads % kv_heads or k_cache.shape[3] != dim:
@@ -428,7 +434,10 @@ def gqa_decode(
         BLOCK_N=block_n, HAS_WINDOW=window is not None, HAS_SOFTCAP=softcap is not None,
         **_dtypes(k_cache, q), num_warps=8, num_stages=2,
     )  # fmt: skip
-    return out if splits == 1 else _combine(out, part, lse)
+    out = out if splits == 1 else _combine(out, part, lse)
+    if sinks is not None:  # two small ops, no host sync: fine inside a captured graph
+        out = out * torch.sigmoid(torch.logsumexp(lse, dim=-1) - sinks.float())[..., None]
+    return out
 
 
 def mla_decode(

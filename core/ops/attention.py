@@ -5,7 +5,7 @@ The projections and q/k norms are the replaced module's children (rules may repl
 turn); this operator adds RoPE, the cache and the attention itself. Sliding windows (Gemma 3's
 local layers, gpt-oss's even ones) are applied as a mask; the cache keeps every token.
 gpt-oss's attention sinks (a logit per head that joins the softmax without a value) run in the
-PyTorch path and the CPU paged kernel; accelerators take the PyTorch path for those layers.
+PyTorch path, the CPU paged kernel and the CUDA backend's paged decode.
 """
 
 from __future__ import annotations
@@ -205,8 +205,6 @@ class Attention(Operator):
         self.rope = Rope(freqs, scale, self.interleaved)
         if self.has(f"{self.key}.attn_sinks.weight"):
             self.sinks = self.dequant(f"{self.key}.attn_sinks.weight").float().contiguous()
-            if self.accelerated:
-                return  # the accelerators' paged decode has no sinks: PyTorch's attention there
         warm_decode(
             self,
             "warm_gqa",
@@ -233,7 +231,7 @@ class Attention(Operator):
         return self.rope.rotate_(q, positions), self.rope.rotate_(k, positions), v
 
     def forward(self, hidden_states: torch.Tensor, position_ids=None, **kwargs):
-        decode = paged_kernels(self, "gqa_decode") if self.sinks is None else None
+        decode = paged_kernels(self, "gqa_decode")
         if decode is not None:
             return self._forward_paged(hidden_states, decode)
         pool, rows, positions = segments(hidden_states, position_ids)
@@ -276,6 +274,9 @@ class Attention(Operator):
         q, k, v = self._qkv(x, dev.positions)
         ctx.pool.write_rows(self.layer_idx, dev.write_slots, k, v)
         k_cache, v_cache = ctx.pool.layers[self.layer_idx]
-        o = decode(q, k_cache, v_cache, dev.block_table, dev.seq_lens, self.scale, self.window, self.softcap)
+        sinks = {} if self.sinks is None else {"sinks": self.sinks}  # gpt-oss
+        o = decode(
+            q, k_cache, v_cache, dev.block_table, dev.seq_lens, self.scale, self.window, self.softcap, **sinks
+        )
         o = o.reshape(*hidden_states.shape[:-1], self.heads * self.head_dim)
         return self.o_proj(o.to(hidden_states.dtype)), None

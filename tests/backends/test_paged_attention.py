@@ -308,6 +308,29 @@ def test_gqa_reference_matches_attend(window, softcap, heads):
         torch.testing.assert_close(ref[b], expect, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("splits", [1, 3])
+def test_gqa_decode_with_sinks(kernel_device, splits):
+    """gpt-oss's sinks: the kernel's output rescaled by its log-sum-exp equals the reference,
+    which equals the operator's attend() with sinks, for a sliding window too."""
+    heads, kv_heads, dim = 8, 2, 32
+    (k_cache, v_cache), table, lens = paged_pool(
+        LENGTHS, 16, ((kv_heads, dim), (kv_heads, dim)), torch.float32, kernel_device
+    )
+    g = torch.Generator().manual_seed(9)
+    q = (2 * torch.randn(len(LENGTHS), heads, dim, generator=g)).to(kernel_device)
+    sinks = (3 * torch.randn(heads, generator=g)).to(kernel_device)
+    for window in (None, 24):
+        out = pa.gqa_decode(q, k_cache, v_cache, table, lens, 0.2, window, None, sinks, num_splits=splits)
+        ref = pa.gqa_decode_reference(q, k_cache, v_cache, table, lens, 0.2, window, None, sinks)
+        torch.testing.assert_close(out, ref, atol=2e-5, rtol=2e-5)
+        no_sink = pa.gqa_decode_reference(q, k_cache, v_cache, table, lens, 0.2, window)
+        assert (ref - no_sink).abs().max() > 1e-3  # the sinks matter here
+        for b, n in enumerate(LENGTHS):
+            k, v = gathered(k_cache, table, b, n), gathered(v_cache, table, b, n)
+            expect = attend(q[b : b + 1].cpu(), k.cpu(), v.cpu(), n - 1, 0.2, window, None, sinks.cpu())[0]
+            torch.testing.assert_close(ref[b].cpu(), expect, atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("absorbed", [True, False])
 def test_mla_reference_matches_operator(absorbed):
     """MLAAttention._attend with identity kv_b halves: its absorbed o_lat (and, equally, its naive

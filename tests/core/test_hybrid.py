@@ -38,7 +38,7 @@ def _rules_with_experts_kwargs(tmp_path, kwargs: str):
     return path
 
 
-@pytest.mark.parametrize("name", ["qwen3moe", "deepseek-v3"])
+@pytest.mark.parametrize("name", ["qwen3moe", "deepseek-v3", "gpt-oss"])  # gpt-oss: biases, its SwiGLU
 def test_experts_kept_on_another_device_give_the_same_logits(name, tiny_gguf, tmp_path):
     gguf = tiny_gguf(name)
     split = load(gguf, rules=_rules_with_experts_kwargs(tmp_path, "gpu_experts: 3, gpu_device: cpu"))

@@ -306,6 +306,21 @@ def _iq4_xs(raw, out, n_blocks, BLOCKS: tl.constexpr, OUT: tl.constexpr):
     _store(out, blk, e, dl * v, m, 256, OUT)
 
 
+@triton.jit
+def _nvfp4(raw, out, n_blocks, BLOCKS: tl.constexpr, OUT: tl.constexpr):
+    # u8 E4M3 scales[4] | qs u8[32]: sub-block s's values j < 8 in the low nibbles of qs[8s + j],
+    # 8..15 in the high ones. y = e4m3_half(scale) * book[q], the scale built exactly from its bits
+    blk, base, e, m = _tile(n_blocks, 64, 36, BLOCKS)
+    s, j = e // 16, e % 16
+    x = _u8(raw, base + s, m)
+    ex, man = (x >> 3) & 0xF, x & 7
+    normal = ((ex - 7 + 127) << 23 | man << 20).to(tl.float32, bitcast=True)
+    d = tl.where(ex == 0, man.to(tl.float32) * 0.001953125, normal)
+    d = tl.where((x == 0) | (x == 0x7F), 0.0, d * 0.5)
+    q = (_u8(raw, base + 4 + 8 * s + j % 8, m) >> (4 * (j // 8))) & 0xF
+    _store(out, blk, e, d * _book_value(q, _MX_0, _MX_1, _MX_2, _MX_3), m, 64, OUT)
+
+
 # ---- the low-bit types -----------------------------------------------------------------------
 # The i-quants index code books too large for constants: the kernels read them from small
 # int8 tensors on the device (`grid`, and the 128-entry sign table `ksigns`), made from gguf-py's
@@ -504,6 +519,7 @@ _KERNELS = {
     Q.IQ4_NL: (_iq4_nl, 64),
     Q.IQ4_XS: (_iq4_xs, 8),
     Q.MXFP4: (_mxfp4, 64),
+    Q.NVFP4: (_nvfp4, 32),
     Q.IQ2_XXS: (_iq2_xxs, 8),
     Q.IQ2_XS: (_iq2_xs, 8),
     Q.IQ2_S: (_iq2_s, 8),

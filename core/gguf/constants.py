@@ -51,6 +51,7 @@ class GGMLType(enum.IntEnum):
     TQ1_0 = 34
     TQ2_0 = 35
     MXFP4 = 39
+    NVFP4 = 40
 
 
 # (elements per block, bytes per block)
@@ -87,6 +88,7 @@ BLOCK_SIZES: dict[GGMLType, tuple[int, int]] = {
     GGMLType.TQ1_0: (QK_K, 2 + 4 * 13),
     GGMLType.TQ2_0: (QK_K, 2 + 64),
     GGMLType.MXFP4: (32, 1 + 16),
+    GGMLType.NVFP4: (64, 4 + 32),
 }
 
 # Types whose raw data is an ordinary numpy array; every other type is exposed as bytes,
@@ -132,6 +134,7 @@ DEQUANT_TYPES = frozenset(
         GGMLType.IQ4_NL,
         GGMLType.IQ4_XS,
         GGMLType.MXFP4,
+        GGMLType.NVFP4,
         *I_QUANTS,
         *TERNARY,
     }

@@ -295,6 +295,17 @@ static void dq_iq4_xs(const uint8_t* b, float* y, int64_t nb) {
   }
 }
 
+// NVFP4: MXFP4's book, an E4M3 scale per 16 values (ggml_types.h).
+static void dq_nvfp4(const uint8_t* b, float* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, b += 36, y += 64)
+    for (int s = 0; s < 4; ++s) {
+      const float d = ue4m3_half(b[s]);
+      const uint8_t* qs = b + 4 + 8 * s;
+      for (int j = 0; j < 8; ++j) y[16 * s + j] = d * (float)kMXFP4Values[qs[j] & 0xF];
+      for (int j = 0; j < 8; ++j) y[16 * s + 8 + j] = d * (float)kMXFP4Values[qs[j] >> 4];
+    }
+}
+
 // ---- the low-bit types: i-quants (code books, iq_grids.h) and ternary TQ ------------------
 // Each follows gguf-py's numpy order: the scale of a group is formed first (d * (...) in
 // float32), then the value is scale * grid value (and its sign applied, which is exact).

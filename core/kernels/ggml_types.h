@@ -33,6 +33,7 @@ enum GGMLType : int {
   GGML_TQ1_0 = 34,
   GGML_TQ2_0 = 35,
   GGML_MXFP4 = 39,
+  GGML_NVFP4 = 40,
   GGML_TYPE_SLOTS = 64,  // table size; ids above are what the kernels understand
 };
 
@@ -62,6 +63,7 @@ inline constexpr TypeSize type_size(int t) {
     case GGML_IQ4_NL: return {32, 18};
     case GGML_IQ4_XS: return {QK_K, 136};
     case GGML_MXFP4: return {32, 17};
+    case GGML_NVFP4: return {64, 36};
     case GGML_IQ2_XXS: return {QK_K, 66};
     case GGML_IQ2_XS: return {QK_K, 74};
     case GGML_IQ2_S: return {QK_K, 82};
@@ -114,6 +116,22 @@ constexpr int8_t kIQ4Values[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
 // MXFP4 (OCP microscaling): E2M1 values doubled, so they are integers; the block scale is
 // an E8M0 exponent halved to compensate (ggml's ggml_e8m0_to_fp32_half).
 constexpr int8_t kMXFP4Values[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+
+// NVFP4: 4 sub-blocks of 16 values, each with an unsigned E4M3 scale (bias 7; 0 and 0x7F mean
+// 0), halved as MXFP4's for the doubled book: u8 scales[4] | u8 qs[32], sub-block s's values
+// j < 8 in the low nibbles of qs[8s + j], 8..15 in the high ones. Every scale is exact in float.
+inline float ue4m3_half(uint8_t x) {
+  if (x == 0 || x == 0x7F) return 0.0f;
+  const uint32_t e = (x >> 3) & 0xF, m = x & 7;
+  float f;
+  if (e == 0) {
+    f = (float)m * 0.001953125f;  // m * 2^-9
+  } else {
+    const uint32_t bits = (e - 7 + 127) << 23 | m << 20;  // (1 + m / 8) * 2^(e - 7)
+    std::memcpy(&f, &bits, sizeof f);
+  }
+  return f * 0.5f;
+}
 
 // 2^(e - 128) as a float: subnormal for e < 2 (the bit pattern ggml builds), normal above.
 constexpr float kIQ1Delta = 0.125f;  // IQ1_S / IQ1_M: a grid value +- this

@@ -313,6 +313,17 @@ static void dec_mxfp4(const uint8_t* w, int64_t nb, int8_t* q, float* a, float* 
   }
 }
 
+// NVFP4: its scale per 16 values is exactly a group's a.
+static void dec_nvfp4(const uint8_t* w, int64_t nb, int8_t* q, float* a, float* b) {
+  for (int64_t i = 0; i < nb; ++i, w += 36, q += 64, a += 4, b += 4)
+    for (int s = 0; s < 4; ++s) {
+      a[s] = ue4m3_half(w[s]), b[s] = 0.0f;
+      const uint8_t* qs = w + 4 + 8 * s;
+      for (int j = 0; j < 8; ++j) q[16 * s + j] = kMXFP4Values[qs[j] & 0xF];
+      for (int j = 0; j < 8; ++j) q[16 * s + 8 + j] = kMXFP4Values[qs[j] >> 4];
+    }
+}
+
 // ---- the low-bit types (dequant_impl.h describes their layouts) -----------------------------
 // Their values are small integers (grid entries with signs; IQ1's grid +- 1/8 as 8 * g +- 1
 // over a scale divided by 8, both exact), so a * q equals the dequantized value bit for bit.

@@ -33,6 +33,7 @@ static KernelTable make_table() {
   t.dequant[GGML_IQ4_NL] = dq_iq4_nl;
   t.dequant[GGML_IQ4_XS] = dq_iq4_xs;
   t.dequant[GGML_MXFP4] = dq_mxfp4;
+  t.dequant[GGML_NVFP4] = dq_nvfp4;
   t.dequant[GGML_IQ2_XXS] = dq_iq2_xxs;
   t.dequant[GGML_IQ2_XS] = dq_iq2_xs;
   t.dequant[GGML_IQ2_S] = dq_iq2_s;
@@ -63,6 +64,7 @@ static KernelTable make_table() {
   t.decode_i8[GGML_Q6_K] = dec_q6_k;
   t.decode_i8[GGML_IQ4_XS] = dec_iq4_xs;
   t.decode_i8[GGML_MXFP4] = dec_mxfp4;
+  t.decode_i8[GGML_NVFP4] = dec_nvfp4;
   t.decode_i8[GGML_IQ2_XXS] = dec_iq2_xxs;
   t.decode_i8[GGML_IQ2_XS] = dec_iq2_xs;
   t.decode_i8[GGML_IQ2_S] = dec_iq2_s;

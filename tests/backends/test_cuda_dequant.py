@@ -43,6 +43,7 @@ F16_FIELDS = {
     Q.IQ1_M: [54],  # d is the top nibbles of 4 scale words: byte 55 holds its exponent's top bits
     Q.TQ1_0: [52],
     Q.TQ2_0: [64],
+    Q.NVFP4: [],  # E4M3 scale bytes: every value is finite
 }
 TYPES = list(F16_FIELDS)
 QUANTIZABLE = [Q.Q8_0, Q.Q4_0, Q.Q5_0, Q.Q4_1, Q.Q5_1, Q.MXFP4]

@@ -81,6 +81,7 @@ F16_FIELDS = {
     GGMLType.IQ1_M: [54],  # d is the top nibbles of 4 scale words: its exponent's top bit is byte 55's bit 6
     GGMLType.TQ1_0: [52],
     GGMLType.TQ2_0: [64],
+    GGMLType.NVFP4: [],  # E4M3 scale bytes: every value is finite
 }
 
 

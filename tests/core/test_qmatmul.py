@@ -17,7 +17,7 @@ from ktx.core import _kernels, cpu
 
 INT8 = [T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.IQ4_NL, T.Q4_K, T.Q5_K, T.Q6_K, T.IQ4_XS, T.MXFP4]
 # the low-bit types of 1.6-2.7-bit files: int8 too (decoded, then multiplied)
-LOW_BIT = [T.IQ2_XXS, T.IQ2_XS, T.IQ2_S, T.IQ3_XXS, T.IQ3_S, T.IQ1_S, T.IQ1_M, T.TQ1_0, T.TQ2_0]
+LOW_BIT = [T.IQ2_XXS, T.IQ2_XS, T.IQ2_S, T.IQ3_XXS, T.IQ3_S, T.IQ1_S, T.IQ1_M, T.TQ1_0, T.TQ2_0, T.NVFP4]
 INT8 += LOW_BIT
 FLOAT = [T.BF16, T.F16, T.F32, T.Q2_K, T.Q3_K]
 TOKENS = (1, 3, 7, 16, 100, 512)  # 7: the fused kernels take 4 rows, then 3
@@ -27,7 +27,7 @@ REL = 1e-5
 def _cols(ggml_type) -> int:
     block = gguf_py.GGML_QUANT_SIZES[ggml_type][0]
     # 608 = 19 blocks of 32: the fused kernels' runs of 8 blocks plus a pair and a single
-    return 512 if block == 256 else 608
+    return 512 if block == 256 else 640 if block == 64 else 608
 
 
 def _qmatmul(ggml_type, raw, rows, cols, x, exact, threads=2):

@@ -1092,6 +1092,33 @@ template <int N> struct Q40 { static void run(const uint8_t* w, int64_t nb, cons
 template <int N> struct IQ4XS { static void run(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* o) { fused_iq4_xs_n<N>(w, nb, x, o); } };
 template <int N> struct MXFP4 { static void run(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* o) { fused_mxfp4_n<N>(w, nb, x, o); } };
 
+// The low-bit 256-value types (i-quants, TQ): each super-block decoded by its int8 decoder into
+// an L1 buffer (their code-book gathers have no register form), then multiplied as the other
+// fused kernels: q + 128 unsigned for VNNI, the 128 taken back out with the offsets.
+template <DecodeI8Fn Dec, int kBytes>
+struct Decoded {
+  template <int N>
+  struct K {
+    static void run(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* out) {
+      alignas(64) int8_t q[QK_K];
+      alignas(64) float a[16], b[16];
+      const __m512i flip = _mm512_set1_epi8((char)0x80);
+      const __m512 k128 = _mm512_set1_ps(-128.0f);
+      RowSums<N> sums;
+      for (int64_t i = 0; i < nb; ++i, w += kBytes) {
+        Dec(w, 1, q, a, b);
+        const __m512 av = _mm512_load_ps(a), bv = _mm512_fmadd_ps(av, k128, _mm512_load_ps(b));
+        const __m512i qv[4] = {_mm512_xor_si512(_mm512_load_si512(q), flip),
+                               _mm512_xor_si512(_mm512_load_si512(q + 64), flip),
+                               _mm512_xor_si512(_mm512_load_si512(q + 128), flip),
+                               _mm512_xor_si512(_mm512_load_si512(q + 192), flip)};
+        sums.add_run(x, i * QK_K, av, bv, qv);
+      }
+      sums.finish(out);
+    }
+  };
+};
+
 // BF16 rows . float32 activations: widen 16 values at a time (a shift) and multiply-add.
 static void fused_bf16(const uint8_t* w, int64_t n, const float* const* x, int rows, float* out) {
   const uint16_t* p = reinterpret_cast<const uint16_t*>(w);
@@ -1296,6 +1323,29 @@ template <int N> struct Q50 { static void run(const uint8_t* w, int64_t nb, cons
 template <int N> struct Q5K { static void run(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* o) { fused_kq_n<true, N>(w, nb, x, o); } };
 template <int N> struct IQ4XS { static void run(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* o) { fused_iq4_xs_n<N>(w, nb, x, o); } };
 template <int N> struct MXFP4 { static void run(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* o) { fused_mxfp4_n<N>(w, nb, x, o); } };
+
+// The low-bit 256-value types: decoded a super-block at a time into an L1 buffer, then the sign
+// trick (their values are signed, |q| <= 127).
+template <DecodeI8Fn Dec, int kBytes>
+struct Decoded {
+  template <int N>
+  struct K {
+    static void run(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* out) {
+      alignas(32) int8_t q[QK_K];
+      alignas(32) float a[16], b[16];
+      RowSums<N> sums;
+      for (int64_t i = 0; i < nb; ++i, w += kBytes) {
+        Dec(w, 1, q, a, b);
+        const __m256 av[2] = {_mm256_load_ps(a), _mm256_load_ps(a + 8)};
+        const __m256 bv[2] = {_mm256_load_ps(b), _mm256_load_ps(b + 8)};
+        __m256i qv[8];
+        for (int k = 0; k < 8; ++k) qv[k] = load256(q + 32 * k);
+        sums.template add_run<true>(x, i * QK_K, av, bv, qv);
+      }
+      sums.finish(out);
+    }
+  };
+};
 #endif
 
 // Activation rows a tile is multiplied with, taken in blocks of this many so they stay in L2

@@ -14,6 +14,21 @@
 namespace ktx {
 namespace KTX_ISA_NS {
 
+#if defined(__AVX2__)
+// The low-bit types' fused kernels (qdot_impl.h's Decoded, in this ISA's registers).
+static void set_decoded_fused(KernelTable& t) {
+  t.fused[GGML_IQ2_XXS] = fused_rows<Decoded<dec_iq2_xxs, 66>::K>;
+  t.fused[GGML_IQ2_XS] = fused_rows<Decoded<dec_iq2_xs, 74>::K>;
+  t.fused[GGML_IQ2_S] = fused_rows<Decoded<dec_iq2_s, 82>::K>;
+  t.fused[GGML_IQ3_XXS] = fused_rows<Decoded<dec_iq3_xxs, 98>::K>;
+  t.fused[GGML_IQ3_S] = fused_rows<Decoded<dec_iq3_s, 110>::K>;
+  t.fused[GGML_IQ1_S] = fused_rows<Decoded<dec_iq1_s, 50>::K>;
+  t.fused[GGML_IQ1_M] = fused_rows<Decoded<dec_iq1_m, 56>::K>;
+  t.fused[GGML_TQ1_0] = fused_rows<Decoded<dec_tq1_0, 54>::K>;
+  t.fused[GGML_TQ2_0] = fused_rows<Decoded<dec_tq2_0, 66>::K>;
+}
+#endif
+
 static KernelTable make_table() {
   KernelTable t{};
   t.name = KTX_ISA_NAME;
@@ -90,15 +105,7 @@ static KernelTable make_table() {
   t.fused[GGML_Q4_0] = fused_rows<Q40>;
   t.fused[GGML_IQ4_XS] = fused_rows<IQ4XS>;
   t.fused[GGML_MXFP4] = fused_rows<MXFP4>;
-  t.fused[GGML_IQ2_XXS] = fused_rows<Decoded<dec_iq2_xxs, 66>::K>;
-  t.fused[GGML_IQ2_XS] = fused_rows<Decoded<dec_iq2_xs, 74>::K>;
-  t.fused[GGML_IQ2_S] = fused_rows<Decoded<dec_iq2_s, 82>::K>;
-  t.fused[GGML_IQ3_XXS] = fused_rows<Decoded<dec_iq3_xxs, 98>::K>;
-  t.fused[GGML_IQ3_S] = fused_rows<Decoded<dec_iq3_s, 110>::K>;
-  t.fused[GGML_IQ1_S] = fused_rows<Decoded<dec_iq1_s, 50>::K>;
-  t.fused[GGML_IQ1_M] = fused_rows<Decoded<dec_iq1_m, 56>::K>;
-  t.fused[GGML_TQ1_0] = fused_rows<Decoded<dec_tq1_0, 54>::K>;
-  t.fused[GGML_TQ2_0] = fused_rows<Decoded<dec_tq2_0, 66>::K>;
+  set_decoded_fused(t);
   t.fused_f32[GGML_BF16] = fused_bf16;
 #elif defined(__AVX2__)
   t.fused[GGML_Q4_K] = fused_rows<Q4K>;
@@ -108,15 +115,7 @@ static KernelTable make_table() {
   t.fused[GGML_Q5_K] = fused_rows<Q5K>;
   t.fused[GGML_IQ4_XS] = fused_rows<IQ4XS>;
   t.fused[GGML_MXFP4] = fused_rows<MXFP4>;
-  t.fused[GGML_IQ2_XXS] = fused_rows<Decoded<dec_iq2_xxs, 66>::K>;
-  t.fused[GGML_IQ2_XS] = fused_rows<Decoded<dec_iq2_xs, 74>::K>;
-  t.fused[GGML_IQ2_S] = fused_rows<Decoded<dec_iq2_s, 82>::K>;
-  t.fused[GGML_IQ3_XXS] = fused_rows<Decoded<dec_iq3_xxs, 98>::K>;
-  t.fused[GGML_IQ3_S] = fused_rows<Decoded<dec_iq3_s, 110>::K>;
-  t.fused[GGML_IQ1_S] = fused_rows<Decoded<dec_iq1_s, 50>::K>;
-  t.fused[GGML_IQ1_M] = fused_rows<Decoded<dec_iq1_m, 56>::K>;
-  t.fused[GGML_TQ1_0] = fused_rows<Decoded<dec_tq1_0, 54>::K>;
-  t.fused[GGML_TQ2_0] = fused_rows<Decoded<dec_tq2_0, 66>::K>;
+  set_decoded_fused(t);
 #endif
   return t;
 }

@@ -1265,8 +1265,8 @@ static void fused_q6_k_n(const uint8_t* w, int64_t nb, const FusedRows<N>& x, fl
   sums.finish(out);
 }
 
-// Q8_0 (signed, kZero = 0) and Q5_0 (unsigned 5-bit, kZero = 16), 8 blocks per run; the
-// rest of a row (under 8 blocks) one block at a time.
+// Q8_0 (signed, kZero = 0), Q5_0 (unsigned 5-bit, kZero = 16) and Q4_0 (kZero = 8), 8 blocks
+// per run; the rest of a row (under 8 blocks) one block at a time.
 template <int kBytes, int kZero, bool kSigned, int N, typename Bytes>
 static void fused_blocks32(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* out, Bytes bytes) {
   RowSums<N> sums;
@@ -1309,6 +1309,12 @@ static void fused_q5_0_n(const uint8_t* w, int64_t nb, const FusedRows<N>& x, fl
   fused_blocks32<22, 16, false>(w, nb, x, out, [](const uint8_t* b) { return q5_values(b + 6, load_u32(b + 2)); });
 }
 
+// Q4_0: w = d * (q - 8).
+template <int N>
+static void fused_q4_0_n(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* out) {
+  fused_blocks32<18, 8, false>(w, nb, x, out, [](const uint8_t* b) { return nibbles32(b + 2); });
+}
+
 // MXFP4: the signed book (|q| <= 12) through the sign trick.
 template <int N>
 static void fused_mxfp4_n(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* out) {
@@ -1320,6 +1326,7 @@ template <int N> struct Q4K { static void run(const uint8_t* w, int64_t nb, cons
 template <int N> struct Q6K { static void run(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* o) { fused_q6_k_n<N>(w, nb, x, o); } };
 template <int N> struct Q80 { static void run(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* o) { fused_q8_0_n<N>(w, nb, x, o); } };
 template <int N> struct Q50 { static void run(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* o) { fused_q5_0_n<N>(w, nb, x, o); } };
+template <int N> struct Q40 { static void run(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* o) { fused_q4_0_n<N>(w, nb, x, o); } };
 template <int N> struct Q5K { static void run(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* o) { fused_kq_n<true, N>(w, nb, x, o); } };
 template <int N> struct IQ4XS { static void run(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* o) { fused_iq4_xs_n<N>(w, nb, x, o); } };
 template <int N> struct MXFP4 { static void run(const uint8_t* w, int64_t nb, const FusedRows<N>& x, float* o) { fused_mxfp4_n<N>(w, nb, x, o); } };

@@ -112,6 +112,7 @@ static KernelTable make_table() {
   t.fused[GGML_Q6_K] = fused_rows<Q6K>;
   t.fused[GGML_Q8_0] = fused_rows<Q80>;
   t.fused[GGML_Q5_0] = fused_rows<Q50>;
+  t.fused[GGML_Q4_0] = fused_rows<Q40>;
   t.fused[GGML_Q5_K] = fused_rows<Q5K>;
   t.fused[GGML_IQ4_XS] = fused_rows<IQ4XS>;
   t.fused[GGML_MXFP4] = fused_rows<MXFP4>;

@@ -33,7 +33,7 @@ import torch
 
 from ktx.core.runtime.context import Segment
 from ktx.core.runtime.generate import forward_step, make_pool
-from ktx.core.runtime.kv_cache import SequenceKV
+from ktx.core.runtime.kv_cache import SequenceKV, has_recurrent_layers
 from ktx.core.runtime.sampler import Sampler, SamplingParams
 from ktx.core.runtime.stops import StopMatcher
 from ktx.core.tokenizer.stream import StreamDecoder
@@ -126,6 +126,10 @@ class Engine:
         self.context = int(getattr(model.config, "max_position_embeddings", 0) or 1 << 30)
         self.pool = make_pool(model, cache_tokens, block_size)
         self.cache = prefix_cache or PrefixCache(self.pool, salt=model_name)
+        if has_recurrent_layers(model):
+            # Qwen3-Next's linear-attention layers carry a state per sequence that cached KV
+            # blocks do not hold: a reused prefix would continue from the wrong state
+            self.cache.enabled = False
         self.cache.attach(self.pool)
         self.metrics = metrics
         self.eos = set(getattr(self.tokenizer, "eos_token_ids", ()) or ())

@@ -21,6 +21,35 @@ def _unpermute(w: torch.Tensor, n_head: int) -> torch.Tensor:
     return w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
+def _qwen3next_linear(t, gf, cfg, blk: str, part: str) -> torch.Tensor:
+    """Qwen3-Next's gated DeltaNet parameter `part` from llama.cpp's tensors (attn_qkv + attn_gate,
+    or the legacy ssm_in, regrouped per key head; A_log from ssm_a = -exp(A_log))."""
+    nk, dk, nv, dv = (
+        cfg.linear_num_key_heads,
+        cfg.linear_key_head_dim,
+        cfg.linear_num_value_heads,
+        cfg.linear_value_head_dim,
+    )
+    if part == "in_proj_qkvz.weight":
+        if f"{blk}.ssm_in.weight" in gf.tensors:
+            return t(f"{blk}.ssm_in.weight")
+        qkv, z = t(f"{blk}.attn_qkv.weight"), t(f"{blk}.attn_gate.weight")
+        cols = qkv.shape[1]
+        q, k, v = qkv[: nk * dk], qkv[nk * dk : 2 * nk * dk], qkv[2 * nk * dk :]
+        per = nv // nk * dv
+        parts = (q.view(nk, dk, cols), k.view(nk, dk, cols), v.view(nk, per, cols), z.view(nk, per, cols))
+        return torch.cat(parts, dim=1).reshape(-1, cols)
+    if part == "A_log":
+        return torch.log(-t(f"{blk}.ssm_a"))
+    names = {
+        "in_proj_ba.weight": "ssm_ba.weight",
+        "conv1d.weight": "ssm_conv1d.weight",
+        "dt_bias": "ssm_dt.bias",
+    }
+    names |= {"norm.weight": "ssm_norm.weight", "out_proj.weight": "ssm_out.weight"}
+    return t(f"{blk}.{names[part]}")
+
+
 def hf_state_from_gguf(gguf_path, model: torch.nn.Module, arch: str) -> dict[str, torch.Tensor]:
     gf = gguf.open(gguf_path)
     cfg = model.config
@@ -48,6 +77,8 @@ def hf_state_from_gguf(gguf_path, model: torch.nn.Module, arch: str) -> dict[str
             value = t(f"{blk}.ffn_gate_inp.weight")
         elif arch == "gpt-oss" and name.endswith("mlp.router.bias"):
             value = t(f"{blk}.ffn_gate_inp.bias")
+        elif arch == "qwen3next" and ".linear_attn." in name:
+            value = _qwen3next_linear(t, gf, cfg, blk, name.rsplit(".linear_attn.", 1)[1])
         elif name.endswith("self_attn.sinks"):
             value = t(f"{blk}.attn_sinks.weight")
         elif name.endswith("mlp.experts.gate_up_proj"):
@@ -67,7 +98,7 @@ def hf_state_from_gguf(gguf_path, model: torch.nn.Module, arch: str) -> dict[str
             if arch == "llama" and re.search(r"self_attn\.(q|k)_proj\.weight$", name):
                 heads = cfg.num_attention_heads if ".q_proj" in name else cfg.num_key_value_heads
                 value = _unpermute(value, heads)
-            if arch == "gemma3" and "norm" in path:
+            if arch in ("gemma3", "qwen3next") and "norm" in path:
                 value = value - 1.0
         state[name] = value.reshape(ref.shape)
     gf.close()

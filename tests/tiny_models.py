@@ -31,6 +31,7 @@ TINY_NAMES = (
     "gpt-oss",
     "glm4moe",
     "minimax-m2",
+    "qwen3next",
 )
 # The GGUF architecture llama.cpp writes for each (an expectation, independent of ktx's tables).
 GGUF_ARCH = {
@@ -47,6 +48,7 @@ GGUF_ARCH = {
     "gpt-oss": "gpt-oss",
     "glm4moe": "glm4moe",
     "minimax-m2": "minimax-m2",
+    "qwen3next": "qwen3next",
 }
 VOCAB = 512
 _COMMON: dict[str, Any] = {
@@ -182,6 +184,16 @@ CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
         | {
             "rope_parameters": {"rope_type": "default", "rope_theta": 5000000.0, "partial_rotary_factor": 0.5}
         },
+    ),
+    "qwen3next": (
+        "qwen3_next",
+        # three gated-DeltaNet layers, then one gated full-attention layer (partial RoPE, q/k
+        # norms); 8 experts with a gated shared expert; two value heads per key head
+        {"num_hidden_layers": 4, "num_key_value_heads": 2, "head_dim": 64, "intermediate_size": 256}
+        | {"moe_intermediate_size": 64, "shared_expert_intermediate_size": 128}
+        | {"num_experts": 8, "num_experts_per_tok": 2, "norm_topk_prob": True}
+        | {"linear_num_key_heads": 2, "linear_num_value_heads": 4}
+        | {"linear_key_head_dim": 32, "linear_value_head_dim": 32, "linear_conv_kernel_dim": 4},
     ),
 }
 CORPUS = [

@@ -58,8 +58,9 @@ def add_parser(subcommands) -> None:
         "synth",
         help="write a random-weight GGUF with a real model's shapes (for benchmarks)",
         description="Write a GGUF model with random weights and the shapes, types and metadata of a "
-        "real model (DeepSeek-V2-Lite, DeepSeek-V3, Qwen3-30B-A3B, Qwen1.5-MoE-A2.7B, Mixtral-8x7B, "
-        "gpt-oss-20b/120b) or a tiny one, optionally cut to fewer layers.",
+        "real model (DeepSeek-V2-Lite, DeepSeek-V3, Qwen3-30B-A3B, Qwen3-Next-80B-A3B, Qwen1.5-MoE-A2.7B, "
+        "Mixtral-8x7B, gpt-oss-20b/120b, GLM-4.5(-Air), MiniMax-M2) or a tiny one, optionally cut to "
+        "fewer layers.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -33,6 +33,7 @@ ARCHES: dict[str, str] = {
     "gpt_oss": "gpt-oss",
     "glm4_moe": "glm4moe",
     "minimax_m2": "minimax-m2",
+    "qwen3_next": "qwen3next",
 }
 
 # llama.cpp's LlamaFileType for each --type
@@ -193,6 +194,35 @@ def _minimax_m2(cfg: dict[str, Any], out: dict[str, Any]) -> None:
     out[f"{a}.expert_gating_func"] = _gating("sigmoid")
 
 
+def _qwen3next(cfg: dict[str, Any], out: dict[str, Any]) -> None:
+    """Qwen3NextModel.set_gguf_parameters: the experts' widths, the linear-attention (gated
+    DeltaNet) sizes as llama.cpp's ssm.* keys, the layer pattern and partial RoPE."""
+    a = "qwen3next"
+    _qwen_moe(a, cfg, out)
+    head_dim = int(cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"])
+    out[f"{a}.attention.key_length"] = out[f"{a}.attention.value_length"] = head_dim
+    out[f"{a}.ssm.conv_kernel"] = int(cfg["linear_conv_kernel_dim"])
+    out[f"{a}.ssm.state_size"] = int(cfg["linear_key_head_dim"])
+    out[f"{a}.ssm.group_count"] = int(cfg["linear_num_key_heads"])
+    out[f"{a}.ssm.time_step_rank"] = int(cfg["linear_num_value_heads"])
+    out[f"{a}.ssm.inner_size"] = int(cfg["linear_value_head_dim"]) * int(cfg["linear_num_value_heads"])
+    out[f"{a}.full_attention_interval"] = full_attention_interval(cfg)
+    partial = rope_params(cfg).get("partial_rotary_factor", cfg.get("partial_rotary_factor", 0.25))
+    out[f"{a}.rope.dimension_count"] = int(head_dim * float(partial))
+
+
+def full_attention_interval(cfg: dict[str, Any]) -> int:
+    """Qwen3-Next's layer pattern as llama.cpp stores it: every n-th layer is full attention."""
+    types = cfg.get("layer_types")
+    if not types:
+        return int(cfg.get("full_attention_interval", 4))
+    full = [i for i, t in enumerate(types) if t == "full_attention"]
+    n = full[0] + 1 if full else len(types) + 1
+    if [i for i in range(len(types)) if (i + 1) % n == 0] != full:
+        raise ValueError(f"layer_types {types} is not one full-attention layer every n (llama.cpp's pattern)")
+    return n
+
+
 def _deepseek(model_type: str, cfg: dict[str, Any], out: dict[str, Any], legacy_mla: bool) -> None:
     a = "deepseek2"
     n_experts = cfg.get("n_routed_experts")
@@ -276,6 +306,8 @@ def hparams(model_type: str, cfg: dict[str, Any], *, legacy_mla: bool = False) -
         _glm4moe(cfg, out)
     elif arch == "minimax-m2":
         _minimax_m2(cfg, out)
+    elif arch == "qwen3next":
+        _qwen3next(cfg, out)
     return out
 
 

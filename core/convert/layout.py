@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .arch_meta import gguf_arch
+from .arch_meta import full_attention_interval, gguf_arch
 from .tensor_names import llama3_rope_factors, n_experts
 
 Shape = tuple[int, ...]
@@ -20,7 +20,7 @@ def _is_moe_layer(model_type: str, cfg: dict[str, Any], bid: int) -> bool:
     if model_type.startswith("deepseek") or model_type == "glm4_moe":
         dense = cfg.get("first_k_dense_replace") or 0
         return bid >= dense and bid % int(cfg.get("moe_layer_freq") or 1) == 0
-    if model_type in ("qwen2_moe", "qwen3_moe"):
+    if model_type in ("qwen2_moe", "qwen3_moe", "qwen3_next"):
         step = int(cfg.get("decoder_sparse_step") or 1)
         return bid not in (cfg.get("mlp_only_layers") or []) and (bid + 1) % step == 0
     return True
@@ -48,6 +48,15 @@ def _attention(model_type: str, cfg: dict[str, Any], legacy_mla: bool) -> list[t
         return [*out, ("attn_output", (h, heads * v))]
     hd = int(cfg.get("head_dim") or h // heads)
     kv = int(cfg.get("num_key_value_heads") or heads)
+    if model_type == "qwen3_next":  # q and its output gate interleaved per head; q/k norms
+        return [
+            ("attn_q", (heads * hd * 2, h)),
+            ("attn_k", (kv * hd, h)),
+            ("attn_v", (kv * hd, h)),
+            ("attn_output", (h, heads * hd)),
+            ("attn_q_norm", (hd,)),
+            ("attn_k_norm", (hd,)),
+        ]
     out = [
         ("attn_q", (heads * hd, h)),
         ("attn_k", (kv * hd, h)),
@@ -81,7 +90,7 @@ def _ffn(model_type: str, cfg: dict[str, Any], bid: int) -> list[tuple[str, Shap
     shared = 0
     if (model_type.startswith("deepseek") or model_type == "glm4_moe") and cfg.get("n_shared_experts"):
         shared = i * int(cfg["n_shared_experts"])
-    elif model_type == "qwen2_moe" and cfg.get("shared_expert_intermediate_size"):
+    elif model_type in ("qwen2_moe", "qwen3_next") and cfg.get("shared_expert_intermediate_size"):
         shared = int(cfg["shared_expert_intermediate_size"])
         out.append(("ffn_gate_inp_shexp", (1, h)))
     if shared:
@@ -102,6 +111,30 @@ def _ffn(model_type: str, cfg: dict[str, Any], bid: int) -> list[tuple[str, Shap
     return out
 
 
+def _linear_attention(cfg: dict[str, Any]) -> list[tuple[str, Shape]]:
+    """Qwen3-Next's gated DeltaNet, as llama.cpp's converter writes it (tensor_names.py)."""
+    h = int(cfg["hidden_size"])
+    nk, dk = int(cfg["linear_num_key_heads"]), int(cfg["linear_key_head_dim"])
+    nv, dv = int(cfg["linear_num_value_heads"]), int(cfg["linear_value_head_dim"])
+    conv = 2 * nk * dk + nv * dv
+    return [
+        ("attn_qkv", (conv, h)),
+        ("attn_gate", (nv * dv, h)),
+        ("ssm_ba", (2 * nv, h)),
+        ("ssm_conv1d", (conv, int(cfg["linear_conv_kernel_dim"]))),
+        ("ssm_a", (nv,)),
+        ("ssm_dt.bias", (nv,)),
+        ("ssm_norm", (dv,)),
+        ("ssm_out", (h, nv * dv)),
+    ]
+
+
+def _mixer(model_type: str, cfg: dict[str, Any], bid: int, legacy_mla: bool) -> list[tuple[str, Shape]]:
+    if model_type == "qwen3_next" and (bid + 1) % full_attention_interval(cfg):
+        return _linear_attention(cfg)
+    return _attention(model_type, cfg, legacy_mla)
+
+
 def nextn_layers(arch: str, cfg: dict[str, Any]) -> int:
     """Next-token-prediction (MTP) blocks a file of this config carries: `ktx synth`'s GLM presets
     mark them (`ktx_mtp_blocks`) as the real files have them; `ktx convert` skips them."""
@@ -117,12 +150,14 @@ def expected_tensors(
     tied = bool(cfg.get("tie_word_embeddings", arch == "gemma3")) or arch == "gemma3"
     out: list[tuple[str, Shape]] = [("token_embd.weight", (vocab, h))]
     for bid in range(int(cfg["num_hidden_layers"])):
-        mlp_norm = "post_attention_norm" if arch in ("gpt-oss", "glm4moe") else "ffn_norm"
+        mlp_norm = "post_attention_norm" if arch in ("gpt-oss", "glm4moe", "qwen3next") else "ffn_norm"
         norms = [("attn_norm", (h,)), (mlp_norm, (h,))]
         if arch == "gemma3":
             norms += [("post_attention_norm", (h,)), ("post_ffw_norm", (h,))]
-        block = norms + _attention(model_type, cfg, legacy_mla) + _ffn(model_type, cfg, bid)
-        names = [(f"blk.{bid}.{n}" if "." in n else f"blk.{bid}.{n}.weight", s) for n, s in block]
+        block = norms + _mixer(model_type, cfg, bid, legacy_mla) + _ffn(model_type, cfg, bid)
+        names = [
+            (f"blk.{bid}.{n}" if "." in n or n == "ssm_a" else f"blk.{bid}.{n}.weight", s) for n, s in block
+        ]
         out += sorted(names)
     for bid in range(int(cfg["num_hidden_layers"]), int(cfg["num_hidden_layers"]) + nextn_layers(arch, cfg)):
         # GLM-4.x files carry the next-token-prediction layer: a MoE block and its nextn parts

@@ -220,6 +220,34 @@ PRESETS["minimax-m2"] = {
     "rms_norm_eps": 1e-6,
     "tie_word_embeddings": False,
 }
+# Qwen/Qwen3-Next-80B-A3B (Instruct and Thinking; Qwen3-Coder-Next has the same shapes): three
+# gated-DeltaNet layers, then one gated full-attention layer, 48 deep; 512 experts, top-10
+PRESETS["qwen3-next-80b-a3b"] = {
+    "model_type": "qwen3_next",
+    "hidden_size": 2048,
+    "num_hidden_layers": 48,
+    "num_attention_heads": 16,
+    "num_key_value_heads": 2,
+    "head_dim": 256,
+    "intermediate_size": 5120,
+    "moe_intermediate_size": 512,
+    "shared_expert_intermediate_size": 512,
+    "num_experts": 512,
+    "num_experts_per_tok": 10,
+    "norm_topk_prob": True,
+    "full_attention_interval": 4,
+    "linear_conv_kernel_dim": 4,
+    "linear_key_head_dim": 128,
+    "linear_value_head_dim": 128,
+    "linear_num_key_heads": 16,
+    "linear_num_value_heads": 32,
+    "partial_rotary_factor": 0.25,
+    "rope_theta": 10000000.0,
+    "vocab_size": 151936,
+    "max_position_embeddings": 262144,
+    "rms_norm_eps": 1e-6,
+    "tie_word_embeddings": False,
+}
 # openai/gpt-oss-120b: gpt-oss-20b's layer, 36 deep with 128 experts
 PRESETS["gpt-oss-120b"] = {**PRESETS["gpt-oss-20b"], "num_hidden_layers": 36, "num_local_experts": 128}
 
@@ -304,6 +332,21 @@ TINY: dict[str, dict[str, Any]] = {
         "num_key_value_heads": 2,
         "head_dim": 64,
         "rotary_dim": 32,
+    },
+    "qwen3next": {
+        **PRESETS["qwen3-next-80b-a3b"],
+        **_TINY_COMMON,
+        "num_hidden_layers": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 64,
+        "num_experts": 16,
+        "num_experts_per_tok": 4,
+        "moe_intermediate_size": 64,
+        "shared_expert_intermediate_size": 64,
+        "linear_num_key_heads": 2,
+        "linear_num_value_heads": 4,
+        "linear_key_head_dim": 32,
+        "linear_value_head_dim": 32,
     },
     "llama": {
         **PRESETS["mixtral-8x7b"],

@@ -109,6 +109,8 @@ def _f32_values(
         factors = llama3_rope_factors(cfg)
         assert factors is not None
         return factors
+    if name.endswith(".ssm_a"):  # Qwen3-Next's -exp(A_log): a decaying state, as trained models have
+        return -np.ones(shape, dtype=np.float32)
     if not name.endswith(".weight"):
         return np.zeros(shape, dtype=np.float32)
     return (rng.standard_normal(shape, dtype=np.float32) * np.float32(WEIGHT_STD)).astype(np.float32)

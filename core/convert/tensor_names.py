@@ -13,6 +13,10 @@ against `gguf.MODEL_TENSORS[arch]`. The transforms, each the one llama.cpp's con
 - DeepSeek: kv_b_proj is split per head into attn_k_b [n_head, kv_lora, nope] (transposed, for
   the absorbed-MLA matmul) and attn_v_b [n_head, v_dim, kv_lora]; `legacy_mla` keeps attn_kv_b.
   `e_score_correction_bias` becomes `exp_probs_b.bias`. MTP layers (index >= n_layers) are skipped.
+- Qwen3-Next: norms get +1 (x * (1 + w), as Gemma 3) except the linear attention's gated norm;
+  `in_proj_qkvz` (rows grouped per key head: q, k, v, z) becomes attn_qkv (all q, all k, all v
+  rows) and attn_gate (z); `A_log` is stored as ssm_a = -exp(A_log), `dt_bias` as ssm_dt.bias,
+  and the depthwise conv1d [C, 1, K] as ssm_conv1d [C, K].
 - gpt-oss: transformers holds the experts fused and transposed (`gate_up_proj` [E, hidden,
   2*inter] with gate in even columns and up in odd ones, `down_proj` [E, inter, hidden], and
   `*_bias`); they become ffn_{gate,up,down}_exps (+ .bias). `self_attn.sinks` is `attn_sinks.weight`.
@@ -83,7 +87,7 @@ def allowed_names(arch: str) -> set[str]:
 
 def template(name: str) -> str:
     """'blk.3.attn_q.weight' -> 'blk.{bid}.attn_q' (the form `allowed_names` lists)."""
-    base = name.rsplit(".", 1)[0]
+    base = name.rsplit(".", 1)[0] if name.endswith((".weight", ".bias")) else name  # ssm_a has no suffix
     return re.sub(r"^blk\.\d+\.", "blk.{bid}.", base)
 
 
@@ -143,6 +147,10 @@ class Planner:
                 out.extend(self._fused(hf, int(f["bid"]), f["proj"]))
             elif name.endswith("kv_b_proj.weight") and not self.legacy_mla:
                 out.extend(self._kv_b(hf, name))
+            elif self.arch == "qwen3next" and name.endswith("linear_attn.in_proj_qkvz.weight"):
+                out.extend(self._qkvz(hf, name))
+            elif self.arch == "qwen3next" and name.endswith(("linear_attn.A_log", "linear_attn.dt_bias")):
+                out.append(self._ssm_vector(hf, name))
             else:
                 out.append(self._single(hf, name))
         out.extend(self._stacked(experts))
@@ -163,10 +171,16 @@ class Planner:
             return lambda w: permute(w, heads, kv)
         if self.arch == "gemma3" and name.endswith("norm.weight"):
             return lambda w: w + np.float32(1.0)
+        if self.arch == "qwen3next" and name.endswith("norm.weight") and "linear_attn." not in name:
+            return lambda w: w + np.float32(1.0)
+        if self.arch == "qwen3next" and name.endswith("linear_attn.conv1d.weight"):
+            return lambda w: np.ascontiguousarray(w.reshape(w.shape[0], w.shape[-1]))
         return None
 
     def _single(self, hf: str, name: str) -> Planned:
         fn, ckpt, shape = self._transform(name), self.ckpt, self.ckpt.shape(hf)
+        if self.arch == "qwen3next" and name.endswith("linear_attn.conv1d.weight"):
+            shape = (shape[0], shape[-1])
         if fn is not None:
             return Planned(self.gguf_name(name), shape, lambda: iter([fn(ckpt.load(hf))]), (hf,))
         row_bytes = 4 * int(np.prod(shape[1:], dtype=np.int64)) if len(shape) > 1 else 0
@@ -287,6 +301,49 @@ class Planner:
             Planned(self.gguf_name(base + "k_b_proj.weight"), (heads, kv_lora, nope), k_b, (hf,)),
             Planned(self.gguf_name(base + "v_b_proj.weight"), (heads, v, kv_lora), v_b, (hf,)),
         ]
+
+    def _qkvz(self, hf: str, name: str) -> list[Planned]:
+        """Qwen3-Next's in_proj_qkvz, rows [q_g, k_g, v_g, z_g] per key head g, -> attn_qkv (every
+        q row, then every k row, then every v row, heads in order) and attn_gate (z)."""
+        cfg, ckpt = self.cfg, self.ckpt
+        nk, dk = int(cfg["linear_num_key_heads"]), int(cfg["linear_key_head_dim"])
+        nv, dv = int(cfg["linear_num_value_heads"]), int(cfg["linear_value_head_dim"])
+        per = nv // nk * dv  # v (and z) rows of one key head's group
+        rows, cols = ckpt.shape(hf)
+        if rows != nk * (2 * dk + 2 * per):
+            raise ValueError(
+                f"{hf}: {rows} rows, expected {nk * (2 * dk + 2 * per)} for the linear attention's sizes"
+            )
+
+        def grouped() -> np.ndarray:
+            return ckpt.load(hf).reshape(nk, 2 * dk + 2 * per, cols)
+
+        def qkv() -> Iterator[np.ndarray]:
+            g = grouped()
+            parts = (g[:, :dk], g[:, dk : 2 * dk], g[:, 2 * dk : 2 * dk + per])
+            yield np.ascontiguousarray(np.concatenate([p.reshape(-1, cols) for p in parts]))
+
+        def z() -> Iterator[np.ndarray]:
+            yield np.ascontiguousarray(grouped()[:, 2 * dk + per :].reshape(-1, cols))
+
+        base = name.removesuffix("in_proj_qkvz.weight")
+        return [
+            Planned(self.gguf_name(base + "in_proj_qkv.weight"), (nk * 2 * dk + nv * dv, cols), qkv, (hf,)),
+            Planned(self.gguf_name(base + "in_proj_z.weight"), (nv * dv, cols), z, (hf,)),
+        ]
+
+    def _ssm_vector(self, hf: str, name: str) -> Planned:
+        """A_log -> ssm_a = -exp(A_log) (what the recurrence multiplies by); dt_bias -> ssm_dt.bias."""
+        ckpt, shape = self.ckpt, self.ckpt.shape(hf)
+        if name.endswith("A_log"):
+            gguf_name = self.tmap.get_name(name)
+            return Planned(gguf_name, shape, lambda: iter([-np.exp(ckpt.load(hf))]), (hf,))
+        return Planned(
+            self.gguf_name(name.replace("dt_bias", "dt_proj.bias")),
+            shape,
+            lambda: iter([ckpt.load(hf)]),
+            (hf,),
+        )
 
     def _extra(self) -> list[Planned]:
         """Tensors llama.cpp computes rather than copies: Llama 3's rope_freqs."""

@@ -72,6 +72,7 @@ def keeps_f32(name: str, shape: tuple[int, ...]) -> bool:
         or name.endswith("_norm.weight")
         or not name.endswith(".weight")
         or ".ffn_gate_inp." in name
+        or ".ssm_conv1d." in name  # Qwen3-Next's depthwise convolution, as llama.cpp keeps it
         or name.startswith("rope_freqs")
     )
 

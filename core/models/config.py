@@ -233,6 +233,37 @@ def _minimax_m2(meta: _Meta) -> tuple[str, dict]:
     return "minimax_m2", cfg
 
 
+def _qwen3next(meta: _Meta) -> tuple[str, dict]:
+    cfg = _common(meta)
+    _moe(meta, cfg, "num_experts")
+    cfg["moe_intermediate_size"] = int(meta.need("expert_feed_forward_length"))
+    cfg["shared_expert_intermediate_size"] = int(meta.get("expert_shared_feed_forward_length", 0) or 0)
+    cfg.update(decoder_sparse_step=1, mlp_only_layers=[], norm_topk_prob=True)
+    head_dim = int(cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"])
+    rope_dim = int(meta.get("rope.dimension_count") or head_dim // 4)
+    cfg["rope_parameters"]["partial_rotary_factor"] = rope_dim / head_dim  # Qwen3-Next: 64 of 256
+    # the gated DeltaNet layers: llama.cpp's ssm.* keys (its key and value heads share a width)
+    state, inner = int(meta.need("ssm.state_size")), int(meta.need("ssm.inner_size"))
+    v_heads = int(meta.need("ssm.time_step_rank"))
+    cfg.update(
+        linear_conv_kernel_dim=int(meta.need("ssm.conv_kernel")),
+        linear_key_head_dim=state,
+        linear_value_head_dim=inner // v_heads,
+        linear_num_key_heads=int(meta.need("ssm.group_count")),
+        linear_num_value_heads=v_heads,
+    )
+    layers = cfg["num_hidden_layers"]
+    recurrent = meta.get("attention.recurrent_layers")
+    if recurrent is not None:
+        cfg["layer_types"] = ["linear_attention" if r else "full_attention" for r in list(recurrent)[:layers]]
+    else:
+        n = int(meta.get("full_attention_interval", 4) or 4)
+        cfg["layer_types"] = [
+            "full_attention" if (i + 1) % n == 0 else "linear_attention" for i in range(layers)
+        ]
+    return "qwen3_next", cfg
+
+
 _BUILDERS = {
     "llama": _llama,
     "qwen2": lambda meta: ("qwen2", _common(meta)),
@@ -244,6 +275,7 @@ _BUILDERS = {
     "gpt-oss": _gpt_oss,
     "glm4moe": _glm4moe,
     "minimax-m2": _minimax_m2,
+    "qwen3next": _qwen3next,
 }
 
 

@@ -68,6 +68,10 @@ for _arch in ("llama", "qwen2", "qwen3", "qwen2moe", "qwen3moe", "deepseek2", "m
     TABLES[_arch] = _compile(_COMMON)
 TABLES["gemma3"] = _compile(_GEMMA3 + _COMMON)
 TABLES["gpt-oss"] = TABLES["glm4moe"] = _compile(_GPT_OSS + _COMMON)
+# Qwen3-Next: the MLP's norm is post_attention_norm; the linear attention (gated DeltaNet) is one
+# operator that reads its blk.N.attn_qkv/attn_gate/ssm_* tensors itself.
+_QWEN3NEXT: list[tuple[str, str]] = [*_GPT_OSS, (_L + r"linear_attn", "blk.{0}")]
+TABLES["qwen3next"] = _compile(_QWEN3NEXT + _COMMON)
 
 
 def gguf_prefix(arch: str, module_path: str) -> str | None:

@@ -56,6 +56,7 @@ VARIANTS: dict[str, Arch] = {
         _a("gpt-oss", "gpt_oss", "GptOss", False, "moe.yaml"),
         _a("glm4moe", "glm4_moe", "Glm4Moe", False, "moe.yaml"),
         _a("minimax-m2", "minimax_m2", "MiniMaxM2", False, "moe.yaml"),
+        _a("qwen3next", "qwen3_next", "Qwen3Next", False, "moe.yaml"),
         _a("llama", "llama", "Llama", True, "dense.yaml"),
         _a("qwen2", "qwen2", "Qwen2", False, "dense.yaml"),
         _a("qwen3", "qwen3", "Qwen3", False, "dense.yaml"),

@@ -5,7 +5,9 @@ The projections and q/k norms are the replaced module's children (rules may repl
 turn); this operator adds RoPE, the cache and the attention itself. Sliding windows (Gemma 3's
 local layers, gpt-oss's even ones) are applied as a mask; the cache keeps every token.
 gpt-oss's attention sinks (a logit per head that joins the softmax without a value) run in the
-PyTorch path, the CPU paged kernel and the CUDA backend's paged decode.
+PyTorch path, the CPU paged kernel and the CUDA backend's paged decode. Qwen3-Next's q_proj
+also yields an output gate (per head, the second half of its rows): the attention's output is
+multiplied by sigmoid(gate) before o_proj.
 """
 
 from __future__ import annotations
@@ -193,6 +195,9 @@ class Attention(Operator):
         w = getattr(qn, "weight", None)
         self.qk_norm_full = w is not None and w.numel() == self.heads * self.head_dim and self.heads > 1
         self.sinks = None  # gpt-oss: [heads] logits that join each head's softmax
+        # Qwen3-Next: q_proj's rows per head are the query, then the output gate
+        qp = getattr(orig, "q_proj", None)
+        self.gated = getattr(qp, "out_features", 0) == 2 * self.heads * self.head_dim
         self.threads = cpu.default_threads()
 
     def kv_spec(self) -> tuple[tuple[int, ...], ...]:
@@ -216,11 +221,16 @@ class Attention(Operator):
         )
 
     def _qkv(self, x: torch.Tensor, positions: torch.Tensor):
-        # x: [N, hidden] -> q [N, H, D], k [N, KVH, D], v [N, KVH, D] float32, q and k rotated
+        # x: [N, hidden] -> q [N, H, D], k [N, KVH, D], v [N, KVH, D] float32, q and k rotated,
+        # and the output gate [N, H * D] (None but for Qwen3-Next)
         projs = (self.q_proj, self.k_proj, self.v_proj)
         fused = fused_linears(projs, x) if all(hasattr(p, "qmatrix") for p in projs) else None
         q, k, v = fused if fused is not None else (p(x) for p in projs)
         n = x.shape[0]
+        gate = None
+        if self.gated:
+            qg = q.view(n, self.heads, 2 * self.head_dim)
+            q, gate = qg[..., : self.head_dim].contiguous(), qg[..., self.head_dim :].reshape(n, -1).float()
         if self.q_norm is not None and self.qk_norm_full:
             q, k = self.q_norm(q.float()), self.k_norm(k.float())
         q = q.view(n, self.heads, self.head_dim).float()
@@ -228,7 +238,13 @@ class Attention(Operator):
         v = v.view(n, self.kv_heads, self.head_dim).float()
         if self.q_norm is not None and not self.qk_norm_full:
             q, k = self.q_norm(q), self.k_norm(k)
-        return self.rope.rotate_(q, positions), self.rope.rotate_(k, positions), v
+        return self.rope.rotate_(q, positions), self.rope.rotate_(k, positions), v, gate
+
+    def _out(self, o: torch.Tensor, gate: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+        # o: [..., H * D] -> o_proj(o), through the output gate where there is one
+        if gate is not None:
+            o = o * torch.sigmoid(gate).view(o.shape)
+        return self.o_proj(o.to(dtype))
 
     def forward(self, hidden_states: torch.Tensor, position_ids=None, **kwargs):
         decode = paged_kernels(self, "gqa_decode")
@@ -236,11 +252,11 @@ class Attention(Operator):
             return self._forward_paged(hidden_states, decode)
         pool, rows, positions = segments(hidden_states, position_ids)
         x = hidden_states.reshape(-1, hidden_states.shape[-1])  # [N, hidden]
-        q, k, v = self._qkv(x, positions)
+        q, k, v, gate = self._qkv(x, positions)
         if pool is not None and cpu_paged(self, pool):
             o = self._attend_cpu(pool, q, k, v)
             o = o.reshape(*hidden_states.shape[:-1], self.heads * self.head_dim)
-            return self.o_proj(o.to(hidden_states.dtype)), None
+            return self._out(o, gate, hidden_states.dtype), None
         outs = []
         for rs, seg, start in rows:
             qs, ks, vs = q[rs], k[rs], v[rs]
@@ -251,7 +267,7 @@ class Attention(Operator):
                 ks, vs = ks.float(), vs.float()  # an accelerator's pool holds bfloat16
             outs.append(attend(qs, ks, vs, start, self.scale, self.window, self.softcap, self.sinks))
         o = torch.cat(outs).reshape(*hidden_states.shape[:-1], self.heads * self.head_dim)
-        return self.o_proj(o.to(hidden_states.dtype)), None
+        return self._out(o, gate, hidden_states.dtype), None
 
     def _attend_cpu(self, pool, q, k, v) -> torch.Tensor:
         # q [T, H, D], k, v [T, KVH, D] float32 -> [T, H, D]; the new K/V written first
@@ -271,7 +287,7 @@ class Attention(Operator):
         ctx = current()
         dev = ctx.on(self.device)
         x = hidden_states.reshape(-1, hidden_states.shape[-1])
-        q, k, v = self._qkv(x, dev.positions)
+        q, k, v, gate = self._qkv(x, dev.positions)
         ctx.pool.write_rows(self.layer_idx, dev.write_slots, k, v)
         k_cache, v_cache = ctx.pool.layers[self.layer_idx]
         sinks = {} if self.sinks is None else {"sinks": self.sinks}  # gpt-oss
@@ -279,4 +295,4 @@ class Attention(Operator):
             q, k_cache, v_cache, dev.block_table, dev.seq_lens, self.scale, self.window, self.softcap, **sinks
         )
         o = o.reshape(*hidden_states.shape[:-1], self.heads * self.head_dim)
-        return self.o_proj(o.to(hidden_states.dtype)), None
+        return self._out(o, gate, hidden_states.dtype), None

@@ -56,7 +56,7 @@ def _ptr(t: torch.Tensor | None) -> int:
 
 
 def attn_block(norm, attn, post_norm) -> Block | None:
-    if type(attn) is not Attention or attn.accelerated or attn.rope is None:
+    if type(attn) is not Attention or attn.accelerated or attn.rope is None or attn.gated:
         return None
     lins = (attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj)
     norms = [_norm(n) for n in (norm, post_norm, attn.q_norm, attn.k_norm)]

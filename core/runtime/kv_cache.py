@@ -28,6 +28,12 @@ class SequenceKV:
     length: int = 0  # tokens whose K/V are stored
 
 
+def has_recurrent_layers(model: torch.nn.Module) -> bool:
+    """Whether layers keep a state per sequence beside the KV cache (Qwen3-Next's gated DeltaNet,
+    ops/deltanet.py): a sequence's cached blocks alone cannot then resume it."""
+    return any(getattr(m, "recurrent", False) for m in model.modules())
+
+
 class BlockPool:
     def __init__(
         self,

@@ -46,6 +46,7 @@ LAYER_KINDS = {
     "GptOssDecoderLayer": PRE_NORM,
     "Glm4MoeDecoderLayer": PRE_NORM,
     "MiniMaxM2DecoderLayer": PRE_NORM,
+    "Qwen3NextDecoderLayer": PRE_NORM,  # attention or a gated DeltaNet (linear_attn) per layer
     "Gemma3DecoderLayer": SANDWICH,
 }
 # The parts of each kind: (attention norm, post-attention norm, MLP norm, post-MLP norm).
@@ -143,7 +144,8 @@ def layer_step(layer: nn.Module, fused: bool = True) -> LayerStep | ModuleStep:
     if kind is None or _hooked(layer):
         return ModuleStep(layer)
     norm1, norm2, norm3, norm4 = (getattr(layer, n) if n else None for n in NORMS[kind])
-    attn, mlp = layer.self_attn, layer.mlp
+    attn = layer.self_attn if hasattr(layer, "self_attn") else layer.linear_attn
+    mlp = layer.mlp
     # ktx attention takes the flat row and the step's context; the post norms add into the
     # residual themselves (RMSNorm.add_to)
     if not isinstance(attn, Operator) or any(
@@ -151,6 +153,8 @@ def layer_step(layer: nn.Module, fused: bool = True) -> LayerStep | ModuleStep:
     ):
         return ModuleStep(layer)
     step = LayerStep(direct(norm1), direct(attn), norm2, direct(norm3), direct(mlp), norm4, attn.layer_idx)
+    if getattr(attn, "tensor_out", False):  # a linear attention returns the tensor alone
+        step.attn = lambda x, f=step.attn: (f(x), None)
     if not isinstance(mlp, Operator):  # transformers' own MoE blocks want [batch, seq, hidden]
         step.mlp = _batched(mlp)
     elif getattr(mlp, "tuple_out", False):  # (hidden, router scores), as gpt-oss's layer unpacks

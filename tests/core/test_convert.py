@@ -109,12 +109,15 @@ def expected_from_hf(name: str, cfg: dict, hf: dict[str, np.ndarray]) -> dict[st
         if key == "model.embed_tokens.weight":
             out["token_embd.weight"] = w
             continue
-        if key == "model.norm.weight":  # Gemma: every norm, the final one included, gets +1
-            out["output_norm.weight"] = w + 1 if arch == "gemma3" else w
+        if key == "model.norm.weight":  # Gemma, Qwen3-Next: every norm, the final one included, gets +1
+            out["output_norm.weight"] = w + 1 if arch in ("gemma3", "qwen3next") else w
             continue
         if key.endswith("e_score_correction_bias"):
             continue
         if arch == "gpt-oss" and (g := gpt_oss_tensors(key, w)):
+            out.update(g)
+            continue
+        if arch == "qwen3next" and (g := qwen3next_tensors(key, w, cfg)):
             out.update(g)
             continue
         m = re.fullmatch(r"model\.layers\.(\d+)\.(.+)\.(weight|bias)", key)
@@ -141,6 +144,46 @@ def expected_from_hf(name: str, cfg: dict, hf: dict[str, np.ndarray]) -> dict[st
     for (bid, proj), by_e in experts.items():
         out[f"blk.{bid}.ffn_{proj}_exps.weight"] = np.stack([by_e[e] for e in sorted(by_e)])
     return out
+
+
+def qwen3next_tensors(key: str, w: np.ndarray, cfg: dict) -> dict[str, np.ndarray]:
+    """Qwen3-Next's tensors that llama.cpp renames, regroups or transforms: every norm but the
+    linear attention's gets +1; in_proj_qkvz's per-key-head groups [q, k, v, z] become attn_qkv
+    (all q rows, all k, all v) and attn_gate (z); A_log is stored as -exp(A_log)."""
+    if key == "model.norm.weight":
+        return {"output_norm.weight": w + 1}
+    m = re.fullmatch(r"model\.layers\.(\d+)\.(.+)", key)
+    blk, rest = f"blk.{m[1]}", m[2]
+    plain = {
+        "linear_attn.in_proj_ba.weight": "ssm_ba.weight",
+        "linear_attn.dt_bias": "ssm_dt.bias",
+        "linear_attn.norm.weight": "ssm_norm.weight",
+        "linear_attn.out_proj.weight": "ssm_out.weight",
+    }
+    plus_one = {
+        "input_layernorm.weight": "attn_norm.weight",
+        "post_attention_layernorm.weight": "post_attention_norm.weight",
+        "self_attn.q_norm.weight": "attn_q_norm.weight",
+        "self_attn.k_norm.weight": "attn_k_norm.weight",
+    }
+    if rest in plain:
+        return {f"{blk}.{plain[rest]}": w}
+    if rest in plus_one:
+        return {f"{blk}.{plus_one[rest]}": w + 1}
+    if rest == "linear_attn.A_log":
+        return {f"{blk}.ssm_a": -np.exp(w)}
+    if rest == "linear_attn.conv1d.weight":
+        return {f"{blk}.ssm_conv1d.weight": w[:, 0, :]}
+    if rest == "linear_attn.in_proj_qkvz.weight":
+        nk, dk = cfg["linear_num_key_heads"], cfg["linear_key_head_dim"]
+        per = cfg["linear_num_value_heads"] // nk * cfg["linear_value_head_dim"]
+        groups = [w[g * (2 * dk + 2 * per) : (g + 1) * (2 * dk + 2 * per)] for g in range(nk)]
+        q = np.concatenate([x[:dk] for x in groups])
+        k = np.concatenate([x[dk : 2 * dk] for x in groups])
+        v = np.concatenate([x[2 * dk : 2 * dk + per] for x in groups])
+        z = np.concatenate([x[2 * dk + per :] for x in groups])
+        return {f"{blk}.attn_qkv.weight": np.concatenate([q, k, v]), f"{blk}.attn_gate.weight": z}
+    return {}
 
 
 def gpt_oss_tensors(key: str, w: np.ndarray) -> dict[str, np.ndarray]:

@@ -122,6 +122,16 @@ def test_glm_presets_match_published_sizes():
     assert hparams("glm4_moe", cfg)["glm4moe.block_count"] == 47
 
 
+def test_qwen3_next_preset_matches_the_published_q4_k_m_size():
+    """Qwen3-Next-80B-A3B at Q4_K_M is 48.5e9 bytes (llama.cpp's default mix, as listed for
+    Qwen3-Coder-Next, which has its shapes); 36 of its 48 layers are gated DeltaNets."""
+    _, plan = synth_plan(None, "qwen3-next-80b-a3b", None, "q4_k_m")
+    assert sum(tensor_nbytes(shape, t) for _, shape, t in plan) == pytest.approx(48.5e9, rel=0.02)
+    names = {n for n, _, _ in plan}
+    assert sum(f"blk.{i}.ssm_a" in names for i in range(48)) == 36
+    assert "blk.3.attn_q.weight" in names and "blk.3.ssm_a" not in names
+
+
 def test_minimax_preset_has_the_published_parameter_count():
     """MiniMax-M2(.7) holds 228.7e9 weights: Goldkoron's K_G quants of it are 133.1 GiB at exactly
     5.00 bits per weight (and 106.4 GiB at 4.00)."""

@@ -1,0 +1,90 @@
+"""Qwen3-Next's gated DeltaNet layers: the recurrent state per sequence.
+
+test_models.py holds the tiny Qwen3-Next against transformers (logits, and 32 greedy tokens
+after a prefill in chunks of 5, which carries the state across chunks into decode). Here: two
+sequences decoded in one step each equal to the sequence alone; a sequence that continues
+without its state is refused; the server's prefix cache is off for such a model.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hf_oracle import random_ids
+from tiny_models import make_tiny
+
+from ktx.core.convert.hf_to_gguf import convert_hf
+from ktx.core.loader import load
+from ktx.core.models.errors import ModelError
+from ktx.core.runtime.context import Segment
+from ktx.core.runtime.generate import forward_step, make_pool
+from ktx.core.runtime.kv_cache import SequenceKV, has_recurrent_layers
+
+pytestmark = pytest.mark.usefixtures("exact_kernels")
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    d = tmp_path_factory.mktemp("q3n")
+    gguf = convert_hf(make_tiny("qwen3next", d / "hf"), d / "m.gguf", "f32", progress=False).path
+    return load(gguf)
+
+
+def _prefill(model, pool, ids):
+    seq = SequenceKV()
+    logits = forward_step(model, pool, [Segment(seq, 0, len(ids))], torch.tensor(ids))[0]
+    return seq, logits
+
+
+def test_two_sequences_in_one_step_each_equal_the_sequence_alone(model):
+    a_ids, b_ids = random_ids(512, 11, seed=1), random_ids(512, 6, seed=2)
+    # alone: each prefilled, then decoding 4 tokens of its own
+    alone = {}
+    for name, ids in (("a", a_ids), ("b", b_ids)):
+        pool = make_pool(model, 256)
+        seq, logits = _prefill(model, pool, ids)
+        rows = []
+        for _ in range(4):
+            token = int(logits.argmax())
+            logits = forward_step(model, pool, [Segment(seq, seq.length, 1)], torch.tensor([token]))[0]
+            rows.append(logits)
+        alone[name] = torch.stack(rows)
+    # together: both prefilled in one step, then decoded in steps of one token each
+    pool = make_pool(model, 256)
+    sa, sb = SequenceKV(), SequenceKV()
+    logits = forward_step(
+        model, pool, [Segment(sa, 0, len(a_ids)), Segment(sb, 0, len(b_ids))], torch.tensor(a_ids + b_ids)
+    )
+    got = {"a": [], "b": []}
+    for _ in range(4):
+        tokens = [int(logits[0].argmax()), int(logits[1].argmax())]
+        logits = forward_step(
+            model, pool, [Segment(sa, sa.length, 1), Segment(sb, sb.length, 1)], torch.tensor(tokens)
+        )
+        got["a"].append(logits[0])
+        got["b"].append(logits[1])
+    for name in ("a", "b"):
+        err = (torch.stack(got[name]) - alone[name]).abs().max().item()
+        assert err <= 1e-4, f"sequence {name}: max |batched - alone| = {err:.3g}"
+
+
+def test_a_sequence_without_its_state_is_refused(model):
+    pool = make_pool(model, 256)
+    seq, _ = _prefill(model, pool, random_ids(512, 9))
+    # what a prefix cache would hand over: the KV blocks and length, but no recurrent state
+    copy = SequenceKV(blocks=list(seq.blocks), length=seq.length)
+    with pytest.raises(ModelError, match="recurrent state"):
+        forward_step(model, pool, [Segment(copy, copy.length, 1)], torch.tensor([5]))
+    # the sequence itself goes on
+    forward_step(model, pool, [Segment(seq, seq.length, 1)], torch.tensor([5]))
+
+
+def test_the_server_keeps_no_prefix_cache_for_a_model_with_recurrent_layers(model, tmp_path):
+    from ktx.server.engine import Engine
+
+    assert has_recurrent_layers(model)
+    assert not Engine(model, cache_tokens=256).cache.enabled
+    gguf = convert_hf(make_tiny("qwen3moe", tmp_path / "hf"), tmp_path / "m.gguf", "f32", progress=False).path
+    other = load(gguf)
+    assert not has_recurrent_layers(other)
+    assert Engine(other, cache_tokens=256).cache.enabled

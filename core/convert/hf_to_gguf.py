@@ -54,6 +54,7 @@ def convert_hf(
     progress: bool = True,
     *,
     legacy_mla: bool = False,
+    legacy_qkvz: bool = False,
     name: str | None = None,
     tokenizer_pre: str | None = None,
     threads: int | None = None,
@@ -61,7 +62,9 @@ def convert_hf(
     """Converts `hf_dir` (config.json, *.safetensors, tokenizer.json) into the GGUF `out_path`.
 
     type: f32 | f16 | bf16 | q8_0 | q4_k_m | q6_k. legacy_mla: DeepSeek's attention as one
-    attn_kv_b tensor (llama.cpp before the MLA split) instead of attn_k_b + attn_v_b.
+    attn_kv_b tensor (llama.cpp before the MLA split) instead of attn_k_b + attn_v_b. legacy_qkvz:
+    Qwen3-Next's linear-attention input projection as one ssm_in tensor (llama.cpp's first
+    Qwen3-Next files) instead of attn_qkv + attn_gate.
     Raises ValueError for unsupported models and FileNotFoundError for incomplete folders; a
     partly written output is removed.
     """
@@ -76,7 +79,7 @@ def convert_hf(
         raise ValueError(f"{hf_dir} holds a pre-quantized ({method}) checkpoint; dequantize it to BF16 first")
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with Checkpoint(hf_dir) as ckpt:
-        planned = Planner(model_type, cfg, ckpt, legacy_mla).plan()
+        planned = Planner(model_type, cfg, ckpt, legacy_mla, legacy_qkvz).plan()
         has_output = any(p.name == "output.weight" for p in planned)
         writer = StreamWriter(out_path, arch)
         result = ConvertResult(out_path, arch, model_type, len(planned), 0)

@@ -107,8 +107,16 @@ def _normalize(name: str) -> str | None:
 class Planner:
     """Builds the GGUF tensor list for one checkpoint (see the module notes)."""
 
-    def __init__(self, model_type: str, cfg: dict[str, Any], ckpt: Checkpoint, legacy_mla: bool = False):
+    def __init__(
+        self,
+        model_type: str,
+        cfg: dict[str, Any],
+        ckpt: Checkpoint,
+        legacy_mla: bool = False,
+        legacy_qkvz: bool = False,
+    ):
         self.model_type, self.cfg, self.ckpt, self.legacy_mla = model_type, cfg, ckpt, legacy_mla
+        self.legacy_qkvz = legacy_qkvz
         self.arch = gguf_arch(model_type)
         self.n_layers = int(cfg["num_hidden_layers"])
         self.tmap = gguf.get_tensor_name_map(_ARCH_ENUM[self.arch], self.n_layers)
@@ -147,7 +155,11 @@ class Planner:
                 out.extend(self._fused(hf, int(f["bid"]), f["proj"]))
             elif name.endswith("kv_b_proj.weight") and not self.legacy_mla:
                 out.extend(self._kv_b(hf, name))
-            elif self.arch == "qwen3next" and name.endswith("linear_attn.in_proj_qkvz.weight"):
+            elif (
+                self.arch == "qwen3next"
+                and name.endswith("linear_attn.in_proj_qkvz.weight")
+                and not self.legacy_qkvz
+            ):
                 out.extend(self._qkvz(hf, name))
             elif self.arch == "qwen3next" and name.endswith(("linear_attn.A_log", "linear_attn.dt_bias")):
                 out.append(self._ssm_vector(hf, name))

@@ -24,10 +24,28 @@ pytestmark = pytest.mark.usefixtures("exact_kernels")
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    d = tmp_path_factory.mktemp("q3n")
-    gguf = convert_hf(make_tiny("qwen3next", d / "hf"), d / "m.gguf", "f32", progress=False).path
-    return load(gguf)
+def hf_dir(tmp_path_factory):
+    return make_tiny("qwen3next", tmp_path_factory.mktemp("q3n") / "hf")
+
+
+@pytest.fixture(scope="module")
+def model(hf_dir):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("KTX_EXACT", "1")
+        return load(convert_hf(hf_dir, hf_dir.parent / "m.gguf", "f32", progress=False).path)
+
+
+def test_the_legacy_fused_input_projection_gives_the_same_logits(model, hf_dir):
+    # llama.cpp's first Qwen3-Next files hold in_proj_qkvz as one ssm_in tensor (rows grouped per
+    # key head); today's split it into attn_qkv and attn_gate. Both must read the same.
+    path = convert_hf(hf_dir, hf_dir.parent / "legacy.gguf", "f32", progress=False, legacy_qkvz=True).path
+    legacy = load(path)
+    names = set(legacy.gguf.tensors)
+    assert "blk.0.ssm_in.weight" in names and "blk.0.attn_qkv.weight" not in names
+    ids = torch.tensor([random_ids(512, 12)])
+    with torch.inference_mode():
+        err = (legacy(ids).logits - model(ids).logits).abs().max().item()
+    assert err <= 1e-5, f"max |legacy - split| = {err:.3g}"
 
 
 def _prefill(model, pool, ids):

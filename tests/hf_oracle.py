@@ -50,6 +50,28 @@ def _qwen3next_linear(t, gf, cfg, blk: str, part: str) -> torch.Tensor:
     return t(f"{blk}.{names[part]}")
 
 
+def _grouped(w: torch.Tensor, nk: int, nv: int) -> torch.Tensor:
+    # llama.cpp's tiled value heads (j * nk + g) back to transformers' grouped ones (g * r + j)
+    return w.reshape(nv // nk, nk, -1, *w.shape[1:]).transpose(0, 1).reshape(w.shape)
+
+
+def _qwen35moe_linear(t, cfg, blk: str, part: str) -> torch.Tensor:
+    """Qwen3.5's gated DeltaNet parameter `part` from llama.cpp's tensors (value heads tiled)."""
+    nk, dk, nv = cfg.linear_num_key_heads, cfg.linear_key_head_dim, cfg.linear_num_value_heads
+    if part in ("in_proj_qkv.weight", "conv1d.weight"):
+        w = t(f"{blk}.attn_qkv.weight" if part.startswith("in_proj") else f"{blk}.ssm_conv1d.weight")
+        return torch.cat([w[: 2 * nk * dk], _grouped(w[2 * nk * dk :], nk, nv)])
+    if part == "out_proj.weight":
+        return _grouped(t(f"{blk}.ssm_out.weight").T, nk, nv).T
+    if part == "A_log":
+        return _grouped(torch.log(-t(f"{blk}.ssm_a")), nk, nv)
+    if part == "norm.weight":
+        return t(f"{blk}.ssm_norm.weight")
+    names = {"in_proj_z.weight": "attn_gate.weight", "in_proj_b.weight": "ssm_beta.weight"}
+    names |= {"in_proj_a.weight": "ssm_alpha.weight", "dt_bias": "ssm_dt.bias"}
+    return _grouped(t(f"{blk}.{names[part]}"), nk, nv)
+
+
 def hf_state_from_gguf(gguf_path, model: torch.nn.Module, arch: str) -> dict[str, torch.Tensor]:
     gf = gguf.open(gguf_path)
     cfg = model.config
@@ -79,6 +101,8 @@ def hf_state_from_gguf(gguf_path, model: torch.nn.Module, arch: str) -> dict[str
             value = t(f"{blk}.ffn_gate_inp.bias")
         elif arch == "qwen3next" and ".linear_attn." in name:
             value = _qwen3next_linear(t, gf, cfg, blk, name.rsplit(".linear_attn.", 1)[1])
+        elif arch == "qwen35moe" and ".linear_attn." in name:
+            value = _qwen35moe_linear(t, cfg, blk, name.rsplit(".linear_attn.", 1)[1])
         elif name.endswith("self_attn.sinks"):
             value = t(f"{blk}.attn_sinks.weight")
         elif name.endswith("mlp.experts.gate_up_proj"):
@@ -98,7 +122,7 @@ def hf_state_from_gguf(gguf_path, model: torch.nn.Module, arch: str) -> dict[str
             if arch == "llama" and re.search(r"self_attn\.(q|k)_proj\.weight$", name):
                 heads = cfg.num_attention_heads if ".q_proj" in name else cfg.num_key_value_heads
                 value = _unpermute(value, heads)
-            if arch in ("gemma3", "qwen3next") and "norm" in path:
+            if arch in ("gemma3", "qwen3next", "qwen35moe") and "norm" in path:
                 value = value - 1.0
         state[name] = value.reshape(ref.shape)
     gf.close()

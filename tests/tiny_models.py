@@ -32,6 +32,7 @@ TINY_NAMES = (
     "glm4moe",
     "minimax-m2",
     "qwen3next",
+    "qwen35moe",
 )
 # The GGUF architecture llama.cpp writes for each (an expectation, independent of ktx's tables).
 GGUF_ARCH = {
@@ -49,6 +50,7 @@ GGUF_ARCH = {
     "glm4moe": "glm4moe",
     "minimax-m2": "minimax-m2",
     "qwen3next": "qwen3next",
+    "qwen35moe": "qwen35moe",
 }
 VOCAB = 512
 _COMMON: dict[str, Any] = {
@@ -194,6 +196,25 @@ CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
         | {"num_experts": 8, "num_experts_per_tok": 2, "norm_topk_prob": True}
         | {"linear_num_key_heads": 2, "linear_num_value_heads": 4}
         | {"linear_key_head_dim": 32, "linear_value_head_dim": 32, "linear_conv_kernel_dim": 4},
+    ),
+    "qwen35moe": (
+        "qwen3_5_moe_text",
+        # Qwen3-Next's layer with separate q/k/v, z, b and a projections (value heads stored tiled
+        # in the GGUF) and M-RoPE sections (one position for all three on text)
+        {"num_hidden_layers": 4, "num_key_value_heads": 2, "head_dim": 64}
+        | {"moe_intermediate_size": 64, "shared_expert_intermediate_size": 128}
+        | {"num_experts": 8, "num_experts_per_tok": 2}
+        | {"linear_num_key_heads": 2, "linear_num_value_heads": 4}
+        | {"linear_key_head_dim": 32, "linear_value_head_dim": 32, "linear_conv_kernel_dim": 4}
+        | {
+            "rope_parameters": {
+                "rope_type": "default",
+                "rope_theta": 10000000.0,
+                "partial_rotary_factor": 0.25,
+                "mrope_section": [2, 3, 3],
+                "mrope_interleaved": True,
+            }
+        },
     ),
 }
 CORPUS = [

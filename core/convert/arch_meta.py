@@ -34,6 +34,8 @@ ARCHES: dict[str, str] = {
     "glm4_moe": "glm4moe",
     "minimax_m2": "minimax-m2",
     "qwen3_next": "qwen3next",
+    "qwen3_5_moe_text": "qwen35moe",
+    "qwen3_5_moe": "qwen35moe",  # Qwen3_5MoeForConditionalGeneration: its text_config is converted
 }
 
 # llama.cpp's LlamaFileType for each --type
@@ -194,10 +196,10 @@ def _minimax_m2(cfg: dict[str, Any], out: dict[str, Any]) -> None:
     out[f"{a}.expert_gating_func"] = _gating("sigmoid")
 
 
-def _qwen3next(cfg: dict[str, Any], out: dict[str, Any]) -> None:
+def _qwen3next(cfg: dict[str, Any], out: dict[str, Any], a: str = "qwen3next") -> None:
     """Qwen3NextModel.set_gguf_parameters: the experts' widths, the linear-attention (gated
-    DeltaNet) sizes as llama.cpp's ssm.* keys, the layer pattern and partial RoPE."""
-    a = "qwen3next"
+    DeltaNet) sizes as llama.cpp's ssm.* keys, the layer pattern and partial RoPE. Qwen3.5 (a =
+    qwen35moe) adds its M-RoPE sections, padded to four; ktx writes no MTP block."""
     _qwen_moe(a, cfg, out)
     head_dim = int(cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"])
     out[f"{a}.attention.key_length"] = out[f"{a}.attention.value_length"] = head_dim
@@ -209,6 +211,9 @@ def _qwen3next(cfg: dict[str, Any], out: dict[str, Any]) -> None:
     out[f"{a}.full_attention_interval"] = full_attention_interval(cfg)
     partial = rope_params(cfg).get("partial_rotary_factor", cfg.get("partial_rotary_factor", 0.25))
     out[f"{a}.rope.dimension_count"] = int(head_dim * float(partial))
+    if a == "qwen35moe":
+        sections = list(rope_params(cfg).get("mrope_section") or [11, 11, 10])
+        out[f"{a}.rope.dimension_sections"] = [int(s) for s in sections] + [0] * (4 - len(sections))
 
 
 def full_attention_interval(cfg: dict[str, Any]) -> int:
@@ -306,8 +311,8 @@ def hparams(model_type: str, cfg: dict[str, Any], *, legacy_mla: bool = False) -
         _glm4moe(cfg, out)
     elif arch == "minimax-m2":
         _minimax_m2(cfg, out)
-    elif arch == "qwen3next":
-        _qwen3next(cfg, out)
+    elif arch in ("qwen3next", "qwen35moe"):
+        _qwen3next(cfg, out, arch)
     return out
 
 

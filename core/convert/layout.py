@@ -20,7 +20,7 @@ def _is_moe_layer(model_type: str, cfg: dict[str, Any], bid: int) -> bool:
     if model_type.startswith("deepseek") or model_type == "glm4_moe":
         dense = cfg.get("first_k_dense_replace") or 0
         return bid >= dense and bid % int(cfg.get("moe_layer_freq") or 1) == 0
-    if model_type in ("qwen2_moe", "qwen3_moe", "qwen3_next"):
+    if model_type in ("qwen2_moe", "qwen3_moe", "qwen3_next", "qwen3_5_moe_text"):
         step = int(cfg.get("decoder_sparse_step") or 1)
         return bid not in (cfg.get("mlp_only_layers") or []) and (bid + 1) % step == 0
     return True
@@ -48,7 +48,7 @@ def _attention(model_type: str, cfg: dict[str, Any], legacy_mla: bool) -> list[t
         return [*out, ("attn_output", (h, heads * v))]
     hd = int(cfg.get("head_dim") or h // heads)
     kv = int(cfg.get("num_key_value_heads") or heads)
-    if model_type == "qwen3_next":  # q and its output gate interleaved per head; q/k norms
+    if model_type in ("qwen3_next", "qwen3_5_moe_text"):  # q and its output gate per head; q/k norms
         return [
             ("attn_q", (heads * hd * 2, h)),
             ("attn_k", (kv * hd, h)),
@@ -90,7 +90,9 @@ def _ffn(model_type: str, cfg: dict[str, Any], bid: int) -> list[tuple[str, Shap
     shared = 0
     if (model_type.startswith("deepseek") or model_type == "glm4_moe") and cfg.get("n_shared_experts"):
         shared = i * int(cfg["n_shared_experts"])
-    elif model_type in ("qwen2_moe", "qwen3_next") and cfg.get("shared_expert_intermediate_size"):
+    elif model_type in ("qwen2_moe", "qwen3_next", "qwen3_5_moe_text") and cfg.get(
+        "shared_expert_intermediate_size"
+    ):
         shared = int(cfg["shared_expert_intermediate_size"])
         out.append(("ffn_gate_inp_shexp", (1, h)))
     if shared:
@@ -111,8 +113,9 @@ def _ffn(model_type: str, cfg: dict[str, Any], bid: int) -> list[tuple[str, Shap
     return out
 
 
-def _linear_attention(cfg: dict[str, Any]) -> list[tuple[str, Shape]]:
-    """Qwen3-Next's gated DeltaNet, as llama.cpp's converter writes it (tensor_names.py)."""
+def _linear_attention(cfg: dict[str, Any], split_ba: bool = False) -> list[tuple[str, Shape]]:
+    """Qwen3-Next's gated DeltaNet, as llama.cpp's converter writes it (tensor_names.py); Qwen3.5
+    has ssm_beta and ssm_alpha (split_ba) for ssm_ba."""
     h = int(cfg["hidden_size"])
     nk, dk = int(cfg["linear_num_key_heads"]), int(cfg["linear_key_head_dim"])
     nv, dv = int(cfg["linear_num_value_heads"]), int(cfg["linear_value_head_dim"])
@@ -120,7 +123,7 @@ def _linear_attention(cfg: dict[str, Any]) -> list[tuple[str, Shape]]:
     return [
         ("attn_qkv", (conv, h)),
         ("attn_gate", (nv * dv, h)),
-        ("ssm_ba", (2 * nv, h)),
+        *((("ssm_beta", (nv, h)), ("ssm_alpha", (nv, h))) if split_ba else (("ssm_ba", (2 * nv, h)),)),
         ("ssm_conv1d", (conv, int(cfg["linear_conv_kernel_dim"]))),
         ("ssm_a", (nv,)),
         ("ssm_dt.bias", (nv,)),
@@ -130,8 +133,8 @@ def _linear_attention(cfg: dict[str, Any]) -> list[tuple[str, Shape]]:
 
 
 def _mixer(model_type: str, cfg: dict[str, Any], bid: int, legacy_mla: bool) -> list[tuple[str, Shape]]:
-    if model_type == "qwen3_next" and (bid + 1) % full_attention_interval(cfg):
-        return _linear_attention(cfg)
+    if model_type in ("qwen3_next", "qwen3_5_moe_text") and (bid + 1) % full_attention_interval(cfg):
+        return _linear_attention(cfg, split_ba=model_type == "qwen3_5_moe_text")
     return _attention(model_type, cfg, legacy_mla)
 
 
@@ -150,7 +153,9 @@ def expected_tensors(
     tied = bool(cfg.get("tie_word_embeddings", arch == "gemma3")) or arch == "gemma3"
     out: list[tuple[str, Shape]] = [("token_embd.weight", (vocab, h))]
     for bid in range(int(cfg["num_hidden_layers"])):
-        mlp_norm = "post_attention_norm" if arch in ("gpt-oss", "glm4moe", "qwen3next") else "ffn_norm"
+        mlp_norm = (
+            "post_attention_norm" if arch in ("gpt-oss", "glm4moe", "qwen3next", "qwen35moe") else "ffn_norm"
+        )
         norms = [("attn_norm", (h,)), (mlp_norm, (h,))]
         if arch == "gemma3":
             norms += [("post_attention_norm", (h,)), ("post_ffw_norm", (h,))]

@@ -248,6 +248,24 @@ PRESETS["qwen3-next-80b-a3b"] = {
     "rms_norm_eps": 1e-6,
     "tie_word_embeddings": False,
 }
+# Qwen/Qwen3.5-35B-A3B's text model (transformers' Qwen3_5MoeTextConfig defaults): Qwen3-Next's
+# layer pattern, 40 deep, 256 experts top-8, a 248k vocabulary
+PRESETS["qwen3.5-35b-a3b"] = {
+    **PRESETS["qwen3-next-80b-a3b"],
+    "model_type": "qwen3_5_moe_text",
+    "num_hidden_layers": 40,
+    "num_experts": 256,
+    "num_experts_per_tok": 8,
+    "vocab_size": 248320,
+    "rope_parameters": {
+        "rope_type": "default",
+        "rope_theta": 10000000.0,
+        "partial_rotary_factor": 0.25,
+        "mrope_section": [11, 11, 10],
+        "mrope_interleaved": True,
+    },
+}
+del PRESETS["qwen3.5-35b-a3b"]["norm_topk_prob"]  # Qwen3.5 always renormalises the top-k
 # openai/gpt-oss-120b: gpt-oss-20b's layer, 36 deep with 128 experts
 PRESETS["gpt-oss-120b"] = {**PRESETS["gpt-oss-20b"], "num_hidden_layers": 36, "num_local_experts": 128}
 
@@ -335,6 +353,21 @@ TINY: dict[str, dict[str, Any]] = {
     },
     "qwen3next": {
         **PRESETS["qwen3-next-80b-a3b"],
+        **_TINY_COMMON,
+        "num_hidden_layers": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 64,
+        "num_experts": 16,
+        "num_experts_per_tok": 4,
+        "moe_intermediate_size": 64,
+        "shared_expert_intermediate_size": 64,
+        "linear_num_key_heads": 2,
+        "linear_num_value_heads": 4,
+        "linear_key_head_dim": 32,
+        "linear_value_head_dim": 32,
+    },
+    "qwen35moe": {
+        **PRESETS["qwen3.5-35b-a3b"],
         **_TINY_COMMON,
         "num_hidden_layers": 4,
         "num_key_value_heads": 2,

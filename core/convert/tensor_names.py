@@ -17,6 +17,10 @@ against `gguf.MODEL_TENSORS[arch]`. The transforms, each the one llama.cpp's con
   `in_proj_qkvz` (rows grouped per key head: q, k, v, z) becomes attn_qkv (all q, all k, all v
   rows) and attn_gate (z); `A_log` is stored as ssm_a = -exp(A_log), `dt_bias` as ssm_dt.bias,
   and the depthwise conv1d [C, 1, K] as ssm_conv1d [C, K].
+- Qwen3.5 (qwen35moe): the same, from separate in_proj_qkv/z/b/a (attn_qkv, attn_gate,
+  ssm_beta, ssm_alpha), and every per-value-head tensor moved from transformers' grouped order
+  (head g * r + j with key head g) to llama.cpp's tiled one (head j * n_k + g): v rows and conv
+  channels, z, b, a, A_log, dt_bias and out_proj's columns (`tile_value_heads`).
 - gpt-oss: transformers holds the experts fused and transposed (`gate_up_proj` [E, hidden,
   2*inter] with gate in even columns and up in odd ones, `down_proj` [E, inter, hidden], and
   `*_bias`); they become ffn_{gate,up,down}_exps (+ .bias). `self_attn.sinks` is `attn_sinks.weight`.
@@ -161,7 +165,9 @@ class Planner:
                 and not self.legacy_qkvz
             ):
                 out.extend(self._qkvz(hf, name))
-            elif self.arch == "qwen3next" and name.endswith(("linear_attn.A_log", "linear_attn.dt_bias")):
+            elif self.arch in ("qwen3next", "qwen35moe") and name.endswith(
+                ("linear_attn.A_log", "linear_attn.dt_bias")
+            ):
                 out.append(self._ssm_vector(hf, name))
             else:
                 out.append(self._single(hf, name))
@@ -183,15 +189,45 @@ class Planner:
             return lambda w: permute(w, heads, kv)
         if self.arch == "gemma3" and name.endswith("norm.weight"):
             return lambda w: w + np.float32(1.0)
-        if self.arch == "qwen3next" and name.endswith("norm.weight") and "linear_attn." not in name:
+        next_arch = self.arch in ("qwen3next", "qwen35moe")
+        if next_arch and name.endswith("norm.weight") and "linear_attn." not in name:
             return lambda w: w + np.float32(1.0)
-        if self.arch == "qwen3next" and name.endswith("linear_attn.conv1d.weight"):
-            return lambda w: np.ascontiguousarray(w.reshape(w.shape[0], w.shape[-1]))
+        tile = self._tile if self.arch == "qwen35moe" else None
+        if next_arch and name.endswith("linear_attn.conv1d.weight"):
+            squeeze = lambda w: np.ascontiguousarray(w.reshape(w.shape[0], w.shape[-1]))  # noqa: E731
+            return (lambda w: tile(squeeze(w), "conv")) if tile else squeeze
+        for part, what in (
+            ("in_proj_qkv", "conv"),
+            ("in_proj_z", "rows"),
+            ("in_proj_b", "one"),
+            ("in_proj_a", "one"),
+        ):
+            if tile and name.endswith(f"linear_attn.{part}.weight"):
+                return lambda w, what=what: tile(w, what)
+        if tile and name.endswith("linear_attn.out_proj.weight"):
+            return lambda w: tile(w, "cols")
         return None
+
+    def _tile(self, w: np.ndarray, what: str) -> np.ndarray:
+        """Value heads from transformers' grouped order to llama.cpp's tiled one (Qwen3.5):
+        `conv` the v rows after the 2 * n_k * d_k q/k rows, `rows` / `one` every row (d_v or one
+        per head), `cols` the columns."""
+        cfg = self.cfg
+        nk, dk, nv = (
+            int(cfg["linear_num_key_heads"]),
+            int(cfg["linear_key_head_dim"]),
+            int(cfg["linear_num_value_heads"]),
+        )
+        if what == "conv":
+            head = 2 * nk * dk
+            return np.concatenate([w[:head], tile_value_heads(w[head:], nk, nv)])
+        if what == "cols":
+            return np.ascontiguousarray(tile_value_heads(w.T, nk, nv).T)
+        return tile_value_heads(w, nk, nv)
 
     def _single(self, hf: str, name: str) -> Planned:
         fn, ckpt, shape = self._transform(name), self.ckpt, self.ckpt.shape(hf)
-        if self.arch == "qwen3next" and name.endswith("linear_attn.conv1d.weight"):
+        if self.arch in ("qwen3next", "qwen35moe") and name.endswith("linear_attn.conv1d.weight"):
             shape = (shape[0], shape[-1])
         if fn is not None:
             return Planned(self.gguf_name(name), shape, lambda: iter([fn(ckpt.load(hf))]), (hf,))
@@ -347,9 +383,13 @@ class Planner:
     def _ssm_vector(self, hf: str, name: str) -> Planned:
         """A_log -> ssm_a = -exp(A_log) (what the recurrence multiplies by); dt_bias -> ssm_dt.bias."""
         ckpt, shape = self.ckpt, self.ckpt.shape(hf)
+        tile = (lambda w: self._tile(w, "one")) if self.arch == "qwen35moe" else (lambda w: w)
         if name.endswith("A_log"):
             gguf_name = self.tmap.get_name(name)
-            return Planned(gguf_name, shape, lambda: iter([-np.exp(ckpt.load(hf))]), (hf,))
+            return Planned(gguf_name, shape, lambda: iter([tile(-np.exp(ckpt.load(hf)))]), (hf,))
+        if self.arch == "qwen35moe":
+            dt = self.gguf_name(name.replace("dt_bias", "dt_proj.bias"))
+            return Planned(dt, shape, lambda: iter([tile(ckpt.load(hf))]), (hf,))
         return Planned(
             self.gguf_name(name.replace("dt_bias", "dt_proj.bias")),
             shape,
@@ -363,6 +403,14 @@ class Planner:
         if factors is None:
             return []
         return [Planned("rope_freqs.weight", factors.shape, lambda: iter([factors]))]
+
+
+def tile_value_heads(w: np.ndarray, nk: int, nv: int) -> np.ndarray:
+    """Rows in nv equal runs, one per value head, from grouped order (head g * r + j, key head g)
+    to tiled order (head j * nk + g), as llama.cpp's Qwen3.5 converter stores them."""
+    r = nv // nk
+    runs = w.reshape(nk, r, -1, *w.shape[1:])  # [g, j, ...]
+    return np.ascontiguousarray(runs.swapaxes(0, 1).reshape(w.shape))
 
 
 def mxfp4_values(blocks: np.ndarray, scales: np.ndarray) -> np.ndarray:

@@ -235,6 +235,8 @@ def _minimax_m2(meta: _Meta) -> tuple[str, dict]:
 
 def _qwen3next(meta: _Meta) -> tuple[str, dict]:
     cfg = _common(meta)
+    # Qwen3.5 files carry the next-token-prediction layer(s) as extra blocks: not part of the model
+    cfg["num_hidden_layers"] -= int(meta.get("nextn_predict_layers", 0) or 0)
     _moe(meta, cfg, "num_experts")
     cfg["moe_intermediate_size"] = int(meta.need("expert_feed_forward_length"))
     cfg["shared_expert_intermediate_size"] = int(meta.get("expert_shared_feed_forward_length", 0) or 0)
@@ -261,6 +263,14 @@ def _qwen3next(meta: _Meta) -> tuple[str, dict]:
         cfg["layer_types"] = [
             "full_attention" if (i + 1) % n == 0 else "linear_attention" for i in range(layers)
         ]
+    if meta.arch == "qwen35moe":
+        # M-RoPE sections (text tokens have one position for all three: plain partial RoPE)
+        sections = meta.get("rope.dimension_sections")
+        if sections is not None:
+            cfg["rope_parameters"]["mrope_section"] = [int(s) for s in list(sections)[:3]]
+        cfg["rope_parameters"]["mrope_interleaved"] = True
+        cfg.pop("norm_topk_prob")
+        return "qwen3_5_moe_text", cfg
     return "qwen3_next", cfg
 
 
@@ -276,6 +286,7 @@ _BUILDERS = {
     "glm4moe": _glm4moe,
     "minimax-m2": _minimax_m2,
     "qwen3next": _qwen3next,
+    "qwen35moe": _qwen3next,
 }
 
 

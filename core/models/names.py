@@ -71,7 +71,7 @@ TABLES["gpt-oss"] = TABLES["glm4moe"] = _compile(_GPT_OSS + _COMMON)
 # Qwen3-Next: the MLP's norm is post_attention_norm; the linear attention (gated DeltaNet) is one
 # operator that reads its blk.N.attn_qkv/attn_gate/ssm_* tensors itself.
 _QWEN3NEXT: list[tuple[str, str]] = [*_GPT_OSS, (_L + r"linear_attn", "blk.{0}")]
-TABLES["qwen3next"] = _compile(_QWEN3NEXT + _COMMON)
+TABLES["qwen3next"] = TABLES["qwen35moe"] = _compile(_QWEN3NEXT + _COMMON)
 
 
 def gguf_prefix(arch: str, module_path: str) -> str | None:

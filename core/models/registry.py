@@ -57,6 +57,8 @@ VARIANTS: dict[str, Arch] = {
         _a("glm4moe", "glm4_moe", "Glm4Moe", False, "moe.yaml"),
         _a("minimax-m2", "minimax_m2", "MiniMaxM2", False, "moe.yaml"),
         _a("qwen3next", "qwen3_next", "Qwen3Next", False, "moe.yaml"),
+        # Qwen3.5's MoE models are multimodal; ktx runs their text model (Qwen3_5MoeForCausalLM)
+        _a("qwen35moe", "qwen3_5_moe_text", "Qwen3_5MoeText", False, "moe.yaml", module="qwen3_5_moe"),
         _a("llama", "llama", "Llama", True, "dense.yaml"),
         _a("qwen2", "qwen2", "Qwen2", False, "dense.yaml"),
         _a("qwen3", "qwen3", "Qwen3", False, "dense.yaml"),

@@ -19,6 +19,11 @@ with it.
 Tensors: attn_qkv + attn_gate (llama.cpp's converter today) or the legacy fused ssm_in (rows
 grouped per key head: q, k, v, z), ssm_ba (rows per key head: b then a), ssm_conv1d [C, K],
 ssm_a, ssm_dt.bias, ssm_norm [d_v] (shared by the heads), ssm_out.
+
+Qwen3.5 (qwen35moe) files have ssm_beta and ssm_alpha instead of ssm_ba, and llama.cpp's
+converter stores their value heads tiled (head j * n_k + g belongs to key head g) where
+transformers groups them (head g * r + j): every per-value-head tensor of the file is in the
+tiled order, so q and k are repeated tiled to meet them rather than interleaved.
 """
 
 from __future__ import annotations
@@ -64,12 +69,17 @@ class GatedDeltaNet(Operator):
         self.eps = float(config.rms_norm_eps)
         self.channels = 2 * self.nk * self.dk + self.nv * self.dv
         self.legacy = gguf is not None and f"{key}.ssm_in.weight" in gguf.tensors
+        self.split_ba = gguf is not None and f"{key}.ssm_beta.weight" in gguf.tensors  # Qwen3.5
         lin = lambda name: QuantLinear(f"{key}.{name}", gguf, config, device=device)  # noqa: E731
         if self.legacy:
             self.in_proj = lin("ssm_in")
         else:
             self.qkv_proj, self.z_proj = lin("attn_qkv"), lin("attn_gate")
-        self.ba_proj, self.out_proj = lin("ssm_ba"), lin("ssm_out")
+        if self.split_ba:
+            self.b_proj, self.a_proj = lin("ssm_beta"), lin("ssm_alpha")
+        else:
+            self.ba_proj = lin("ssm_ba")
+        self.out_proj = lin("ssm_out")
         self.conv_w = self.a_neg = self.dt_bias = self.norm_w = None
 
     def load(self) -> None:
@@ -97,9 +107,13 @@ class GatedDeltaNet(Operator):
         x = hidden_states.reshape(-1, shape[-1])
         mixed, z = self._project(x)
         n, r = x.shape[0], self.nv // self.nk
-        ba = self.ba_proj(x).float().view(n, self.nk, 2 * r)
-        beta = torch.sigmoid(ba[..., :r].reshape(n, self.nv))
-        g = self.a_neg * F.softplus(ba[..., r:].reshape(n, self.nv) + self.dt_bias)
+        if self.split_ba:
+            b, a = self.b_proj(x).float(), self.a_proj(x).float()
+        else:
+            ba = self.ba_proj(x).float().view(n, self.nk, 2 * r)
+            b, a = ba[..., :r].reshape(n, self.nv), ba[..., r:].reshape(n, self.nv)
+        beta = torch.sigmoid(b)
+        g = self.a_neg * F.softplus(a + self.dt_bias)
         ctx = current()
         if ctx is not None:
             rows = [(rs, seg) for rs, seg, _ in ctx.rows]
@@ -137,6 +151,8 @@ class GatedDeltaNet(Operator):
         q = conv[:, :kd].reshape(1, n, self.nk, self.dk)
         k = conv[:, kd : 2 * kd].reshape(1, n, self.nk, self.dk)
         v = conv[:, 2 * kd :].reshape(1, n, self.nv, self.dv)
+        if self.split_ba and self.nv != self.nk:  # the file's tiled value heads (see the notes)
+            q, k = q.repeat(1, 1, self.nv // self.nk, 1), k.repeat(1, 1, self.nv // self.nk, 1)
         ssm = held.ssm if held is not None else None
         rule = (
             torch_recurrent_gated_delta_rule if n == 1 and ssm is not None else torch_chunk_gated_delta_rule

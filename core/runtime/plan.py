@@ -47,6 +47,7 @@ LAYER_KINDS = {
     "Glm4MoeDecoderLayer": PRE_NORM,
     "MiniMaxM2DecoderLayer": PRE_NORM,
     "Qwen3NextDecoderLayer": PRE_NORM,  # attention or a gated DeltaNet (linear_attn) per layer
+    "Qwen3_5MoeDecoderLayer": PRE_NORM,
     "Gemma3DecoderLayer": SANDWICH,
 }
 # The parts of each kind: (attention norm, post-attention norm, MLP norm, post-MLP norm).

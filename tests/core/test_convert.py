@@ -110,7 +110,7 @@ def expected_from_hf(name: str, cfg: dict, hf: dict[str, np.ndarray]) -> dict[st
             out["token_embd.weight"] = w
             continue
         if key == "model.norm.weight":  # Gemma, Qwen3-Next: every norm, the final one included, gets +1
-            out["output_norm.weight"] = w + 1 if arch in ("gemma3", "qwen3next") else w
+            out["output_norm.weight"] = w + 1 if arch in ("gemma3", "qwen3next", "qwen35moe") else w
             continue
         if key.endswith("e_score_correction_bias"):
             continue
@@ -118,6 +118,9 @@ def expected_from_hf(name: str, cfg: dict, hf: dict[str, np.ndarray]) -> dict[st
             out.update(g)
             continue
         if arch == "qwen3next" and (g := qwen3next_tensors(key, w, cfg)):
+            out.update(g)
+            continue
+        if arch == "qwen35moe" and (g := qwen35moe_tensors(key, w, cfg)):
             out.update(g)
             continue
         m = re.fullmatch(r"model\.layers\.(\d+)\.(.+)\.(weight|bias)", key)
@@ -184,6 +187,36 @@ def qwen3next_tensors(key: str, w: np.ndarray, cfg: dict) -> dict[str, np.ndarra
         z = np.concatenate([x[2 * dk + per :] for x in groups])
         return {f"{blk}.attn_qkv.weight": np.concatenate([q, k, v]), f"{blk}.attn_gate.weight": z}
     return {}
+
+
+def qwen35moe_tensors(key: str, w: np.ndarray, cfg: dict) -> dict[str, np.ndarray]:
+    """Qwen3.5: Qwen3-Next's renames and +1s, from separate projections, with every per-value-head
+    tensor's heads reordered from g * r + j (key head g) to j * n_k + g, as llama.cpp stores them."""
+    nk, dk, nv = cfg["linear_num_key_heads"], cfg["linear_key_head_dim"], cfg["linear_num_value_heads"]
+    r = nv // nk
+
+    def tiled(x: np.ndarray) -> np.ndarray:  # rows in nv runs, one per value head
+        runs = np.split(x, nv)
+        return np.concatenate([runs[g * r + j] for j in range(r) for g in range(nk)])
+
+    m = re.fullmatch(r"model\.layers\.(\d+)\.linear_attn\.(.+)", key)
+    if not m:
+        return qwen3next_tensors(key, w, cfg)
+    blk, part = f"blk.{m[1]}", m[2]
+    if part == "in_proj_qkv.weight":
+        return {f"{blk}.attn_qkv.weight": np.concatenate([w[: 2 * nk * dk], tiled(w[2 * nk * dk :])])}
+    if part == "conv1d.weight":
+        c = w[:, 0, :]
+        return {f"{blk}.ssm_conv1d.weight": np.concatenate([c[: 2 * nk * dk], tiled(c[2 * nk * dk :])])}
+    if part == "out_proj.weight":
+        return {f"{blk}.ssm_out.weight": tiled(w.T).T}
+    if part == "A_log":
+        return {f"{blk}.ssm_a": tiled(-np.exp(w))}
+    if part == "norm.weight":
+        return {f"{blk}.ssm_norm.weight": w}
+    names = {"in_proj_z.weight": "attn_gate.weight", "in_proj_b.weight": "ssm_beta.weight"}
+    names |= {"in_proj_a.weight": "ssm_alpha.weight", "dt_bias": "ssm_dt.bias"}
+    return {f"{blk}.{names[part]}": tiled(w)}
 
 
 def gpt_oss_tensors(key: str, w: np.ndarray) -> dict[str, np.ndarray]:

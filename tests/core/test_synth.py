@@ -132,6 +132,16 @@ def test_qwen3_next_preset_matches_the_published_q4_k_m_size():
     assert "blk.3.attn_q.weight" in names and "blk.3.ssm_a" not in names
 
 
+def test_qwen3_5_preset_matches_the_published_q4_k_m_size():
+    """Qwen3.5-35B-A3B's official Q4_K_M is 21.2 GB; 30 of its 40 layers are gated DeltaNets, with
+    Qwen3.5's separate beta and alpha projections."""
+    _, plan = synth_plan(None, "qwen3.5-35b-a3b", None, "q4_k_m")
+    assert sum(tensor_nbytes(shape, t) for _, shape, t in plan) == pytest.approx(21.2e9, rel=0.02)
+    names = {n for n, _, _ in plan}
+    assert sum(f"blk.{i}.ssm_beta.weight" in names for i in range(40)) == 30
+    assert "blk.0.ssm_ba.weight" not in names
+
+
 def test_minimax_preset_has_the_published_parameter_count():
     """MiniMax-M2(.7) holds 228.7e9 weights: Goldkoron's K_G quants of it are 133.1 GiB at exactly
     5.00 bits per weight (and 106.4 GiB at 4.00)."""

@@ -278,6 +278,21 @@ _TINY_COMMON = {
     "rope_theta": 10000.0,
     "tie_word_embeddings": False,
 }
+# Qwen3-Next / Qwen3.5: three gated-DeltaNet layers and one full-attention layer, 16 experts
+_TINY_NEXT = {
+    **_TINY_COMMON,
+    "num_hidden_layers": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 64,
+    "num_experts": 16,
+    "num_experts_per_tok": 4,
+    "moe_intermediate_size": 64,
+    "shared_expert_intermediate_size": 64,
+    "linear_num_key_heads": 2,
+    "linear_num_value_heads": 4,
+    "linear_key_head_dim": 32,
+    "linear_value_head_dim": 32,
+}
 # A few MB each; one dense + one MoE layer for DeepSeek, whose router is V2-Lite's (64 experts, top 6).
 TINY: dict[str, dict[str, Any]] = {
     "deepseek2": {
@@ -351,36 +366,8 @@ TINY: dict[str, dict[str, Any]] = {
         "head_dim": 64,
         "rotary_dim": 32,
     },
-    "qwen3next": {
-        **PRESETS["qwen3-next-80b-a3b"],
-        **_TINY_COMMON,
-        "num_hidden_layers": 4,
-        "num_key_value_heads": 2,
-        "head_dim": 64,
-        "num_experts": 16,
-        "num_experts_per_tok": 4,
-        "moe_intermediate_size": 64,
-        "shared_expert_intermediate_size": 64,
-        "linear_num_key_heads": 2,
-        "linear_num_value_heads": 4,
-        "linear_key_head_dim": 32,
-        "linear_value_head_dim": 32,
-    },
-    "qwen35moe": {
-        **PRESETS["qwen3.5-35b-a3b"],
-        **_TINY_COMMON,
-        "num_hidden_layers": 4,
-        "num_key_value_heads": 2,
-        "head_dim": 64,
-        "num_experts": 16,
-        "num_experts_per_tok": 4,
-        "moe_intermediate_size": 64,
-        "shared_expert_intermediate_size": 64,
-        "linear_num_key_heads": 2,
-        "linear_num_value_heads": 4,
-        "linear_key_head_dim": 32,
-        "linear_value_head_dim": 32,
-    },
+    "qwen3next": {**PRESETS["qwen3-next-80b-a3b"], **_TINY_NEXT},
+    "qwen35moe": {**PRESETS["qwen3.5-35b-a3b"], **_TINY_NEXT},
     "llama": {
         **PRESETS["mixtral-8x7b"],
         **_TINY_COMMON,

@@ -104,6 +104,10 @@ using ActMulFn = void (*)(float* g, const float* u, int64_t n, int act);
 using RopeFn = void (*)(float* x, int heads, int64_t head_stride, int dim, int64_t pos, const float* freq,
                         float scale, bool interleaved, float* cs);
 using AttnPartFn = void (*)(const AttnPart& p);
+// One gated-DeltaNet value head, one token: S [dk][dv] <- decay * S; m = S^T k;
+// S += k (beta (v - m))^T; o = S^T q (step_impl.h).
+using DeltaHeadFn = void (*)(float* S, const float* k, const float* q, const float* v, float decay, float beta, int dk,
+                             int dv, float* o);
 
 struct KernelTable {
   const char* name;
@@ -123,6 +127,7 @@ struct KernelTable {
   ActMulFn act_mul;
   RopeFn rope;
   AttnPartFn attn_part;
+  DeltaHeadFn delta_head;
 };
 
 // Each lives in its own translation unit, compiled with that ISA's flags.

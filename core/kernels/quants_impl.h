@@ -95,6 +95,7 @@ static KernelTable make_table() {
   t.act_mul = act_mul;
   t.rope = rope_row;
   t.attn_part = attn_part;
+  t.delta_head = delta_head;
 #if defined(__AVX512F__)
   t.fused[GGML_Q4_K] = fused_rows<Q4K>;
   t.fused[GGML_Q5_K] = fused_rows<Q5K>;

@@ -31,6 +31,50 @@ void rope(float* x, int64_t rows, int heads, int64_t row_stride, int64_t head_st
     t.rope(x + r * row_stride, heads, head_stride, dim, pos[r], freq, scale, interleaved, cs.data());
 }
 
+void deltanet_step(const DeltaStep& s, int n_threads) {
+  if (s.nk <= 0 || s.nv % s.nk || s.dk <= 0 || s.dv <= 0 || s.K < 2)
+    throw std::invalid_argument("deltanet_step: bad head counts or sizes");
+  const int64_t kd = (int64_t)s.nk * s.dk, C = 2 * kd + (int64_t)s.nv * s.dv, kept = s.K - 1;
+  // the convolution over [state | x], then the state shifted by one
+  std::vector<float> x(C);
+  for (int64_t c = 0; c < C; ++c) {
+    float* st = s.conv_state + c * kept;
+    const float* w = s.conv_w + c * s.K;
+    float acc = 0.0f;
+    for (int64_t i = 0; i < kept; ++i) acc += st[i] * w[i];
+    acc += s.mixed[c] * w[kept];
+    x[c] = acc / (1.0f + std::exp(-acc));
+    std::memmove(st, st + 1, sizeof(float) * (kept - 1));
+    st[kept - 1] = s.mixed[c];
+  }
+  // q, k: x * rsqrt(sum x^2 + 1e-6) per key head (transformers' l2norm), q by 1/sqrt(dk)
+  const float qscale = 1.0f / std::sqrt((float)s.dk);
+  for (int64_t part = 0; part < 2; ++part)
+    for (int h = 0; h < s.nk; ++h) {
+      float* p = x.data() + part * kd + (int64_t)h * s.dk;
+      float ss = 0.0f;
+      for (int i = 0; i < s.dk; ++i) ss += p[i] * p[i];
+      const float r = 1.0f / std::sqrt(ss + 1e-6f) * (part == 0 ? qscale : 1.0f);
+      for (int i = 0; i < s.dk; ++i) p[i] *= r;
+    }
+  const KernelTable& t = active_table();
+  const int rep = s.nv / s.nk;
+  thread_pool(n_threads).run(s.nv, [&](int64_t h) {
+    const int kh = s.tiled ? (int)(h % s.nk) : (int)(h / rep);
+    const float* q = x.data() + (int64_t)kh * s.dk;
+    const float* k = x.data() + kd + (int64_t)kh * s.dk;
+    const float* v = x.data() + 2 * kd + h * s.dv;
+    float* o = s.out + h * s.dv;
+    t.delta_head(s.S + h * s.dk * s.dv, k, q, v, std::exp(s.g[h]), s.beta[h], s.dk, s.dv, o);
+    // gated RMSNorm of the head's output
+    float ss = 0.0f;
+    for (int j = 0; j < s.dv; ++j) ss += o[j] * o[j];
+    const float r = 1.0f / std::sqrt(ss / (float)s.dv + s.eps);
+    const float* z = s.z + h * s.dv;
+    for (int j = 0; j < s.dv; ++j) o[j] = (o[j] * r) * s.norm_w[j] * (z[j] / (1.0f + std::exp(-z[j])));
+  });
+}
+
 namespace {
 // The cache row of position p of a sequence whose blocks are `blocks`.
 inline int64_t cache_row(const PagedCache& c, const int32_t* blocks, int64_t p) {

@@ -41,4 +41,26 @@ void paged_attention(const float* q, int64_t q_stride, int64_t rows, int heads, 
                      const int32_t* seq, const int64_t* pos, float scale, int64_t window, float softcap, float* out,
                      int n_threads, const float* sinks = nullptr);
 
+// One token of one sequence through a gated DeltaNet (Qwen3-Next's linear attention) after its
+// projections: the causal depthwise convolution over the last K-1 inputs (conv_state [C][K-1],
+// shifted in place) and SiLU, q and k L2-normalised per key head (q also by 1/sqrt(dk)), the
+// recurrence per value head on S [nv][dk][dv] (in place), then the gated RMSNorm:
+// out = rms_norm(o) * norm_w * silu(z). C = 2 nk dk + nv dv channels ([q | k | v]); value head
+// h reads key head h % nk when `tiled` (llama.cpp's Qwen3.5 order), else h / (nv / nk).
+struct DeltaStep {
+  const float* mixed;     // [C] the new token's projected q, k, v
+  float* conv_state;      // [C][K - 1]
+  const float* conv_w;    // [C][K]
+  const float* beta;      // [nv] sigmoid(b)
+  const float* g;         // [nv] log decay
+  float* S;               // [nv][dk][dv]
+  const float* z;         // [nv][dv]
+  const float* norm_w;    // [dv]
+  float eps;
+  int nk, dk, nv, dv, K;
+  bool tiled;
+  float* out;             // [nv][dv]
+};
+void deltanet_step(const DeltaStep& s, int n_threads);
+
 }  // namespace ktx

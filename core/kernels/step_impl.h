@@ -260,5 +260,47 @@ static void attn_part(const AttnPart& p) {
   }
 }
 
+// ---- gated DeltaNet (Qwen3-Next's linear attention), one value head, one token -------------
+// The order of transformers' torch_recurrent_gated_delta_rule: decay the state, read its memory
+// of k, write the beta-weighted correction, read q. Two passes over S, vectorised over dv.
+static void delta_head(float* S, const float* k, const float* q, const float* v, float decay, float beta, int dk,
+                       int dv, float* o) {
+  std::vector<float> mem(dv, 0.0f);
+  for (int i = 0; i < dk; ++i) {
+    float* row = S + (int64_t)i * dv;
+    int j = 0;
+#if defined(__AVX2__) || defined(__AVX512F__)
+    const vfloat d = vset(decay), ki = vset(k[i]);
+    for (; j + kVec <= dv; j += kVec) {
+      const vfloat s = vmul(vload(row + j), d);
+      vstore(row + j, s);
+      vstore(mem.data() + j, vfma(s, ki, vload(mem.data() + j)));
+    }
+#endif
+    for (; j < dv; ++j) {
+      row[j] *= decay;
+      mem[j] += row[j] * k[i];
+    }
+  }
+  for (int j = 0; j < dv; ++j) mem[j] = (v[j] - mem[j]) * beta;  // the correction (delta)
+  std::fill(o, o + dv, 0.0f);
+  for (int i = 0; i < dk; ++i) {
+    float* row = S + (int64_t)i * dv;
+    int j = 0;
+#if defined(__AVX2__) || defined(__AVX512F__)
+    const vfloat ki = vset(k[i]), qi = vset(q[i]);
+    for (; j + kVec <= dv; j += kVec) {
+      const vfloat s = vfma(ki, vload(mem.data() + j), vload(row + j));
+      vstore(row + j, s);
+      vstore(o + j, vfma(s, qi, vload(o + j)));
+    }
+#endif
+    for (; j < dv; ++j) {
+      row[j] += k[i] * mem[j];
+      o[j] += row[j] * q[i];
+    }
+  }
+}
+
 }  // namespace KTX_ISA_NS
 }  // namespace ktx

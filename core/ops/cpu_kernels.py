@@ -189,3 +189,30 @@ def linear_heads(w, heads: int, head_stride: int, x: torch.Tensor, exact: bool, 
     y = torch.empty(n, heads, w.rows)
     _kernels.linear_heads(w, heads, head_stride, x.data_ptr(), n, y.data_ptr(), exact, threads)
     return y
+
+
+def deltanet_step(
+    mixed: torch.Tensor,
+    conv_state: torch.Tensor,
+    conv_w: torch.Tensor,
+    beta: torch.Tensor,
+    g: torch.Tensor,
+    state: torch.Tensor,
+    z: torch.Tensor,
+    norm_w: torch.Tensor,
+    eps: float,
+    heads: tuple[int, int, int, int],
+    tiled: bool,
+    threads: int,
+) -> torch.Tensor:
+    """One token of one sequence through a gated DeltaNet after its projections (kernels'
+    step.h): conv_state [C, K-1] and state [nv, dk, dv] are updated in place; -> [nv * dv]."""
+    nk, dk, nv, dv = heads
+    parts = (mixed, conv_state, conv_w, beta, g, state, z, norm_w)
+    if any(t.dtype != torch.float32 or not t.is_contiguous() or t.device.type != "cpu" for t in parts):
+        raise ValueError("deltanet_step: every tensor must be a contiguous float32 CPU tensor")
+    out = torch.empty(nv * dv)
+    _kernels.deltanet_step(
+        *(t.data_ptr() for t in parts), eps, nk, dk, nv, dv, conv_w.shape[1], tiled, out.data_ptr(), threads
+    )
+    return out

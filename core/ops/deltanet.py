@@ -37,8 +37,10 @@ from transformers.models.qwen3_next.modeling_qwen3_next import (
     torch_recurrent_gated_delta_rule,
 )
 
+from .. import cpu
 from ..models.errors import ModelError
 from ..runtime.context import current
+from . import cpu_kernels
 from .base import Operator
 from .linear import QuantLinear
 
@@ -81,6 +83,7 @@ class GatedDeltaNet(Operator):
             self.ba_proj = lin("ssm_ba")
         self.out_proj = lin("ssm_out")
         self.conv_w = self.a_neg = self.dt_bias = self.norm_w = None
+        self.threads = cpu.default_threads()
 
     def load(self) -> None:
         k = self.key
@@ -120,12 +123,39 @@ class GatedDeltaNet(Operator):
         else:  # a plain forward: each batch row is a fresh sequence
             t = shape[-2] if len(shape) > 2 else n
             rows = [(slice(i * t, (i + 1) * t), None) for i in range(n // t)]
-        out = torch.cat([self._segment(mixed[rs], beta[rs], g[rs], seg) for rs, seg in rows])
-        # gated RMSNorm per value head, then the output projection
-        o = out.view(n, self.nv, self.dv)
-        o = o * torch.rsqrt(o.pow(2).mean(-1, keepdim=True) + self.eps) * self.norm_w
-        o = o * F.silu(z.view(n, self.nv, self.dv))
-        return self.out_proj(o.reshape(n, -1).to(hidden_states.dtype)).view(*shape[:-1], -1)
+        outs = []
+        for rs, seg in rows:
+            held = self._state(seg)
+            if held is not None and rs.stop - rs.start == 1 and self._kernel_fits(mixed):
+                outs.append(self._step_cpu(mixed[rs][0], beta[rs][0], g[rs][0], z[rs][0], held, seg)[None])
+            else:
+                o = self._segment(mixed[rs], beta[rs], g[rs], seg, held).view(-1, self.nv, self.dv)
+                # the gated RMSNorm per value head
+                o = o * torch.rsqrt(o.pow(2).mean(-1, keepdim=True) + self.eps) * self.norm_w
+                outs.append((o * F.silu(z[rs].view(-1, self.nv, self.dv))).reshape(-1, self.nv * self.dv))
+        return self.out_proj(torch.cat(outs).to(hidden_states.dtype)).view(*shape[:-1], -1)
+
+    def _kernel_fits(self, x: torch.Tensor) -> bool:
+        return x.device.type == "cpu" and self.conv_w.device.type == "cpu"
+
+    def _step_cpu(self, mixed, beta, g, z, held: LayerState, seg) -> torch.Tensor:
+        # one decode token on the CPU kernels: the state updated in place
+        out = cpu_kernels.deltanet_step(
+            mixed.contiguous(),
+            held.conv,
+            self.conv_w,
+            beta.contiguous(),
+            g.contiguous(),
+            held.ssm,
+            z.contiguous(),
+            self.norm_w,
+            self.eps,
+            (self.nk, self.dk, self.nv, self.dv),
+            self.split_ba,
+            self.threads,
+        )
+        held.length = seg.start + 1
+        return out
 
     def _state(self, seg) -> LayerState | None:
         if seg is None or seg.start == 0:
@@ -140,10 +170,9 @@ class GatedDeltaNet(Operator):
             )
         return held
 
-    def _segment(self, mixed: torch.Tensor, beta: torch.Tensor, g: torch.Tensor, seg) -> torch.Tensor:
-        # one sequence's new tokens: mixed [n, C], beta and g [n, H_v] -> [n, H_v * d_v]
+    def _segment(self, mixed: torch.Tensor, beta: torch.Tensor, g: torch.Tensor, seg, held) -> torch.Tensor:
+        # one sequence's new tokens (PyTorch): mixed [n, C], beta and g [n, H_v] -> [n, H_v * d_v]
         n, kept = mixed.shape[0], self.kernel - 1
-        held = self._state(seg)
         prev = held.conv if held is not None else mixed.new_zeros(self.channels, kept)
         inp = torch.cat([prev, mixed.T], dim=1)  # [C, K - 1 + n]
         conv = F.silu(F.conv1d(inp[None], self.conv_w[:, None, :], groups=self.channels)[0]).T  # [n, C]
@@ -169,7 +198,7 @@ class GatedDeltaNet(Operator):
         )
         if seg is not None:
             states = seg.seq.__dict__.setdefault(STATE_ATTR, {})
-            states[self.layer_idx] = LayerState(inp[:, -kept:].clone(), ssm, seg.start + n)
+            states[self.layer_idx] = LayerState(inp[:, -kept:].contiguous(), ssm.contiguous(), seg.start + n)
         return o.reshape(n, self.nv * self.dv)
 
     def extra_repr(self) -> str:

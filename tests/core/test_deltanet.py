@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from hf_oracle import random_ids
 from tiny_models import make_tiny
 
@@ -84,6 +85,76 @@ def test_two_sequences_in_one_step_each_equal_the_sequence_alone(model):
     for name in ("a", "b"):
         err = (torch.stack(got[name]) - alone[name]).abs().max().item()
         assert err <= 1e-4, f"sequence {name}: max |batched - alone| = {err:.3g}"
+
+
+def test_the_decode_kernel_equals_the_pytorch_recurrence(model, isa, monkeypatch):
+    # decode tokens on the C++ step (conv, recurrence, gated norm) against the PyTorch path,
+    # whose recurrence is transformers' own
+    from ktx.core.ops.deltanet import GatedDeltaNet
+
+    ids = random_ids(512, 7, seed=3)
+
+    def run(kernel: bool) -> torch.Tensor:
+        with monkeypatch.context() as mp:
+            if not kernel:
+                mp.setattr(GatedDeltaNet, "_kernel_fits", lambda self, x: False)
+            pool = make_pool(model, 256)
+            seq, _ = _prefill(model, pool, ids)
+            rows = []
+            for token in (7, 99, 3, 250, 41):
+                rows.append(
+                    forward_step(model, pool, [Segment(seq, seq.length, 1)], torch.tensor([token]))[0]
+                )
+            return torch.stack(rows)
+
+    got, expected = run(True), run(False)
+    err = ((got - expected).abs().max() / expected.abs().max()).item()
+    assert err <= 1e-5, f"max relative |kernel - PyTorch| = {err:.3g}"
+
+
+@pytest.mark.parametrize("tiled", [False, True], ids=["grouped", "tiled"])
+def test_the_decode_kernel_step_against_transformers_recurrence(tiled, isa):
+    # one token through cpu_kernels.deltanet_step against the definition: causal conv + SiLU,
+    # transformers' recurrent rule with each value head on its key head (h / r grouped, as
+    # transformers; h % nk tiled, as llama.cpp stores Qwen3.5), gated RMSNorm
+    from transformers.models.qwen3_next.modeling_qwen3_next import torch_recurrent_gated_delta_rule
+
+    from ktx.core.ops import cpu_kernels
+
+    nk, dk, nv, dv, K, eps = 2, 32, 4, 32, 4, 1e-6
+    C = 2 * nk * dk + nv * dv
+    gen = torch.Generator().manual_seed(5)
+    r = lambda *s: torch.randn(*s, generator=gen)  # noqa: E731
+    mixed, conv_state, conv_w = r(C), r(C, K - 1), 0.3 * r(C, K)
+    beta, g, z, norm_w = torch.rand(nv, generator=gen), -torch.rand(nv, generator=gen), r(nv * dv), r(dv)
+    state = 0.1 * r(nv, dk, dv)
+    # the definition
+    x = F.silu((torch.cat([conv_state, mixed[:, None]], 1) * conv_w).sum(1))
+    q, k, v = x[: nk * dk].view(nk, dk), x[nk * dk : 2 * nk * dk].view(nk, dk), x[2 * nk * dk :].view(nv, dv)
+    heads = [h % nk if tiled else h // (nv // nk) for h in range(nv)]
+    q, k = q[heads], k[heads]
+    o, s_new = torch_recurrent_gated_delta_rule(
+        q[None, None],
+        k[None, None],
+        v[None, None],
+        g=g[None, None],
+        beta=beta[None, None],
+        initial_state=state[None].clone(),
+        output_final_state=True,
+        use_qk_l2norm_in_kernel=True,
+    )
+    o = o[0, 0]
+    expected = (
+        o * torch.rsqrt(o.pow(2).mean(-1, keepdim=True) + eps) * norm_w * F.silu(z.view(nv, dv))
+    ).reshape(-1)
+    conv_next = torch.cat([conv_state[:, 1:], mixed[:, None]], 1)
+    # the kernel (states in place)
+    got = cpu_kernels.deltanet_step(
+        mixed, conv_state, conv_w, beta, g, state, z, norm_w, eps, (nk, dk, nv, dv), tiled, 2
+    )
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(state, s_new[0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(conv_state, conv_next, rtol=0, atol=0)
 
 
 def test_a_sequence_without_its_state_is_refused(model):

@@ -40,6 +40,7 @@ from transformers.models.qwen3_next.modeling_qwen3_next import (
 from .. import cpu
 from ..models.errors import ModelError
 from ..runtime.context import current
+from ..runtime.kv_cache import RECURRENT_ATTR
 from . import cpu_kernels
 from .base import Operator
 from .linear import QuantLinear
@@ -48,7 +49,6 @@ from .linear import QuantLinear
 # flash-linear-attention kernels: that is this operator's design, not something for a user to fix
 logging.getLogger("transformers.integrations.hub_kernels").setLevel(logging.ERROR)
 
-STATE_ATTR = "ktx_recurrent"  # SequenceKV attribute: {layer_idx: LayerState}
 
 
 class LayerState:
@@ -160,7 +160,7 @@ class GatedDeltaNet(Operator):
     def _state(self, seg) -> LayerState | None:
         if seg is None or seg.start == 0:
             return None
-        held = getattr(seg.seq, STATE_ATTR, {}).get(self.layer_idx)
+        held = getattr(seg.seq, RECURRENT_ATTR, {}).get(self.layer_idx)
         if held is None or held.length != seg.start:
             have = "none" if held is None else f"{held.length} tokens"
             raise ModelError(
@@ -197,7 +197,7 @@ class GatedDeltaNet(Operator):
             use_qk_l2norm_in_kernel=True,
         )
         if seg is not None:
-            states = seg.seq.__dict__.setdefault(STATE_ATTR, {})
+            states = seg.seq.__dict__.setdefault(RECURRENT_ATTR, {})
             states[self.layer_idx] = LayerState(inp[:, -kept:].contiguous(), ssm.contiguous(), seg.start + n)
         return o.reshape(n, self.nv * self.dv)
 

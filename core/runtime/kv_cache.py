@@ -28,6 +28,10 @@ class SequenceKV:
     length: int = 0  # tokens whose K/V are stored
 
 
+# A SequenceKV's linear-attention states (ops/deltanet.py): {layer index: state}
+RECURRENT_ATTR = "ktx_recurrent"
+
+
 def has_recurrent_layers(model: torch.nn.Module) -> bool:
     """Whether layers keep a state per sequence beside the KV cache (Qwen3-Next's gated DeltaNet,
     ops/deltanet.py): a sequence's cached blocks alone cannot then resume it."""
@@ -100,6 +104,7 @@ class BlockPool:
         self.free_blocks.extend(reversed(seq.blocks))
         seq.blocks.clear()
         seq.length = 0
+        seq.__dict__.pop(RECURRENT_ATTR, None)  # its linear-attention states go too
 
     @property
     def nbytes(self) -> int:

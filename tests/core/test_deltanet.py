@@ -164,8 +164,11 @@ def test_a_sequence_without_its_state_is_refused(model):
     copy = SequenceKV(blocks=list(seq.blocks), length=seq.length)
     with pytest.raises(ModelError, match="recurrent state"):
         forward_step(model, pool, [Segment(copy, copy.length, 1)], torch.tensor([5]))
-    # the sequence itself goes on
+    # the sequence itself goes on; freeing it frees its states with its blocks
     forward_step(model, pool, [Segment(seq, seq.length, 1)], torch.tensor([5]))
+    assert seq.__dict__.get("ktx_recurrent")
+    pool.free(seq)
+    assert "ktx_recurrent" not in seq.__dict__
 
 
 def test_the_server_keeps_no_prefix_cache_for_a_model_with_recurrent_layers(model, tmp_path):

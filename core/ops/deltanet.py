@@ -50,7 +50,6 @@ from .linear import QuantLinear
 logging.getLogger("transformers.integrations.hub_kernels").setLevel(logging.ERROR)
 
 
-
 class LayerState:
     """One sequence's state in one linear layer, covering its first `length` tokens."""
 

@@ -83,6 +83,13 @@ def _kv_values_per_token(config: Any) -> int:
     return 2 * int(getattr(config, "num_key_value_heads", None) or heads) * int(head_dim)
 
 
+def _recurrent_values(config: Any) -> int:
+    """A gated DeltaNet layer's state for one sequence: S [nv][dk][dv] and the conv inputs."""
+    nk, dk = int(config.linear_num_key_heads), int(config.linear_key_head_dim)
+    nv, dv = int(config.linear_num_value_heads), int(config.linear_value_head_dim)
+    return nv * dk * dv + (2 * nk * dk + nv * dv) * (int(config.linear_conv_kernel_dim) - 1)
+
+
 def _owner(name: str, by_prefix: dict[str, str]) -> str | None:
     """The module path that reads GGUF tensor `name`."""
     m = re.match(r"blk\.(\d+)\.", name)
@@ -157,6 +164,10 @@ def plan_memory(
             plan.add(device, "KV cache", cache_tokens * per_token * (4 if device == "cpu" else 2))
             if mla and device != "cpu" and (device, "MLA prefill") not in plan.parts:
                 plan.add(device, "MLA prefill", MLA_ATTENTION_WORKSPACE)
+        elif path.endswith(".linear_attn") and path.count(".") == 3:
+            # Qwen3-Next's gated DeltaNet: float32 states of one sequence (each concurrent one
+            # holds its own: the server's batch multiplies this)
+            plan.add(device, "recurrent state, per sequence", 4 * _recurrent_values(config))
     for device, nbytes in expanded.items():
         plan.add(device, "expanded per call", nbytes)
     for device in {d for d, _ in plan.parts if d != "cpu"}:

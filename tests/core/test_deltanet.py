@@ -180,3 +180,10 @@ def test_the_server_keeps_no_prefix_cache_for_a_model_with_recurrent_layers(mode
     other = load(gguf)
     assert not has_recurrent_layers(other)
     assert Engine(other, cache_tokens=256).cache.enabled
+
+
+def test_the_memory_plan_counts_one_sequence_of_recurrent_state(model):
+    # three gated-DeltaNet layers of the tiny model: S [4 heads][32][32] and 3 conv inputs of
+    # 2 * 2 * 32 + 4 * 32 channels each, float32
+    per_layer = 4 * (4 * 32 * 32 + (2 * 2 * 32 + 4 * 32) * 3)
+    assert model.memory_plan.parts[("cpu", "recurrent state, per sequence")] == 3 * per_layer

@@ -141,6 +141,19 @@ static inline __m256i load256(const void* p) { return _mm256_loadu_si256(reinter
 static inline void store256(void* p, __m256i v) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), v); }
 static inline __m128i load128(const void* p) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)); }
 
+// Eight f16 values `stride` bytes apart (block scales) -> floats: gathered, then one conversion.
+static inline __m256 f16x8(const uint8_t* p, int stride) {
+  __m128i h = _mm_cvtsi32_si128(load_u16(p));
+  h = _mm_insert_epi16(h, load_u16(p + stride), 1);
+  h = _mm_insert_epi16(h, load_u16(p + 2 * stride), 2);
+  h = _mm_insert_epi16(h, load_u16(p + 3 * stride), 3);
+  h = _mm_insert_epi16(h, load_u16(p + 4 * stride), 4);
+  h = _mm_insert_epi16(h, load_u16(p + 5 * stride), 5);
+  h = _mm_insert_epi16(h, load_u16(p + 6 * stride), 6);
+  h = _mm_insert_epi16(h, load_u16(p + 7 * stride), 7);
+  return _mm256_cvtph_ps(h);
+}
+
 // 32 bits -> 32 bytes, 0xFF where the bit is set (byte j <- bit j).
 static inline __m256i bits_to_bytes(uint32_t bits) {
   const __m256i shuf = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3,
@@ -936,16 +949,7 @@ static void fused_q6_k_n(const uint8_t* w, int64_t nb, const FusedRows<N>& x, fl
 
 // Eight f16 scales `stride` bytes apart -> floats, each doubled (one per group of 16).
 static inline __m512 block_scales(const uint8_t* p, int stride) {
-  __m128i h = _mm_setzero_si128();
-  h = _mm_insert_epi16(h, load_u16(p), 0);
-  h = _mm_insert_epi16(h, load_u16(p + stride), 1);
-  h = _mm_insert_epi16(h, load_u16(p + 2 * stride), 2);
-  h = _mm_insert_epi16(h, load_u16(p + 3 * stride), 3);
-  h = _mm_insert_epi16(h, load_u16(p + 4 * stride), 4);
-  h = _mm_insert_epi16(h, load_u16(p + 5 * stride), 5);
-  h = _mm_insert_epi16(h, load_u16(p + 6 * stride), 6);
-  h = _mm_insert_epi16(h, load_u16(p + 7 * stride), 7);
-  const __m512 v = _mm512_castps256_ps512(_mm256_cvtph_ps(h));
+  const __m512 v = _mm512_castps256_ps512(f16x8(p, stride));
   return _mm512_permutexvar_ps(_mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0), v);
 }
 
@@ -1280,16 +1284,8 @@ static void fused_blocks32(const uint8_t* w, int64_t nb, const FusedRows<N>& x, 
       alignas(32) float dq[8];
       for (int k = 0; k < 8; ++k) dq[k] = block_scale<kBytes>(w + k * kBytes);
       d8 = _mm256_load_ps(dq);
-    } else {  // eight f16 scales gathered, then converted by one instruction
-      __m128i h = _mm_cvtsi32_si128(load_u16(w));
-      h = _mm_insert_epi16(h, load_u16(w + kBytes), 1);
-      h = _mm_insert_epi16(h, load_u16(w + 2 * kBytes), 2);
-      h = _mm_insert_epi16(h, load_u16(w + 3 * kBytes), 3);
-      h = _mm_insert_epi16(h, load_u16(w + 4 * kBytes), 4);
-      h = _mm_insert_epi16(h, load_u16(w + 5 * kBytes), 5);
-      h = _mm_insert_epi16(h, load_u16(w + 6 * kBytes), 6);
-      h = _mm_insert_epi16(h, load_u16(w + 7 * kBytes), 7);
-      d8 = _mm256_cvtph_ps(h);
+    } else {
+      d8 = f16x8(w, kBytes);
     }
     __m256 a[2], b[2];
     a[0] = _mm256_permutevar8x32_ps(d8, pairs);

@@ -115,6 +115,25 @@ def _plain(value: Any) -> Any:
     return f"<{type(value).__name__}>"
 
 
+# Names a message's reasoning comes under; templates read the first (gpt-oss's reads "thinking").
+_REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
+
+
+def _normalize(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The messages as transformers hands them to a template: keys whose value is None dropped
+    (OpenAI clients send content=None beside tool calls; templates print "None" or fail on it,
+    but handle a missing key), and a message's reasoning under both names templates read."""
+    out = []
+    for message in messages:
+        if isinstance(message, dict):
+            message = {k: v for k, v in message.items() if v is not None}
+            reasoning = next((message[k] for k in _REASONING_FIELDS if k in message), None)
+            if reasoning is not None:
+                message = {"thinking": reasoning, **message, "reasoning_content": reasoning}
+        out.append(message)
+    return out
+
+
 def render(
     template: str,
     messages: list[dict[str, Any]],
@@ -128,7 +147,7 @@ def render(
     """Renders `messages` (dicts with "role" and "content") with `template`."""
     context = {**(special_tokens or {}), **kwargs}
     return compile_template(template).render(
-        messages=_plain(messages),
+        messages=_plain(_normalize(messages)),
         tools=_plain(tools),
         documents=_plain(documents),
         add_generation_prompt=add_generation_prompt,

@@ -107,6 +107,33 @@ def test_tools_and_named_template(pair):
     assert ids.count(ours.token_to_id("<|im_start|>")) == 2
 
 
+# What agent clients send: an assistant turn with content None beside its tool calls, reasoning
+# under any of its names; a template that reads `thinking` (as gpt-oss's does) and content.
+REASONING_TEMPLATE = """\
+{%- for m in messages %}[{{ m.role }}]
+{%- if m.thinking is defined %} thinking={{ m.thinking }}{% endif %}
+{%- if m.reasoning_content is defined %} reasoning={{ m.reasoning_content }}{% endif %}
+{%- if m.content is defined %} content={{ m.content }}{% else %} (no content){% endif %}
+{%- if m.tool_calls is defined %} calls={{ m.tool_calls | tojson }}{% endif %}
+{% endfor %}"""
+
+
+@pytest.mark.parametrize("field", ["reasoning_content", "thinking", "reasoning"])
+def test_none_keys_dropped_and_reasoning_under_both_names_as_transformers(pair, field):
+    ours, theirs = pair
+    call = {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}
+    conversation = [
+        {"role": "user", "content": "Weather?"},
+        {"role": "assistant", "content": None, field: "Look it up.", "tool_calls": [call]},
+        {"role": "tool", "content": "18C", "tool_calls": None},
+        {"role": "assistant", "content": "18C in Paris.", field: None},
+    ]
+    want = theirs.apply_chat_template(conversation, tokenize=False, chat_template=REASONING_TEMPLATE)
+    got = ours.apply_chat_template(conversation, chat_template=REASONING_TEMPLATE)
+    assert got == want
+    assert "None" not in got and "thinking=Look it up. reasoning=Look it up." in got
+
+
 def test_raise_exception_and_helpers(pair):
     ours, theirs = pair
     bad = [{"role": "wizard", "content": "x"}]

@@ -59,6 +59,9 @@ _GPT_OSS_MXFP4 = re.compile(
     r"\.layers\.(?P<bid>\d+)\.mlp\.experts\.(?P<proj>gate_up_proj|down_proj)_(?P<part>blocks|scales)$"
 )
 _SKIP = ("rotary_emb.inv_freq", "vision_tower.", "multi_modal_projector.", "vision_model.")
+# Qwen3-Next / Qwen3.5 checkpoints: the next-token-prediction module (mtp.*, which llama.cpp's
+# qwen3next converter drops and ktx never runs) and Qwen3.5's vision encoder
+_SKIP_PREFIXES = ("mtp.", "model.visual.", "visual.")
 
 
 @dataclass
@@ -97,7 +100,7 @@ def template(name: str) -> str:
 
 def _normalize(name: str) -> str | None:
     """Multimodal wrappers' prefixes removed; None for tensors that are not the text model's."""
-    if any(s in name for s in _SKIP):
+    if any(s in name for s in _SKIP) or name.startswith(_SKIP_PREFIXES):
         return None
     for old, new in (
         ("model.language_model.", "model."),

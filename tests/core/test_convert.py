@@ -578,3 +578,25 @@ def test_gpt_oss_mxfp4_checkpoint_converts_exactly(tiny, tmp_path):
         )
     with kgguf.open(tmp_path / "mxfp4.gguf") as f:
         assert f.tensors["blk.0.ffn_gate_exps.weight"].type == kgguf.GGMLType.MXFP4
+
+
+@pytest.mark.parametrize("name", ["qwen3next", "qwen35moe"])
+def test_mtp_and_vision_tensors_of_a_checkpoint_are_left_out(name, tiny, tmp_path):
+    # Hub checkpoints of Qwen3-Next / Qwen3.5 also hold the next-token-prediction module (mtp.*)
+    # and Qwen3.5's vision encoder (model.visual.*): no text-model tensor, no GGUF tensor
+    import shutil
+
+    import torch
+    from safetensors.torch import save_file
+
+    d = tmp_path / "hf"
+    shutil.copytree(tiny(name), d)
+    extra = {
+        "mtp.fc.weight": torch.zeros(4, 8),
+        "mtp.layers.0.mlp.gate.weight": torch.zeros(8, 4),
+        "model.visual.blocks.0.attn.qkv.weight": torch.zeros(4, 4),
+    }
+    save_file(extra, str(d / "model-extra.safetensors"))
+    plain = read_gguf(convert_hf(tiny(name), tmp_path / "plain.gguf", "f32", progress=False).path)
+    got = read_gguf(convert_hf(d, tmp_path / "extra.gguf", "f32", progress=False).path)
+    assert sorted(got) == sorted(plain)

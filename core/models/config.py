@@ -240,7 +240,7 @@ def _qwen3next(meta: _Meta) -> tuple[str, dict]:
     _moe(meta, cfg, "num_experts")
     cfg["moe_intermediate_size"] = int(meta.need("expert_feed_forward_length"))
     cfg["shared_expert_intermediate_size"] = int(meta.get("expert_shared_feed_forward_length", 0) or 0)
-    cfg.update(decoder_sparse_step=1, mlp_only_layers=[], norm_topk_prob=True)
+    cfg.update(decoder_sparse_step=1, mlp_only_layers=[])
     head_dim = int(cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"])
     rope_dim = int(meta.get("rope.dimension_count") or head_dim // 4)
     cfg["rope_parameters"]["partial_rotary_factor"] = rope_dim / head_dim  # Qwen3-Next: 64 of 256
@@ -254,24 +254,20 @@ def _qwen3next(meta: _Meta) -> tuple[str, dict]:
         linear_num_key_heads=int(meta.need("ssm.group_count")),
         linear_num_value_heads=v_heads,
     )
-    layers = cfg["num_hidden_layers"]
     recurrent = meta.get("attention.recurrent_layers")
     if recurrent is not None:
+        layers = cfg["num_hidden_layers"]
         cfg["layer_types"] = ["linear_attention" if r else "full_attention" for r in list(recurrent)[:layers]]
-    else:
-        n = int(meta.get("full_attention_interval", 4) or 4)
-        cfg["layer_types"] = [
-            "full_attention" if (i + 1) % n == 0 else "linear_attention" for i in range(layers)
-        ]
+    else:  # the config class lays the pattern out itself
+        cfg["full_attention_interval"] = int(meta.get("full_attention_interval", 4) or 4)
     if meta.arch == "qwen35moe":
         # M-RoPE sections (text tokens have one position for all three: plain partial RoPE)
         sections = meta.get("rope.dimension_sections")
         if sections is not None:
             cfg["rope_parameters"]["mrope_section"] = [int(s) for s in list(sections)[:3]]
         cfg["rope_parameters"]["mrope_interleaved"] = True
-        cfg.pop("norm_topk_prob")
-        return "qwen3_5_moe_text", cfg
-    return "qwen3_next", cfg
+        return "qwen3_5_moe_text", cfg  # its router always renormalises: no norm_topk_prob
+    return "qwen3_next", {**cfg, "norm_topk_prob": True}
 
 
 _BUILDERS = {

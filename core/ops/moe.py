@@ -43,11 +43,8 @@ def _routing(config) -> dict:
         return dict(scoring="softmax", group=group, norm=False, scale=config.routed_scaling_factor)
     if mt == "minimax_m2":  # sigmoid scores, the correction bias for the choice, no groups
         return dict(scoring="sigmoid", group=None, norm=True, scale=1.0)
-    if mt in (
-        "mixtral",
-        "gpt_oss",
-        "qwen3_5_moe_text",
-    ):  # gpt-oss: softmax over the top-k logits, the same weights
+    # gpt-oss: softmax over the top-k logits, the same weights; Qwen3.5 always renormalises
+    if mt in ("mixtral", "gpt_oss", "qwen3_5_moe_text"):
         return dict(scoring="softmax", group=None, norm=True, scale=1.0)
     return dict(scoring="softmax", group=None, norm=bool(config.norm_topk_prob), scale=1.0)
 

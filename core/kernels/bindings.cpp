@@ -182,18 +182,20 @@ PYBIND11_MODULE(_kernels, m) {
       py::arg("threads"), "out[n, I] = act(x @ gate.T) * (x @ up.T); act 0: SiLU, 1: GELU (tanh).");
   m.def(
       "deltanet_step",
-      [](uintptr_t mixed, uintptr_t conv_state, uintptr_t conv_w, uintptr_t beta, uintptr_t g, uintptr_t S,
-         uintptr_t z, uintptr_t norm_w, float eps, int nk, int dk, int nv, int dv, int K, bool tiled, uintptr_t out,
-         int threads) {
+      [](uintptr_t mixed, uintptr_t conv_state, uintptr_t conv_w, uintptr_t b, uintptr_t a, uintptr_t a_neg,
+         uintptr_t dt_bias, uintptr_t S, uintptr_t z, uintptr_t norm_w, float eps, int nk, int dk, int nv, int dv,
+         int K, bool tiled, uintptr_t out, int threads) {
         const DeltaStep s{reinterpret_cast<const float*>(mixed), reinterpret_cast<float*>(conv_state),
-                          reinterpret_cast<const float*>(conv_w), reinterpret_cast<const float*>(beta),
-                          reinterpret_cast<const float*>(g), reinterpret_cast<float*>(S),
+                          reinterpret_cast<const float*>(conv_w), reinterpret_cast<const float*>(b),
+                          reinterpret_cast<const float*>(a), reinterpret_cast<const float*>(a_neg),
+                          reinterpret_cast<const float*>(dt_bias), reinterpret_cast<float*>(S),
                           reinterpret_cast<const float*>(z), reinterpret_cast<const float*>(norm_w), eps, nk, dk, nv,
                           dv, K, tiled, reinterpret_cast<float*>(out)};
         py::gil_scoped_release release;
         deltanet_step(s, threads);
       },
-      py::arg("mixed"), py::arg("conv_state"), py::arg("conv_w"), py::arg("beta"), py::arg("g"), py::arg("S"),
+      py::arg("mixed"), py::arg("conv_state"), py::arg("conv_w"), py::arg("b"), py::arg("a"), py::arg("a_neg"),
+      py::arg("dt_bias"), py::arg("S"),
       py::arg("z"), py::arg("norm_w"), py::arg("eps"), py::arg("nk"), py::arg("dk"), py::arg("nv"), py::arg("dv"),
       py::arg("K"), py::arg("tiled"), py::arg("out"), py::arg("threads"),
       "One token of one sequence through a gated DeltaNet after its projections (see step.h).");

@@ -65,7 +65,12 @@ void deltanet_step(const DeltaStep& s, int n_threads) {
     const float* k = x.data() + kd + (int64_t)kh * s.dk;
     const float* v = x.data() + 2 * kd + h * s.dv;
     float* o = s.out + h * s.dv;
-    t.delta_head(s.S + h * s.dk * s.dv, k, q, v, std::exp(s.g[h]), s.beta[h], s.dk, s.dv, o);
+    // beta = sigmoid(b); decay = exp(a_neg * softplus(a + dt_bias)), softplus as PyTorch's
+    // (the input itself above 20)
+    const float beta = 1.0f / (1.0f + std::exp(-s.b[h]));
+    const float x = s.a[h] + s.dt_bias[h];
+    const float softplus = x > 20.0f ? x : std::log1p(std::exp(x));
+    t.delta_head(s.S + h * s.dk * s.dv, k, q, v, std::exp(s.a_neg[h] * softplus), beta, s.dk, s.dv, o);
     // gated RMSNorm of the head's output
     float ss = 0.0f;
     for (int j = 0; j < s.dv; ++j) ss += o[j] * o[j];

@@ -44,15 +44,19 @@ void paged_attention(const float* q, int64_t q_stride, int64_t rows, int heads, 
 // One token of one sequence through a gated DeltaNet (Qwen3-Next's linear attention) after its
 // projections: the causal depthwise convolution over the last K-1 inputs (conv_state [C][K-1],
 // shifted in place) and SiLU, q and k L2-normalised per key head (q also by 1/sqrt(dk)), the
-// recurrence per value head on S [nv][dk][dv] (in place), then the gated RMSNorm:
-// out = rms_norm(o) * norm_w * silu(z). C = 2 nk dk + nv dv channels ([q | k | v]); value head
+// recurrence per value head on S [nv][dk][dv] (in place) with beta = sigmoid(b) and log decay
+// g = a_neg * softplus(a + dt_bias), then the gated RMSNorm: out = rms_norm(o) * norm_w * silu(z).
+// Everything per token is computed here, in scalar code per head, so a row's result does not
+// depend on how many other rows its step holds (PyTorch's vector and tail paths differ in ulps). C = 2 nk dk + nv dv channels ([q | k | v]); value head
 // h reads key head h % nk when `tiled` (llama.cpp's Qwen3.5 order), else h / (nv / nk).
 struct DeltaStep {
   const float* mixed;     // [C] the new token's projected q, k, v
   float* conv_state;      // [C][K - 1]
   const float* conv_w;    // [C][K]
-  const float* beta;      // [nv] sigmoid(b)
-  const float* g;         // [nv] log decay
+  const float* b;         // [nv] the beta projection
+  const float* a;         // [nv] the decay projection
+  const float* a_neg;     // [nv] -exp(A_log)
+  const float* dt_bias;   // [nv]
   float* S;               // [nv][dk][dv]
   const float* z;         // [nv][dv]
   const float* norm_w;    // [dv]

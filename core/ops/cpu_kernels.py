@@ -195,8 +195,10 @@ def deltanet_step(
     mixed: torch.Tensor,
     conv_state: torch.Tensor,
     conv_w: torch.Tensor,
-    beta: torch.Tensor,
-    g: torch.Tensor,
+    b: torch.Tensor,
+    a: torch.Tensor,
+    a_neg: torch.Tensor,
+    dt_bias: torch.Tensor,
     state: torch.Tensor,
     z: torch.Tensor,
     norm_w: torch.Tensor,
@@ -206,9 +208,10 @@ def deltanet_step(
     threads: int,
 ) -> torch.Tensor:
     """One token of one sequence through a gated DeltaNet after its projections (kernels'
-    step.h): conv_state [C, K-1] and state [nv, dk, dv] are updated in place; -> [nv * dv]."""
+    step.h): beta = sigmoid(b), decay exp(a_neg * softplus(a + dt_bias)); conv_state [C, K-1] and
+    state [nv, dk, dv] are updated in place; -> [nv * dv]."""
     nk, dk, nv, dv = heads
-    parts = (mixed, conv_state, conv_w, beta, g, state, z, norm_w)
+    parts = (mixed, conv_state, conv_w, b, a, a_neg, dt_bias, state, z, norm_w)
     if any(t.dtype != torch.float32 or not t.is_contiguous() or t.device.type != "cpu" for t in parts):
         raise ValueError("deltanet_step: every tensor must be a contiguous float32 CPU tensor")
     out = torch.empty(nv * dv)

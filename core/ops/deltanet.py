@@ -114,8 +114,6 @@ class GatedDeltaNet(Operator):
         else:
             ba = self.ba_proj(x).float().view(n, self.nk, 2 * r)
             b, a = ba[..., :r].reshape(n, self.nv), ba[..., r:].reshape(n, self.nv)
-        beta = torch.sigmoid(b)
-        g = self.a_neg * F.softplus(a + self.dt_bias)
         ctx = current()
         if ctx is not None:
             rows = [(rs, seg) for rs, seg, _ in ctx.rows]
@@ -126,9 +124,11 @@ class GatedDeltaNet(Operator):
         for rs, seg in rows:
             held = self._state(seg)
             if held is not None and rs.stop - rs.start == 1 and self._kernel_fits(mixed):
-                outs.append(self._step_cpu(mixed[rs][0], beta[rs][0], g[rs][0], z[rs][0], held, seg)[None])
+                # a decode row: everything per token in the kernel, whatever else the step holds
+                outs.append(self._step_cpu(mixed[rs][0], b[rs][0], a[rs][0], z[rs][0], held, seg)[None])
             else:
-                o = self._segment(mixed[rs], beta[rs], g[rs], seg, held).view(-1, self.nv, self.dv)
+                beta, g = torch.sigmoid(b[rs]), self.a_neg * F.softplus(a[rs] + self.dt_bias)
+                o = self._segment(mixed[rs], beta, g, seg, held).view(-1, self.nv, self.dv)
                 # the gated RMSNorm per value head
                 o = o * torch.rsqrt(o.pow(2).mean(-1, keepdim=True) + self.eps) * self.norm_w
                 outs.append((o * F.silu(z[rs].view(-1, self.nv, self.dv))).reshape(-1, self.nv * self.dv))
@@ -137,14 +137,16 @@ class GatedDeltaNet(Operator):
     def _kernel_fits(self, x: torch.Tensor) -> bool:
         return x.device.type == "cpu" and self.conv_w.device.type == "cpu"
 
-    def _step_cpu(self, mixed, beta, g, z, held: LayerState, seg) -> torch.Tensor:
+    def _step_cpu(self, mixed, b, a, z, held: LayerState, seg) -> torch.Tensor:
         # one decode token on the CPU kernels: the state updated in place
         out = cpu_kernels.deltanet_step(
             mixed.contiguous(),
             held.conv,
             self.conv_w,
-            beta.contiguous(),
-            g.contiguous(),
+            b.contiguous(),
+            a.contiguous(),
+            self.a_neg,
+            self.dt_bias,
             held.ssm,
             z.contiguous(),
             self.norm_w,

@@ -26,7 +26,6 @@ import torch.nn.functional as F
 
 from .. import _kernels, cpu
 from ..cpu_moe import exact_default
-from ..gguf import GGMLType
 from ..models.names import tied
 from . import cpu_kernels
 from .base import Operator
@@ -94,7 +93,10 @@ class QuantLinear(Operator):
         name = tied(f"{self.key}.weight", self.gguf.tensors)
         self.source = t = self.tensor(name)
         rows, cols = t.shape[0], t.shape[-1]
-        native = self.device.type == "cpu" and cols % 32 == 0 and t.type != GGMLType.F32 and len(t.shape) == 2
+        # F32 too: PyTorch's matmul would make a row's result depend on the rows beside it (the
+        # kernels' batch-invariant mode keeps a decode row as it is alone; Qwen's F32 shared-expert
+        # gate once made batched server answers differ from single runs)
+        native = self.device.type == "cpu" and cols % 32 == 0 and len(t.shape) == 2
         if self.accelerated:
             if self.mode == "gguf":
                 self.device_blocks = torch.from_numpy(t.raw.copy()).to(self.device)

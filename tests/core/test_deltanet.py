@@ -126,7 +126,10 @@ def test_the_decode_kernel_step_against_transformers_recurrence(tiled, isa):
     gen = torch.Generator().manual_seed(5)
     r = lambda *s: torch.randn(*s, generator=gen)  # noqa: E731
     mixed, conv_state, conv_w = r(C), r(C, K - 1), 0.3 * r(C, K)
-    beta, g, z, norm_w = torch.rand(nv, generator=gen), -torch.rand(nv, generator=gen), r(nv * dv), r(dv)
+    b, a, z, norm_w = r(nv), r(nv), r(nv * dv), r(dv)
+    a_neg, dt_bias = -torch.rand(nv, generator=gen) - 0.5, r(nv)
+    a[0] = 30.0  # softplus's linear range (above 20)
+    beta, g = torch.sigmoid(b), a_neg * F.softplus(a + dt_bias)
     state = 0.1 * r(nv, dk, dv)
     # the definition
     x = F.silu((torch.cat([conv_state, mixed[:, None]], 1) * conv_w).sum(1))
@@ -150,11 +153,50 @@ def test_the_decode_kernel_step_against_transformers_recurrence(tiled, isa):
     conv_next = torch.cat([conv_state[:, 1:], mixed[:, None]], 1)
     # the kernel (states in place)
     got = cpu_kernels.deltanet_step(
-        mixed, conv_state, conv_w, beta, g, state, z, norm_w, eps, (nk, dk, nv, dv), tiled, 2
+        mixed, conv_state, conv_w, b, a, a_neg, dt_bias, state, z, norm_w, eps, (nk, dk, nv, dv), tiled, 2
     )
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(state, s_new[0], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(conv_state, conv_next, rtol=0, atol=0)
+
+
+def test_decode_rows_are_bit_identical_alone_and_batched(hf_dir):
+    # what the server's batched greedy decoding rests on (it runs the kernels batch-invariant for
+    # its batch size): a decode row's logits do not depend on the other rows of its step, to the
+    # bit. The tiny model's 4 value heads put a row's b and a off the vector lanes PyTorch's
+    # elementwise ops use, which once made them differ by an ulp (and the server's text differ).
+    # Q8_0, as the server test serves it: the f32 file's matrices go through PyTorch's matmul.
+    from ktx.core import _kernels
+
+    model = load(convert_hf(hf_dir, hf_dir.parent / "q8.gguf", "q8_0", progress=False).path)
+
+    prompts = [random_ids(512, n, seed=s) for n, s in ((11, 1), (6, 2), (9, 3))]
+    before = _kernels.batch_invariant_rows()
+    _kernels.set_batch_invariant_rows(4)
+    try:
+        alone = []
+        for ids in prompts:
+            pool = make_pool(model, 256)
+            seq, _ = _prefill(model, pool, ids)
+            alone.append(
+                torch.stack(
+                    [
+                        forward_step(model, pool, [Segment(seq, seq.length, 1)], torch.tensor([t]))[0]
+                        for t in (5, 77, 300)
+                    ]
+                )
+            )
+        pool = make_pool(model, 512)
+        seqs = [_prefill(model, pool, ids)[0] for ids in prompts]
+        rows = []
+        for t in (5, 77, 300):
+            segs = [Segment(q, q.length, 1) for q in seqs]
+            rows.append(forward_step(model, pool, segs, torch.tensor([t] * len(seqs))))
+        together = torch.stack(rows, dim=1)  # [sequence, step, vocab]
+    finally:
+        _kernels.set_batch_invariant_rows(before)
+    for i in range(len(prompts)):
+        assert torch.equal(together[i], alone[i]), f"sequence {i}: batched decode differs from alone"
 
 
 def test_a_sequence_without_its_state_is_refused(model):

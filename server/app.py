@@ -25,10 +25,11 @@ from starlette.exceptions import HTTPException
 
 from ktx.core import __version__
 
-from . import ollama_api, openai_api
+from . import embeddings, ollama_api, openai_api
 from .engine import FINISHED, Engine, FinishEvent
 from .errors import RequestError
 from .metrics import Metrics
+from .models import Models
 
 log = logging.getLogger("ktx.server")
 WEB_DIR = Path(__file__).parent / "web"
@@ -39,27 +40,40 @@ OPEN_PREFIXES = ("/web",)
 
 
 def create_app(
-    engine: Engine, *, api_key: str | None = None, web: bool = False, grace_s: float = 10.0
+    served: Engine | Models, *, api_key: str | None = None, web: bool = False, grace_s: float = 10.0
 ) -> FastAPI:
-    metrics = engine.metrics or Metrics()
-    engine.metrics = metrics
-    metrics.bind(engine.stats)
+    """The app over one engine (`ktx serve --gguf`) or a directory of models (`--models`)."""
+    models = served if isinstance(served, Models) else Models.single(served)
+    metrics = next((e.metrics for e in models.engines() if e.metrics), None) or Metrics()
+    models.metrics = metrics
+    for engine in models.engines():
+        engine.metrics = metrics
+    metrics.bind(models.stats)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        if not engine._thread.is_alive():
-            engine.start()
+        models.start()
         yield
-        engine.shutdown(grace_s)  # finishes in-flight requests, cancels what is left
+        models.shutdown(grace_s)  # finishes in-flight requests, cancels what is left
 
     app = FastAPI(title="ktx", version=__version__, lifespan=lifespan)
-    app.state.engine = engine
+    app.state.models = models
+    app.state.engine = models.default  # the fixed model (None for a directory)
     app.include_router(openai_api.router)
     app.include_router(ollama_api.router)
+    app.include_router(embeddings.openai_router)
+    app.include_router(embeddings.ollama_router)
 
     @app.get("/health", tags=["operations"])
     async def health() -> dict:
-        return {"status": "ok", "model": engine.model_name, **engine.stats()}
+        default = models.default
+        loaded = [e.name for e in models.loaded()]
+        return {
+            "status": "ok",
+            "model": default.model_name if default else None,
+            "loaded": loaded,
+            **models.stats(),
+        }
 
     @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
     async def prometheus() -> Response:

@@ -33,6 +33,7 @@ import torch
 
 from ktx.core.runtime.context import Segment
 from ktx.core.runtime.generate import forward_step, make_pool
+from ktx.core.runtime.grammar import Grammar
 from ktx.core.runtime.kv_cache import SequenceKV, has_recurrent_layers
 from ktx.core.runtime.sampler import Sampler, SamplingParams
 from ktx.core.runtime.stops import StopMatcher
@@ -55,12 +56,21 @@ class GenerationRequest:
     sampling: SamplingParams = field(default_factory=lambda: SamplingParams(temperature=0.0))
     stop: list[str] = field(default_factory=list)
     ignore_eos: bool = False
+    grammar: Grammar | None = None  # the answer kept inside it (structured outputs, tool calls)
+    skip_special_tokens: bool = True  # False: control tokens appear in the text (tool-call markers)
+    logit_bias: dict[int, float] | None = None  # added to those tokens' logits before sampling
+    # None: no log-probabilities; k >= 0: each token's, and the k likeliest tokens' at its step
+    logprobs: int | None = None
 
 
 @dataclass
 class TokenEvent:
     text: str  # new text (may be "" while a multi-byte character or a possible stop string is held back)
     token_id: int
+    # the token's log-probability under the model (log-softmax of its raw logits: before
+    # penalties, temperature and grammar), and the top alternatives as (token id, logprob)
+    logprob: float | None = None
+    top_logprobs: list[tuple[int, float]] | None = None
 
 
 @dataclass
@@ -92,7 +102,8 @@ class _Live:
         self.next_input: int | None = None  # the token the next decode step feeds
         self.sampler = Sampler(req.sampling)
         self.stops = StopMatcher(req.stop)
-        self.detok = StreamDecoder(tokenizer, skip_special_tokens=True)
+        self.detok = StreamDecoder(tokenizer, skip_special_tokens=req.skip_special_tokens)
+        self.grammar = req.grammar.start() if req.grammar is not None else None
         self.text: list[str] = []
         self.cancelled = False
         self.t_submit = time.perf_counter()
@@ -134,6 +145,8 @@ class Engine:
         self.metrics = metrics
         self.eos = set(getattr(self.tokenizer, "eos_token_ids", ()) or ())
         self._waiting: deque[_Live] = deque()
+        self._jobs: deque[tuple[list[list[int]], asyncio.AbstractEventLoop, asyncio.Future]] = deque()
+        self.pooling = _pooling(model)
         self._running: list[_Live] = []
         self._cv = threading.Condition()
         self._stop = False
@@ -230,6 +243,18 @@ class Engine:
             if not finished:
                 self.cancel(live)
 
+    async def embed(self, inputs: list[list[int]]) -> list[list[float]]:
+        """One embedding per token list: the final hidden states pooled (`self.pooling`: mean
+        unless the GGUF names another) and L2-normalised. Run by the scheduler between steps,
+        each input in a pass of its own, so a vector does not depend on what else was asked."""
+        self.check_accepting()
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        with self._cv:
+            self._jobs.append((inputs, loop, done))
+            self._cv.notify_all()
+        return await done
+
     def check_accepting(self) -> None:
         if self._drain:
             raise RequestError("the server is shutting down", status=503, type="server_error")
@@ -264,10 +289,11 @@ class Engine:
     def _serve(self) -> None:
         while True:
             with self._cv:
-                while not self._stop and not self._running and not self._waiting:
+                while not self._stop and not self._running and not self._waiting and not self._jobs:
                     self._cv.wait(timeout=0.5)
                 if self._stop:
                     break
+            self._run_jobs()
             self._drop_cancelled()
             if self._deadline is not None and time.monotonic() >= self._deadline:
                 self._end_drained()
@@ -284,6 +310,43 @@ class Engine:
                 time.sleep(0.001)  # blocks are held by cancelled requests being dropped
         for live in [*self._running, *self._waiting]:
             self._finish(live, "cancelled")
+        for _, loop, done in self._jobs:
+            loop.call_soon_threadsafe(
+                _settle, done, None, RequestError("the server is shutting down", status=503)
+            )
+
+    def _run_jobs(self) -> None:
+        while True:
+            with self._cv:
+                if not self._jobs:
+                    return
+                inputs, loop, done = self._jobs.popleft()
+            try:
+                loop.call_soon_threadsafe(_settle, done, [self._embed_one(ids) for ids in inputs], None)
+            except Exception as e:
+                if not isinstance(e, RequestError):
+                    log.exception("embedding failed")
+                    e = RequestError(
+                        f"embedding failed: {type(e).__name__}: {e}", status=500, type="server_error"
+                    )
+                loop.call_soon_threadsafe(_settle, done, None, e)
+
+    def _embed_one(self, ids: list[int]) -> list[float]:
+        seq = SequenceKV()
+        if not self.cache.reserve(seq, len(ids)):
+            raise RequestError("the KV cache is full of running requests: try again", status=503)
+        try:
+            states = []
+            for start in range(0, len(ids), self.chunk_size):
+                chunk = ids[start : start + self.chunk_size]
+                seg = Segment(seq, start, len(chunk))
+                states.append(forward_step(self.model, self.pool, [seg], torch.tensor(chunk), hidden=True))
+        finally:
+            self.cache.release(seq, [], 0)
+        h = torch.cat(states).double()
+        pooled = {"mean": h.mean(0), "cls": h[0], "last": h[-1]}[self.pooling]
+        # float32 values, as OpenAI's float and base64 answers carry them
+        return torch.nn.functional.normalize(pooled, dim=0).float().tolist()
 
     def _end_drained(self) -> None:
         """The drain deadline has passed: every request ends with what it has."""
@@ -364,7 +427,14 @@ class Engine:
 
     def _advance(self, live: _Live, logits: torch.Tensor) -> None:
         req = live.req
-        token = live.sampler.sample(logits, prompt_tokens=req.prompt_ids, generated=live.generated)
+        allowed = logits
+        if req.logit_bias:
+            allowed = logits.clone()
+            ids = torch.tensor(list(req.logit_bias))
+            allowed[ids] += torch.tensor(list(req.logit_bias.values()), dtype=allowed.dtype)
+        if live.grammar is not None:
+            allowed = live.grammar.mask(allowed)
+        token = live.sampler.sample(allowed, prompt_tokens=req.prompt_ids, generated=live.generated)
         now = time.perf_counter()
         if not live.t_first:
             live.t_first = now
@@ -378,9 +448,14 @@ class Engine:
             self._finish(live, "stop")
             return
         live.generated.append(token)
+        if live.grammar is not None:
+            live.grammar.accept(token)
         text, stopped = live.stops.push(live.detok.push(token))
-        self._emit(live, text, token)
+        self._emit(live, text, token, *_logprobs(logits, token, req.logprobs))
         if stopped:
+            self._finish(live, "stop")
+        elif live.grammar is not None and live.grammar.done:  # nothing may follow but EOS
+            self._flush(live)
             self._finish(live, "stop")
         elif len(live.generated) >= req.max_new_tokens:
             self._flush(live)
@@ -395,9 +470,9 @@ class Engine:
         if text:
             self._emit(live, text, -1)
 
-    def _emit(self, live: _Live, text: str, token: int) -> None:
+    def _emit(self, live: _Live, text: str, token: int, logprob=None, top=None) -> None:
         live.text.append(text)
-        live.send(TokenEvent(text, token))
+        live.send(TokenEvent(text, token, logprob, top))
 
     def _finish(self, live: _Live, reason: str, error: str | None = None, admitted: bool = True) -> None:
         if admitted:
@@ -431,6 +506,34 @@ class Engine:
     # -- tests and tools -----------------------------------------------------------------------
     def idle(self) -> bool:
         return not self._running and not self._waiting
+
+
+def _settle(done: asyncio.Future, result, error) -> None:
+    if not done.done():  # a client that left has cancelled it
+        if error is None:
+            done.set_result(result)
+        else:
+            done.set_exception(error)
+
+
+# llama.cpp's <arch>.pooling_type values; a chat model's GGUF has none, and ktx pools the mean
+POOLING_TYPES = {1: "mean", 2: "cls", 3: "last"}
+
+
+def _pooling(model) -> str:
+    meta = model.gguf.metadata if getattr(model, "gguf", None) is not None else {}
+    arch = meta.get("general.architecture", "")
+    return POOLING_TYPES.get(int(meta.get(f"{arch}.pooling_type", 1) or 1), "mean")
+
+
+def _logprobs(logits: torch.Tensor, token: int, top: int | None) -> tuple:
+    """(the token's log-probability, the `top` likeliest (id, logprob)), or (None, None)."""
+    if top is None:
+        return None, None
+    lp = torch.log_softmax(logits.float(), -1)
+    best = lp.topk(top) if top else None
+    pairs = list(zip(best.indices.tolist(), best.values.tolist(), strict=True)) if best is not None else []
+    return float(lp[token]), pairs
 
 
 @contextlib.contextmanager

@@ -9,22 +9,23 @@ a stream is NDJSON (one JSON object a line, no `data:` prefix, no `[DONE]`), who
 Ollama's the last 64 tokens); an empty prompt only "loads" the model (`done_reason: "load"`);
 model names carry a tag (`name:latest`); errors are `{"error": "..."}` (app.py), and one that
 happens mid-stream is a last line of that shape. Not supported: images, `suffix` (fill in the
-middle) and Go `template` overrides (400s); `format` (structured output), `keep_alive`, `think`
-and `num_ctx` are accepted and ignored.
+middle) and Go `template` overrides (400s); `num_ctx` is accepted and ignored (the context is
+fixed when a model loads). `keep_alive` is honoured by a models directory (models.py); `format`
+("json" or a JSON schema) keeps the answer inside it (structured.py); `logprobs` and
+`top_logprobs` add a `logprobs` list to each piece (logprobs.py); `tools` and the messages'
+`tool_calls` work as in tool_calls.py, with `tool_choice` (OpenAI's values) as ktx's own
+extension; `think` reaches the chat template (enable_thinking, reasoning_effort).
 """
 
 from __future__ import annotations
 
-import hashlib
+import asyncio
 import json
-import os
 import time
-from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-import gguf
 import torch
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -35,12 +36,16 @@ from ktx.core.runtime.sampler import SamplingParams
 
 from .engine import Engine, FinishEvent, GenerationRequest, TokenEvent
 from .errors import RequestError
-from .openai_api import collect_finish, until_disconnected
+from .logprobs import MAX_TOP_CHAT, Logprobs, scored
+from .models import Entry, keep_alive_seconds
+from .openai_api import collect, until_disconnected
 from .protocol import chat_prompt_ids
+from .structured import ollama_grammar
+from .tool_calls import ToolPlan, ToolStream, grammar_of, new_id, ollama_calls, plan, prepare_messages
 
 router = APIRouter(prefix="/api", tags=["ollama"])
 
-FOREVER = "2999-12-31T23:59:59Z"  # /api/ps: the one model is never unloaded
+FOREVER = "2999-12-31T23:59:59Z"  # /api/ps: a model that is never unloaded
 # /api/show's model_info: GGUF key (after "<arch>.") -> the config field that holds it otherwise
 MODEL_INFO = {
     "context_length": "max_position_embeddings",
@@ -105,10 +110,15 @@ class _Body(BaseModel):
     format: str | dict[str, Any] | None = None
     keep_alive: float | str | None = None
     think: bool | str | None = None
+    logprobs: bool = False
+    top_logprobs: int = 0
 
 
 class ChatBody(_Body):
     messages: list[OllamaMessage] = []
+    tools: list[dict[str, Any]] | None = None
+    # not Ollama's (its models choose): ktx's extension, OpenAI's values ("required", a name)
+    tool_choice: str | dict[str, Any] | None = None
 
 
 class GenerateBody(_Body):
@@ -136,39 +146,86 @@ def _ns(seconds: float) -> int:
     return max(0, round(seconds * 1e9))
 
 
-def _engine(request: Request, model: str) -> Engine:
-    """The engine, if `model` names its model (with or without a tag); else a 400 or a 404."""
-    engine: Engine = request.app.state.engine
+async def _engine(request: Request, model: str, keep_alive: Any = None) -> Engine:
+    """The engine of `model` (with or without a tag; loaded on demand from a models directory,
+    kept for `keep_alive`); else a 400 or a 404."""
     if not model:
         raise RequestError("model is required")
-    if model not in engine.model_names:
-        raise RequestError(f"model '{model}' not found", status=404)
-    return engine
+    return await request.app.state.models.get(model, keep_alive)
 
 
 @router.post("/chat", response_model=None)
 async def chat(body: ChatBody, request: Request):
     t0 = time.perf_counter()
-    engine = _engine(request, body.model)
     if not body.messages:
-        return _loaded(body.model, chat=True)
+        return await _loaded(request, body, chat=True)
+    engine = await _engine(request, body.model, body.keep_alive)
     for i, m in enumerate(body.messages):
         if m.images:
             raise RequestError(f"messages[{i}].images: this model reads text only")
-    messages = [{"role": m.role, "content": m.content or ""} for m in body.messages]
-    ids = chat_prompt_ids(engine.tokenizer, messages)
-    return await _answer(engine, body, ids, chat=True, t0=t0, request=request)
+    tok = engine.tokenizer
+    named = "tool_use" if body.tools and "tool_use" in tok.chat_templates else None
+    template = tok.chat_templates[named] if named else tok.chat_template
+    choice = (
+        {"type": "function", "function": {"name": body.tool_choice}}
+        if _is_name(body.tool_choice)
+        else body.tool_choice
+    )
+    tools = plan(tok, template, body.tools, choice)
+    kwargs = tools.template_kwargs() if tools else {}
+    if named:
+        kwargs["chat_template"] = named
+    kwargs.update(_thinking(body.think))
+    messages = prepare_messages([_message(m) for m in body.messages], template, tools)
+    ids = chat_prompt_ids(tok, messages, **kwargs)
+    return await _answer(engine, body, ids, chat=True, t0=t0, request=request, tools=tools)
+
+
+def _thinking(think: bool | str | None) -> dict[str, Any]:
+    """Ollama's `think` as the chat templates read it: Qwen3's and GLM's enable_thinking,
+    gpt-oss's reasoning_effort ("low", "medium", "high"). The answer is not split: a model's
+    thinking stays in its content, in the model's own tags."""
+    if think is None:
+        return {}
+    if isinstance(think, str):
+        if think not in ("low", "medium", "high"):
+            raise RequestError('think must be true, false, "low", "medium" or "high"')
+        return {"enable_thinking": True, "reasoning_effort": think}
+    return {"enable_thinking": bool(think)}
+
+
+def _is_name(choice: Any) -> bool:
+    return isinstance(choice, str) and choice not in ("none", "auto", "required")
+
+
+def _message(m: OllamaMessage) -> dict[str, Any]:
+    """An Ollama message in OpenAI's shape (what prepare_messages and the templates take):
+    calls get ids, a tool's result names its function as `name`."""
+    out: dict[str, Any] = {"role": m.role, "content": m.content or ""}
+    extra = m.model_extra or {}
+    calls = extra.get("tool_calls")
+    if m.role == "assistant" and calls:
+        if not isinstance(calls, list):
+            raise RequestError("message.tool_calls must be a list")
+        out["tool_calls"] = [
+            {"id": c.get("id") or new_id(), "type": "function", "function": c.get("function") or {}}
+            for c in calls
+            if isinstance(c, dict)
+        ]
+    if m.role == "tool" and (extra.get("tool_name") or extra.get("name")):
+        out["name"] = extra.get("tool_name") or extra.get("name")
+    return out
 
 
 @router.post("/generate", response_model=None)
 async def generate(body: GenerateBody, request: Request):
     t0 = time.perf_counter()
-    engine = _engine(request, body.model)
     for field in ("suffix", "template", "images"):
         if getattr(body, field):
             raise RequestError(f"{field} is not supported by this server")
     if not body.prompt and (body.raw or not body.system):
-        return _loaded(body.model, chat=False)
+        return await _loaded(request, body, chat=False)
+    engine = await _engine(request, body.model, body.keep_alive)
     if body.raw:
         ids = engine.tokenizer.encode(body.prompt)
     else:
@@ -177,17 +234,31 @@ async def generate(body: GenerateBody, request: Request):
     return await _answer(engine, body, ids, chat=False, t0=t0, request=request)
 
 
-def _loaded(model: str, chat: bool) -> JSONResponse:
-    """Ollama's answer to an empty conversation: the model is loaded, nothing is generated."""
-    return JSONResponse({**_head(model), **_piece("", chat), "done": True, "done_reason": "load"})
+async def _loaded(request: Request, body: _Body, chat: bool) -> JSONResponse:
+    """Ollama's answer to an empty conversation: the model is loaded, or with keep_alive 0
+    unloaded once idle (not loaded first); nothing is generated."""
+    reason = "load"
+    unload = body.keep_alive is not None and keep_alive_seconds(body.keep_alive, None) == 0
+    if not unload:
+        await _engine(request, body.model, body.keep_alive)
+    elif not body.model:
+        raise RequestError("model is required")
+    elif await request.app.state.models.unload(body.model):
+        reason = "unload"
+    return JSONResponse({**_head(body.model), **_piece("", chat), "done": True, "done_reason": reason})
 
 
 def _head(model: str) -> dict:
     return {"model": model, "created_at": _rfc3339()}
 
 
-def _piece(text: str, chat: bool) -> dict:
-    return {"message": {"role": "assistant", "content": text}} if chat else {"response": text}
+def _piece(text: str, chat: bool, calls: list | None = None) -> dict:
+    if not chat:
+        return {"response": text}
+    message = {"role": "assistant", "content": text}
+    if calls:
+        message["tool_calls"] = calls
+    return {"message": message}
 
 
 def _final(finish: FinishEvent, t0: float) -> dict:
@@ -209,16 +280,42 @@ def _failure(finish: FinishEvent) -> RequestError:
     return RequestError(f"generation failed: {finish.error}", status=500)
 
 
-async def _answer(engine: Engine, body: _Body, ids: list[int], chat: bool, t0: float, request: Request):
+async def _answer(
+    engine: Engine,
+    body: _Body,
+    ids: list[int],
+    chat: bool,
+    t0: float,
+    request: Request,
+    tools: ToolPlan | None = None,
+):
     req = (body.options or OllamaOptions()).request(engine, ids)  # 400s here, before anything runs
+    req.grammar = await ollama_grammar(engine.tokenizer, body.format)
+    if tools is not None:
+        req.skip_special_tokens = False  # a family's call markers may be control tokens
+        if tools.forced is not None:
+            if req.grammar is not None:
+                raise RequestError("format cannot be combined with a required tool call")
+            req.grammar = await asyncio.to_thread(grammar_of, tools, engine.tokenizer)
+    lp = None
+    if body.logprobs:
+        if not 0 <= body.top_logprobs <= MAX_TOP_CHAT:
+            raise RequestError(f"top_logprobs must be between 0 and {MAX_TOP_CHAT}")
+        req.logprobs = body.top_logprobs
+        lp = await Logprobs.of(engine.tokenizer)
     engine.check_accepting()  # a 503 before a stream's status line, not inside it
     if body.stream:
-        lines = _ndjson(engine, req, body.model, chat, t0)
+        lines = _ndjson(engine, req, body.model, chat, t0, lp, tools)
         return StreamingResponse(lines, media_type="application/x-ndjson")
-    finish = await until_disconnected(request, collect_finish(engine, req))
+    finish, events = await until_disconnected(request, collect(engine, req))
     if finish.finish_reason not in ("stop", "length"):
         raise _failure(finish)
-    return JSONResponse({**_head(body.model), **_piece(finish.text, chat), **_final(finish, t0)})
+    scores = {"logprobs": [lp.entry(e) for e in scored(events)]} if lp else {}
+    piece = _piece(finish.text, chat)
+    if tools is not None:
+        content, calls = tools.read(finish.text)
+        piece = _piece(content, chat, ollama_calls(calls))
+    return JSONResponse({**_head(body.model), **piece, **scores, **_final(finish, t0)})
 
 
 def _line(obj: dict) -> str:
@@ -226,14 +323,31 @@ def _line(obj: dict) -> str:
 
 
 async def _ndjson(
-    engine: Engine, req: GenerationRequest, model: str, chat: bool, t0: float
+    engine: Engine,
+    req: GenerationRequest,
+    model: str,
+    chat: bool,
+    t0: float,
+    lp: Logprobs | None = None,
+    tools: ToolPlan | None = None,
 ) -> AsyncIterator[str]:
+    pending: list[TokenEvent] = []  # scored tokens whose text is still held back
+    held = ToolStream(tools) if tools is not None else None
     try:
         async for event in engine.generate(req):
             if isinstance(event, TokenEvent):
-                if event.text:
-                    yield _line({**_head(model), **_piece(event.text, chat), "done": False})
+                pending += scored([event])
+                text = held.push(event.text) if held else event.text
+                if text:
+                    scores = {"logprobs": [lp.entry(e) for e in pending]} if lp else {}
+                    pending = []
+                    yield _line({**_head(model), **_piece(text, chat), **scores, "done": False})
             elif event.finish_reason in ("stop", "length"):
+                if held:
+                    rest, calls = held.finish()
+                    if rest or calls:
+                        piece = _piece(rest, chat, ollama_calls(calls))
+                        yield _line({**_head(model), **piece, "done": False})
                 yield _line({**_head(model), **_piece("", chat), **_final(event, t0)})
             else:
                 yield _line({"error": _failure(event).message})
@@ -241,62 +355,33 @@ async def _ndjson(
         yield _line({"error": e.message})
 
 
-# -- the model, as Ollama describes it -----------------------------------------------------------
-def _params(engine: Engine) -> int:
-    return sum(t.n_elements for t in engine.model.gguf.tensors.values())
-
-
-def _details(engine: Engine) -> dict:
-    family = engine.model.arch.variant
+# -- the models, as Ollama describes them ---------------------------------------------------------
+def _details(entry: Entry) -> dict:
+    family = entry.info["family"]
     return {
         "parent_model": "",
         "format": "gguf",
         "family": family,
         "families": [family],
-        "parameter_size": _human(_params(engine)),
-        "quantization_level": _quantization(engine.model.gguf),
+        "parameter_size": entry.info["parameter_size"],
+        "quantization_level": entry.info["quantization_level"],
     }
 
 
-def _human(n: int) -> str:
-    """8.0B, 268M, 12K: as Ollama's parameter_size reads."""
-    if n >= 1e9:
-        return f"{n / 1e9:.1f}B"
-    return f"{n / 1e6:.0f}M" if n >= 1e6 else f"{n / 1e3:.0f}K"
+def _tagged(name: str) -> str:
+    return name if ":" in name else f"{name}:latest"
 
 
-def _quantization(gf) -> str:
-    """The file type llama-quantize wrote (`Q4_K_M`); else the type holding most matrix bytes."""
-    file_type = gf.metadata.get("general.file_type")
-    try:
-        name = gguf.LlamaFileType(int(file_type)).name
-        if name != "GUESSED":
-            return name.removeprefix("MOSTLY_").removeprefix("ALL_")
-    except (TypeError, ValueError):
-        pass
-    weight: Counter = Counter()
-    for t in gf.tensors.values():
-        if len(t.shape) == 2:
-            weight[t.type.name] += t.nbytes
-    return weight.most_common(1)[0][0] if weight else "unknown"
-
-
-def _entry(engine: Engine) -> dict:
+def _entry(entry: Entry) -> dict:
     """What /api/tags, /api/ps and /api/show share: name, size, digest, details."""
-    name = engine.model_name if ":" in engine.model_name else f"{engine.model_name}:latest"
-    paths = engine.model.gguf.paths
-    stats = [os.stat(p) for p in paths]
-    size = sum(s.st_size for s in stats)
-    mtime = stats[0].st_mtime
-    # a digest of the file's identity, not of its bytes (hashing many GB would take minutes)
-    digest = hashlib.sha256(f"{paths[0]}:{size}:{mtime}".encode()).hexdigest()
+    name = _tagged(entry.name)
     return {
         "name": name,
         "model": name,
-        "modified_at": _rfc3339(mtime),
-        "size": size,
-        "digest": digest,
-        "details": _details(engine),
+        "modified_at": _rfc3339(entry.modified),
+        "size": entry.size,
+        "digest": entry.digest,
+        "details": _details(entry),
     }
 
 
@@ -312,18 +397,25 @@ async def version() -> dict:
 
 @router.get("/tags")
 async def tags(request: Request) -> dict:
-    return {"models": [_entry(request.app.state.engine)]}
+    return {"models": [_entry(e) for e in request.app.state.models.scan()]}
 
 
 @router.get("/ps")
 async def ps(request: Request) -> dict:
-    engine: Engine = request.app.state.engine
-    entry = _entry(engine)
-    del entry["modified_at"]
-    context = min(engine.context, engine.pool.capacity)
-    return {
-        "models": [{**entry, "expires_at": FOREVER, "size_vram": _vram(engine), "context_length": context}]
-    }
+    models = request.app.state.models
+    out = []
+    for entry in models.loaded():
+        left = models.expires(entry)
+        expires = FOREVER if left is None else _rfc3339(time.time() + left)
+        row = {
+            **_entry(entry),
+            "expires_at": expires,
+            "size_vram": _vram(entry.engine),
+            "context_length": entry.context,
+        }
+        del row["modified_at"]
+        out.append(row)
+    return {"models": out}
 
 
 def _vram(engine: Engine) -> int:
@@ -333,25 +425,55 @@ def _vram(engine: Engine) -> int:
 
 @router.post("/show")
 async def show(body: ShowBody, request: Request) -> dict:
-    engine = _engine(request, body.model or body.name)
-    entry = _entry(engine)
-    path = engine.model.gguf.paths[0]
-    meta, config = engine.model.gguf.metadata, engine.model.config
-    arch = meta.get("general.architecture") or engine.model.arch.gguf_name
-    info: dict[str, Any] = {
-        "general.architecture": arch,
-        "general.parameter_count": _params(engine),
-    }
+    name = body.model or body.name
+    if not name:
+        raise RequestError("model is required")
+    entry = request.app.state.models._resolve(name, "model")  # shown without loading it
+    if entry.engine is not None:
+        return _show(
+            entry, entry.engine.model.gguf.metadata, entry.engine.model.config, entry.engine.tokenizer
+        )
+    from ktx.core import gguf
+
+    with gguf.open(entry.paths[0]) as gf:
+        return _show(entry, gf.metadata, None, None)
+
+
+def _show(entry: Entry, meta, config, tokenizer) -> dict:
+    arch = entry.info["family"]
+    info: dict[str, Any] = {"general.architecture": arch, "general.parameter_count": entry.info["parameters"]}
     for key, attr in MODEL_INFO.items():
         value = meta.get(f"{arch}.{key}", getattr(config, attr, None))
         if value is not None:
             info[f"{arch}.{key}"] = int(value)
+    template = tokenizer.chat_template if tokenizer is not None else meta.get("tokenizer.chat_template")
+    shown = _entry(entry)
     return {
-        "modelfile": f"# served by ktx\nFROM {path}\n",
+        "modelfile": f"# served by ktx\nFROM {entry.paths[0]}\n",
         "parameters": "",
-        "template": getattr(engine.tokenizer, "chat_template", "") or "",
-        "details": entry["details"],
+        "template": template or "",
+        "details": shown["details"],
         "model_info": info,
-        "capabilities": ["completion"],
-        "modified_at": entry["modified_at"],
+        "capabilities": ["completion", "tools"],  # tools: every model (tool_calls.py)
+        "modified_at": shown["modified_at"],
     }
+
+
+# Ollama's model management: ktx serves the files it is given and changes none of them.
+NO_MANAGEMENT = (
+    "ktx does not {what} models: it serves GGUF files as they are. Put a model's .gguf file (or "
+    "its split set, or a folder holding them) in the directory given to `ktx serve --models DIR`, "
+    "or serve one file with `ktx serve --gguf FILE`."
+)
+
+
+def _unmanaged(what: str):
+    async def refuse() -> JSONResponse:
+        return JSONResponse({"error": NO_MANAGEMENT.format(what=what)}, status_code=501)
+
+    return refuse
+
+
+for _route, _what in (("pull", "download"), ("push", "upload"), ("create", "create"), ("copy", "copy")):
+    router.add_api_route(f"/{_route}", _unmanaged(_what), methods=["POST"], include_in_schema=False)
+router.add_api_route("/delete", _unmanaged("delete"), methods=["DELETE", "POST"], include_in_schema=False)

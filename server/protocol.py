@@ -1,9 +1,11 @@
 """Request bodies of the OpenAI API as pydantic models, and how they become engine requests.
 
 Validation failures are answered with status 400 and OpenAI's error object (app.py), never a
-500. Extra fields are accepted and ignored, as OpenAI-compatible servers do (clients send
-`user`, `logit_bias`, ... freely). `max_completion_tokens` wins over `max_tokens` when both
-are given: it is the newer name, and what recent clients send.
+500. Unknown fields are accepted and ignored, as OpenAI-compatible servers do (clients send
+`user`, `metadata`, `store` ... freely), but a field ktx knows and cannot honour is a 400 that
+names it (UNSUPPORTED). `max_completion_tokens` wins over `max_tokens` when both are given: it
+is the newer name, and what recent clients send. The deprecated `functions` / `function_call`
+are read as `tools` / `tool_choice`.
 """
 
 from __future__ import annotations
@@ -17,6 +19,13 @@ from ktx.core.runtime.sampler import SamplingParams
 from .errors import RequestError
 
 MAX_STOPS = 4
+# fields ktx knows and cannot honour: field -> (what a request may still give, why not)
+UNSUPPORTED = {
+    "audio": (None, "audio output is not supported (text only)"),
+    "web_search_options": (None, "web search is not supported"),
+    "suffix": (None, "suffix (fill in the middle) is not supported"),
+    "echo": (False, "echo is not supported"),
+}
 
 
 class TextPart(BaseModel):
@@ -54,6 +63,32 @@ class _Sampling(BaseModel):
     min_p: Annotated[float, Field(ge=0, le=1)] = 0.0
     # bounded so that dividing a logit by it cannot overflow float32 (the fuzzer's 3e-147 did)
     repetition_penalty: Annotated[float, Field(ge=1e-3, le=1e3)] = 1.0
+    # structured outputs (structured.py): {"type": "json_object"} or {"type": "json_schema", ...}
+    response_format: dict[str, Any] | None = None
+    # token id (as a string, OpenAI's way) -> a bias added to its logit before sampling
+    logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = None
+    modalities: list[str] | None = None
+
+    def refuse_unsupported(self) -> None:
+        extra = self.model_extra or {}
+        for name, (allowed, why) in UNSUPPORTED.items():
+            if extra.get(name) not in (None, allowed):
+                raise RequestError(why, param=name)
+        if self.modalities not in (None, ["text"]):
+            raise RequestError("modalities: only text is supported", param="modalities")
+        best_of = extra.get("best_of")
+        if best_of not in (None, 1, self.n):
+            raise RequestError("best_of is not supported (use n)", param="best_of")
+
+    def token_bias(self, vocab: int) -> dict[int, float] | None:
+        if not self.logit_bias:
+            return None
+        out = {}
+        for key, value in self.logit_bias.items():
+            if not key.isdigit() or int(key) >= vocab:
+                raise RequestError(f"logit_bias: {key!r} is not a token id below {vocab}", param="logit_bias")
+            out[int(key)] = float(value)
+        return out
 
     def sampling(self, index: int = 0) -> SamplingParams:
         """Sampling for choice `index` (choices of one seeded request get seeds seed, seed+1, ...)."""
@@ -85,6 +120,31 @@ class _Sampling(BaseModel):
 class ChatRequest(_Sampling):
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    # passed to the chat template (gpt-oss's reads it); a template without it ignores it
+    reasoning_effort: Literal["minimal", "low", "medium", "high"] | None = None
+
+    def tool_request(self) -> tuple[list[dict[str, Any]] | None, Any]:
+        """(tools, tool_choice), the deprecated functions / function_call read as them."""
+        extra = self.model_extra or {}
+        tools, choice = self.tools, self.tool_choice
+        if tools is None and isinstance(extra.get("functions"), list):
+            tools = [{"type": "function", "function": f} for f in extra["functions"]]
+        old = extra.get("function_call")
+        if choice is None and old is not None:
+            choice = {"type": "function", "function": old} if isinstance(old, dict) else old
+        return tools, choice
+
+    logprobs: bool = False
+    top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
+
+    def logprob_count(self) -> int | None:
+        """None: no logprobs; else how many alternatives each token lists."""
+        if self.top_logprobs is not None and not self.logprobs:
+            raise RequestError("top_logprobs needs logprobs: true", param="top_logprobs")
+        return (self.top_logprobs or 0) if self.logprobs else None
 
     def max_new_tokens(self) -> tuple[int | None, str]:
         if self.max_completion_tokens is not None:
@@ -107,7 +167,16 @@ class ChatRequest(_Sampling):
                 text = "".join(parts)
             else:
                 text = m.content or ""
-            out.append({"role": "system" if m.role == "developer" else m.role, "content": text})
+            entry: dict[str, Any] = {"role": "system" if m.role == "developer" else m.role, "content": text}
+            extra = m.model_extra or {}
+            if m.role == "assistant" and extra.get("tool_calls"):
+                entry["tool_calls"] = extra[
+                    "tool_calls"
+                ]  # content "" beside them (templates test it as text)
+            for key in ("tool_call_id", "name"):
+                if extra.get(key) is not None:
+                    entry[key] = extra[key]
+            out.append(entry)
         return out
 
 
@@ -118,14 +187,20 @@ class CompletionRequest(_Sampling):
         | Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
     )
 
+    # the completions API's logprobs: how many alternatives each token lists (0: the token's own)
+    logprobs: Annotated[int, Field(ge=0, le=5)] | None = None
+
     def max_new_tokens(self) -> tuple[int | None, str]:
         return self.max_tokens, "max_tokens"
 
+    def logprob_count(self) -> int | None:
+        return self.logprobs
 
-def chat_prompt_ids(tokenizer, messages: list[dict[str, Any]]) -> list[int]:
+
+def chat_prompt_ids(tokenizer, messages: list[dict[str, Any]], **template_kwargs: Any) -> list[int]:
     """Token ids of a conversation rendered by the model's chat template, ready for the answer."""
     try:
-        return tokenizer.chat_prompt_ids(messages)
+        return tokenizer.chat_prompt_ids(messages, **template_kwargs)
     except Exception as e:  # a template may refuse a conversation (roles out of order, ...)
         raise RequestError(f"the model's chat template refused the messages: {e}", param="messages") from None
 

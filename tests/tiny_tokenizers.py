@@ -49,3 +49,12 @@ def byte_level_metadata(tk: Tokenizer, specials: list[str], pre: str = "qwen2") 
 def write_tokenizer_gguf(path: Path, arch: str, meta: dict) -> Path:
     write_gguf(path, arch, meta, {"token_embd.weight": np.zeros((4, 8), np.float32)})  # needs a tensor
     return path
+
+
+def byte_level_gguf(path):
+    """A GGUF holding only a small byte-level BPE vocabulary (Qwen2's), EOS `<|endoftext|>`."""
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tk = train_byte_level(["the stream decoder holds partial characters until complete"] * 5, 400, specials)
+    meta = byte_level_metadata(tk, specials)
+    meta["tokenizer.ggml.eos_token_id"] = 0
+    return write_tokenizer_gguf(path, "qwen2", meta)

@@ -17,10 +17,13 @@ examples:
   curl http://127.0.0.1:10002/v1/chat/completions -H 'content-type: application/json' \\
        -d '{"messages": [{"role": "user", "content": "Hi"}], "stream": true}'
   OLLAMA_HOST=127.0.0.1:10002 ollama run ktx         the Ollama CLI against ktx
+  ktx serve --models ~/models --models-memory-gb 96    every GGUF in ~/models, loaded on demand
 
-API: /v1/chat/completions, /v1/completions, /v1/models (OpenAI); /api/chat, /api/generate,
-/api/tags, /api/show, /api/ps, /api/version (Ollama); /health, /metrics (Prometheus); /web.
-When a request gives both, max_completion_tokens wins over max_tokens.
+API: /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models (OpenAI); /api/chat,
+/api/generate, /api/embed, /api/embeddings, /api/tags, /api/show, /api/ps, /api/version
+(Ollama); /health, /metrics (Prometheus); /web. Tools, structured outputs (response_format,
+Ollama's format) and logprobs work on both APIs. When a request gives both,
+max_completion_tokens wins over max_tokens.
 """
 
 
@@ -45,6 +48,28 @@ def add_parser(subcommands) -> None:
         help="require 'Authorization: Bearer KEY' on every route but /health (default: $KTX_API_KEY)",
     )
     s.add_argument("--served-model-name", metavar="NAME", help="the model's name in the APIs")
+    d = p.add_argument_group("models directory")
+    d.add_argument(
+        "--models",
+        type=Path,
+        metavar="DIR",
+        help="serve every GGUF in DIR (a file, a split set or a folder each), loaded when a request "
+        "names it; instead of --gguf",
+    )
+    d.add_argument(
+        "--models-memory-gb",
+        type=float,
+        metavar="GB",
+        help="RAM the loaded models may use together (default: the machine's); least recently used "
+        "idle models are unloaded to make room",
+    )
+    d.add_argument(
+        "--keep-alive",
+        default="5m",
+        metavar="DURATION",
+        help="how long a model stays loaded after its last request (default 5m; -1 forever); "
+        "Ollama's keep_alive overrides it per request",
+    )
     s.add_argument(
         "--max-batch-size", type=int, default=8, metavar="N", help="requests run together (default 8)"
     )
@@ -100,13 +125,63 @@ def model_name(gguf: str | None) -> str:
 def build_app(args: argparse.Namespace):
     """The model, engine and app for these arguments (what `run` serves; tests call it too)."""
     from ktx.server.app import create_app
-    from ktx.server.engine import Engine
-    from ktx.server.prefix_cache import PrefixCache
 
     for flag in ("max_batch_size", "chunk_size", "max_new_tokens", "cache_lens"):
         if getattr(args, flag) < 1:
             raise ValueError(f"--{flag.replace('_', '-')} must be at least 1")
+    if getattr(args, "models", None) is not None:
+        return create_app(_directory(args), api_key=args.api_key, web=args.web)
     model = load_model(args)
+    return create_app(
+        make_engine(args, model, args.served_model_name or model_name(args.gguf)),
+        api_key=args.api_key,
+        web=args.web,
+    )
+
+
+def _directory(args: argparse.Namespace):
+    """The models of --models DIR, none loaded yet."""
+    from ktx.server.models import Models, keep_alive_seconds, memory_budget
+
+    if args.gguf is not None or args.served_model_name:
+        raise ValueError("--models serves a directory: leave out --gguf and --served-model-name")
+    if not args.models.is_dir():
+        raise ValueError(f"--models {args.models}: not a directory")
+    if args.models_memory_gb is not None and args.models_memory_gb <= 0:
+        raise ValueError("--models-memory-gb must be positive")
+    try:
+        keep = keep_alive_seconds(args.keep_alive, None)
+    except Exception as e:  # a RequestError's message
+        raise ValueError(f"--keep-alive: {getattr(e, 'message', e)}") from None
+
+    def load(entry, on_plan):
+        from ktx.core.loader import load as load_gguf
+
+        from .model_args import chat_template_source
+
+        model = load_gguf(
+            entry.paths[0],
+            rules=args.rules,
+            device=args.device,
+            cpu_threads=args.cpu_threads,
+            num_experts_per_tok=args.experts_per_tok,
+            gpu_experts=args.gpu_experts,
+            profile=args.profile,
+            cache_tokens=max(args.cache_lens, args.ctx_size or 0),
+            on_plan=on_plan,
+        )
+        if args.chat_template:
+            model.tokenizer.chat_templates["default"] = chat_template_source(args.chat_template)
+        return make_engine(args, model, entry.name)
+
+    return Models(args.models, load, memory_budget(args.models_memory_gb), keep_alive_s=keep)
+
+
+def make_engine(args: argparse.Namespace, model, name: str):
+    """The engine serving `model` under `name`, with the server's flags."""
+    from ktx.server.engine import Engine
+    from ktx.server.prefix_cache import PrefixCache
+
     source = Path(model.gguf.paths[0])
     stat = source.stat()
     salt = f"{source.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:{model.model.embed_tokens.device}"
@@ -119,7 +194,7 @@ def build_app(args: argparse.Namespace):
     )
     engine = Engine(
         model,
-        model_name=args.served_model_name or model_name(args.gguf),
+        model_name=name,
         max_batch_size=args.max_batch_size,
         cache_tokens=args.cache_lens,
         chunk_size=args.chunk_size,
@@ -128,7 +203,7 @@ def build_app(args: argparse.Namespace):
     )
     if args.ctx_size:  # one request's context, prompt and answer together; the pool holds all of them
         engine.context = min(engine.context, args.ctx_size)
-    return create_app(engine, api_key=args.api_key, web=args.web)
+    return engine
 
 
 def run(args: argparse.Namespace) -> int:
@@ -144,9 +219,14 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     app = build_app(args)
-    engine = app.state.engine
+    models = app.state.models
     base = f"http://{args.host}:{args.port}"
-    print(f"serving {engine.model_name} at {base}/v1 (OpenAI) and {base}/api (Ollama)", file=sys.stderr)
+    what = (
+        app.state.engine.model_name
+        if app.state.engine
+        else f"the models in {args.models} ({len(models.entries)})"
+    )
+    print(f"serving {what} at {base}/v1 (OpenAI) and {base}/api (Ollama)", file=sys.stderr)
     if args.web:
         print(f"web chat: {base}/web/", file=sys.stderr)
     from ktx.server.serving import GracefulServer
@@ -159,5 +239,5 @@ def run(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=15,
         access_log=False,  # ktx.server logs each request once, when it ends, with its tokens
     )
-    GracefulServer(config, engine).run()
+    GracefulServer(config, models).run()
     return 0

@@ -21,6 +21,8 @@ def layers_forward(
     input_ids: torch.Tensor,
     positions: torch.Tensor,
     keep: torch.Tensor | None = None,
+    hidden: bool = False,
 ) -> torch.Tensor:
-    """input_ids, positions: [T] -> logits [len(keep) or T, vocab] (rows `keep` of the step only)."""
-    return StepPlan.of(model)(input_ids, positions, keep)
+    """input_ids, positions: [T] -> logits [len(keep) or T, vocab] (rows `keep` of the step only);
+    hidden: the final norm's output instead of logits."""
+    return StepPlan.of(model)(input_ids, positions, keep, hidden)

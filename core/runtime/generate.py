@@ -65,19 +65,24 @@ def _device_of(module: torch.nn.Module) -> torch.device:
 
 @torch.inference_mode()
 def forward_step(
-    model: torch.nn.Module, pool: BlockPool, segments: list[Segment], input_ids: torch.Tensor
+    model: torch.nn.Module,
+    pool: BlockPool,
+    segments: list[Segment],
+    input_ids: torch.Tensor,
+    hidden: bool = False,
 ) -> torch.Tensor:
-    """input_ids: [T] for all segments back to back -> logits [len(segments), vocab] float32."""
+    """input_ids: [T] for all segments back to back -> logits [len(segments), vocab] float32;
+    hidden: every token's final hidden state [T, hidden_size] instead (embeddings)."""
     for seg in segments:
         pool.reserve(seg.seq, seg.start + seg.length)
     batch = ForwardBatch(pool, segments)
-    last = None if batch.decode_only else torch.tensor([rows.stop - 1 for rows, _, _ in batch.rows])
+    last = None if batch.decode_only or hidden else torch.tensor([rows.stop - 1 for rows, _, _ in batch.rows])
     # the step's host-made indices go up in stream order (a pageable copy would wait for it)
     input_ids = upload(input_ids, _device_of(model.model.embed_tokens))
     if last is not None:
         last = upload(last, _device_of(model.lm_head))
     with forward_batch(batch), _torch_threads_for(len(input_ids), StepPlan.of(model).all_blocks):
-        logits = layers_forward(model, input_ids, batch.positions, last).float()
+        logits = layers_forward(model, input_ids, batch.positions, last, hidden).float()
     for seg in segments:
         seg.seq.length = seg.start + seg.length
     if logits.device.type != "cpu":

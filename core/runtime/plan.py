@@ -204,9 +204,14 @@ class StepPlan:
         return plan
 
     def __call__(
-        self, input_ids: torch.Tensor, positions: torch.Tensor, keep: torch.Tensor | None = None
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
+        keep: torch.Tensor | None = None,
+        hidden: bool = False,
     ) -> torch.Tensor:
-        """input_ids, positions: [T] -> logits [len(keep) or T, vocab]."""
+        """input_ids, positions: [T] -> logits [len(keep) or T, vocab]; hidden: the final norm's
+        output [.., hidden_size] instead (what embeddings pool)."""
         x = self.embed(input_ids[None])[0]  # [T, hidden]
         ctx = current()
         fused = x.is_cpu and x.dtype == torch.float32 and x.is_contiguous()
@@ -217,6 +222,8 @@ class StepPlan:
             x = step(x, positions, fused, attn_tokens)
         if keep is not None:  # the norm is per row: only the kept rows need it
             x = x[keep.to(x.device)]
+        if hidden:
+            return self.norm(x)
         logits = self.lm_head(self.norm(x))
         if self.softcap is not None:
             logits = torch.tanh(logits / self.softcap) * self.softcap

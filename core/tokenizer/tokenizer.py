@@ -222,10 +222,13 @@ class Tokenizer:
         )
         return self.encode(text, add_special_tokens=False) if tokenize else text
 
-    def chat_prompt_ids(self, messages: list[dict[str, Any]], force_think: bool = False) -> list[int]:
+    def chat_prompt_ids(
+        self, messages: list[dict[str, Any]], force_think: bool = False, **template_kwargs: Any
+    ) -> list[int]:
         """Token ids of a conversation rendered by the chat template, ready for the answer: BOS
-        added when the vocabulary asks for it and the template did not write it."""
-        rendered = self.apply_chat_template(messages, add_generation_prompt=True)
+        added when the vocabulary asks for it and the template did not write it. template_kwargs
+        (`tools=[...]`, `chat_template="tool_use"`) reach apply_chat_template."""
+        rendered = self.apply_chat_template(messages, add_generation_prompt=True, **template_kwargs)
         if force_think:
             rendered += "<think>\n"
         ids = self.encode(rendered, add_special_tokens=False)

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny_tokenizers import byte_level_metadata, train_byte_level, write_tokenizer_gguf
+from tiny_tokenizers import byte_level_gguf
 
 from ktx.core.gguf import ValueType, write_gguf
 from ktx.core.gguf.writer import Typed
@@ -99,18 +98,10 @@ def test_demo_invalid_bytes_do_not_break_the_stream(demo_tok):
 # --- a byte-level BPE vocabulary -------------------------------------------------------------
 
 
-def _byte_level_gguf(path: Path) -> Path:
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    tk = train_byte_level(["the stream decoder holds partial characters until complete"] * 5, 400, specials)
-    meta = byte_level_metadata(tk, specials)
-    meta["tokenizer.ggml.eos_token_id"] = 0
-    return write_tokenizer_gguf(path, "qwen2", meta)
-
-
 @pytest.fixture(scope="module")
 def bpe_tok(tmp_path_factory) -> Tokenizer:
     tmp = tmp_path_factory.mktemp("bpe_stream")
-    return Tokenizer.from_gguf(_byte_level_gguf(tmp / "bpe.gguf"), cache_dir=tmp / "cache")
+    return Tokenizer.from_gguf(byte_level_gguf(tmp / "bpe.gguf"), cache_dir=tmp / "cache")
 
 
 @pytest.mark.parametrize("text", TEXTS)

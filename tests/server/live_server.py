@@ -72,7 +72,7 @@ def start_server(*flags: str, graceful_s: float = 5) -> LiveServer:
     config = uvicorn.Config(
         app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=graceful_s
     )
-    server = GracefulServer(config, app.state.engine)  # the CLI's server
+    server = GracefulServer(config, app.state.models)  # the CLI's server
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"

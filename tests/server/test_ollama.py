@@ -151,12 +151,12 @@ def test_tags_show_ps_and_version_describe_the_model(client, live, name):
     assert entry.model == name and entry.size == os.path.getsize(path) and len(entry.digest) == 64
     assert entry.modified_at.timestamp() == pytest.approx(os.path.getmtime(path), abs=1e-3)
     d = entry.details
-    assert (d.format, d.family, d.families) == ("gguf", "gemma3_text", ["gemma3_text"])
+    assert (d.format, d.family, d.families) == ("gguf", "gemma3", ["gemma3"])
     assert d.parameter_size == "268M" and d.quantization_level == "Q4_K_M"
 
     for alias in (name, live.engine.model_name):
         shown = client.show(alias)
-        assert shown.details == d and shown.capabilities == ["completion"]
+        assert shown.details == d and shown.capabilities == ["completion", "tools"]
         assert shown.modelinfo["general.architecture"] == "gemma3"
         assert shown.modelinfo["gemma3.context_length"] == 32768
         assert shown.modelinfo["gemma3.embedding_length"] == 640

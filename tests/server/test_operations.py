@@ -42,6 +42,8 @@ def test_open_bind_without_a_key_warns(monkeypatch, capsys):
 
     class FakeApp:
         class state:
+            models = None
+
             class engine:
                 model_name = "m"
 

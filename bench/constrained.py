@@ -93,7 +93,7 @@ def main() -> None:
 
     per_token = med(mask_ms) + max(med(apply_ms), 0.0) + med(accept_ms)
     step = med(step_ms)
-    weights = sum(t.nbytes for t in model.gguf.tensors.values())
+    weights = bytes_per_token(model.gguf)
     out = {
         "what": "bench/constrained.py: JSON-schema constrained decoding, per token vs one decode step",
         "date": datetime.date.today().isoformat(),
@@ -114,6 +114,7 @@ def main() -> None:
         "decode_step_ms": round(step, 3),
         "grammar_share_of_step": round(per_token / step, 4),
         "dram_read_gb_s": round(read, 1),
+        "weight_gb_per_token": round(weights / 1e9, 4),
         "decode_step_fraction_of_dram": round(weights / (step / 1e3) / 1e9 / read, 3),
     }
     print(f"CPU {out['cpu']} ({out['isa']}, {threads} threads); DRAM read {read:.1f} GB/s")
@@ -128,6 +129,21 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)
+
+
+def bytes_per_token(gf) -> float:
+    """Weight bytes one decode token reads: the routed experts' share its top-k picks (from the
+    GGUF's expert counts), every other matrix whole, the embedding table not at all (one row),
+    unless it is also the output head."""
+    arch = gf.metadata.get("general.architecture", "")
+    n = int(gf.metadata.get(f"{arch}.expert_count") or 0)
+    k = int(gf.metadata.get(f"{arch}.expert_used_count") or 0)
+    total = 0.0
+    for name, t in gf.tensors.items():
+        if name == "token_embd.weight" and "output.weight" in gf.tensors:
+            continue
+        total += t.nbytes * (k / n if "_exps." in name and n else 1)
+    return total
 
 
 def _commit() -> str:

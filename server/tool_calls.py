@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import RequestError
-from .tool_formats import Call, Grammar, ToolFormat, detect
+from .tool_formats import Call, Grammar, Mistral, ToolFormat, detect
 
 GENERIC_PROMPT = (
     "You can call these tools. Their signatures are JSON schemas:\n<tools>\n{tools}\n</tools>\n"
@@ -163,7 +163,8 @@ def prepare_messages(
     for a template without tools, the tools, calls and results written out in Hermes' format."""
     as_text = _arguments_as_text(template)
     generic = tool_plan is not None and tool_plan.generic
-    knows_tools = detect(template) is not None
+    family = detect(template)
+    knows_tools = family is not None
     out = []
     for m in messages:
         m = dict(m)
@@ -172,6 +173,11 @@ def prepare_messages(
             m["content"] = ""  # OpenAI clients send null beside calls; templates test it as text
         if calls:
             m["tool_calls"] = [_call_for_template(c, as_text) for c in calls]
+        if isinstance(family, Mistral):
+            for c in m.get("tool_calls") or ():
+                c["id"] = Mistral.history_id(c["id"])
+            if m.get("tool_call_id"):
+                m["tool_call_id"] = Mistral.history_id(m["tool_call_id"])
         if (generic or not knows_tools) and calls:
             blocks = "\n".join(
                 "<tool_call>\n"

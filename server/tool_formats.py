@@ -20,6 +20,7 @@ Mistral (`[TOOL_CALLS][...]` or `[TOOL_CALLS]name[ARGS]{...}`), DeepSeek-V3/R1 a
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import uuid
@@ -194,13 +195,23 @@ class Llama3(ToolFormat):
         return "", calls
 
     def lark(self, g, tools, parallel):
-        call = g.json(self.call_schema(tools, "parameters"))
-        return f"start: {g.repeat('call', parallel, chr(34) + '; ' + chr(34))}\ncall: {call}\n"
+        # one call: Llama 3.1's template refuses an assistant turn with several
+        return f"start: {g.json(self.call_schema(tools, 'parameters'))}\n"
 
 
 class Mistral(ToolFormat):
     name = "mistral"
     markers = ("[TOOL_CALLS]",)
+
+    def call_id(self, name, index):  # Mistral's templates require 9 letters and digits
+        return uuid.uuid4().hex[:9]
+
+    @staticmethod
+    def history_id(given: str) -> str:
+        """A client's call id as Mistral's templates accept it (9 letters and digits), the same
+        for the call and for the tool result that names it."""
+        alnum = re.sub(r"[^A-Za-z0-9]", "", given or "")
+        return alnum[-9:] if len(alnum) >= 9 else hashlib.sha256(given.encode()).hexdigest()[:9]
 
     def parse(self, text, tools):
         at = text.find("[TOOL_CALLS]")

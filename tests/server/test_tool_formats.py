@@ -182,3 +182,14 @@ def test_streamed_content_is_held_only_where_a_call_may_begin(family, pieces, sh
     rest, calls = stream.finish()
     assert sent + rest == shown
     assert bool(calls) == (shown != "".join(pieces))
+
+
+def test_mistral_gets_call_ids_it_accepts_the_same_for_call_and_result():
+    history = [
+        {"role": "assistant", "content": None, "tool_calls": CALLS[:1]},
+        {"role": "tool", "tool_call_id": CALLS[0]["id"], "content": "sunny"},
+    ]
+    out = prepare_messages(history, TEMPLATES["mistral"], None)
+    given = out[0]["tool_calls"][0]["id"]
+    assert len(given) == 9 and given.isalnum() and out[1]["tool_call_id"] == given
+    assert plan(None, TEMPLATES["mistral"], TOOLS, "auto").fmt.call_id("add", 0).isalnum()

@@ -85,7 +85,8 @@ def backend_tests(session: nox.Session, backend: str) -> None:
         "--index-url", index, "--extra-index-url", "https://pypi.org/simple", "torch==2.13.0", *extra
     )
     session.install(".[test]")
-    # exit 5: nothing is marked for this backend yet (its kernels arrive with their own issue)
+    # exit 5 (nothing selected) stays a success: a marker may select nothing on a build without
+    # the backend's optional parts
     session.run(
         "pytest", "-m", marker, "tests/backends", "tests/core", *session.posargs, success_codes=[0, 5]
     )

@@ -17,6 +17,9 @@ PyTorch path for what is missing):
     gqa_decode(q, k_cache, v_cache, block_table, seq_lens, scale, window, softcap)
     mla_decode(q_lat, q_pe, cache, block_table, seq_lens, scale, rank)
     stream_experts(cpu_moe, device)               CPU experts started/awaited in stream order
+                                                  (or None: the MoE layer's generic path)
+    finish_step(device)                           after a step: wait, raise deferred errors
+    DEQUANT_TYPES                                 the GGUF types `dequantize` expands there
     GraphRunner(model, pool, batch_size)          captured decode step
 """
 
@@ -79,7 +82,8 @@ def _run_detector(ep) -> Detection:
     return result
 
 
-# torch device type -> the backend package whose kernels serve it (ROCm's torch also says "cuda").
+# torch device type -> the backend package whose kernels serve it (a ROCm build's "cuda" devices
+# are served by backends/rocm: see kernels()).
 KERNEL_PACKAGES = {"cuda": "cuda", "xpu": "xpu", "npu": "ascend"}
 
 
@@ -90,6 +94,11 @@ def kernels(device_type: str) -> ModuleType | None:
     package = KERNEL_PACKAGES.get(device_type)
     if package is None:
         return None
+    if device_type == "cuda":
+        import torch
+
+        if torch.version.hip:  # a ROCm build: HIP devices answer as "cuda"
+            package = "rocm"
     try:
         return importlib.import_module(f"ktx.backends.{package}.kernels")
     except ModuleNotFoundError as e:

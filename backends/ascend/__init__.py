@@ -1,6 +1,4 @@
-"""Huawei Ascend NPUs through torch_npu: will hold the attention and dequantize kernels for the NPU
-(torch_npu / CANN operators). Those arrive with this backend's own issue; for now it only answers
-whether torch_npu is installed.
+"""Huawei Ascend NPUs through torch_npu: PyTorch paths on the "npu" device for now (kernels.py).
 
 Importing torch_npu initialises CANN and patches torch, which is slow and has side effects, so
 detection only looks for the module; whether an NPU answers is checked when this backend is chosen.

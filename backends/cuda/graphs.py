@@ -37,6 +37,8 @@ class _StaticBatch(ForwardBatch):
 
 
 class GraphRunner:
+    eager = False  # a backend whose capture was refused runs every step eagerly (rocm/graphs.py)
+
     def __init__(self, model: torch.nn.Module, pool: BlockPool, batch_size: int = 1):
         self.model, self.pool, self.batch_size = model, pool, batch_size
         self.device = model.model.embed_tokens.device
@@ -98,15 +100,15 @@ class GraphRunner:
     def step(self, segments: list[Segment], tokens: torch.Tensor) -> torch.Tensor:
         """Runs one decode step for `segments` (one new token each) -> logits [batch, vocab]."""
         self._fill(segments, tokens)
-        if self.graph is None:
+        if self.eager:
+            logits = self._run(segments).clone()
+        elif self.graph is None:
             side = torch.cuda.Stream(self.device)
             side.wait_stream(torch.cuda.current_stream(self.device))
             with torch.cuda.stream(side):
                 logits = self._run(segments).clone()  # warm-up, and this step's result
             torch.cuda.current_stream(self.device).wait_stream(side)
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):
-                self.logits = self._run(segments)
+            self._capture(segments)
         else:
             self.graph.replay()
             logits = self.logits.clone()
@@ -114,3 +116,8 @@ class GraphRunner:
             s.seq.length = s.start + 1
         check_all(self.device)
         return logits
+
+    def _capture(self, segments: list[Segment]) -> None:
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.logits = self._run(segments)

@@ -22,22 +22,44 @@ import torch
 
 from ktx.core.cpu_moe import CpuMoE, HostTask
 
-_driver = None
+
+class HostFuncs:
+    """A runtime's launch-a-host-function call, reached through ctypes: CUDA's driver
+    cuLaunchHostFunc, or HIP's hipLaunchHostFunc (backends/rocm), same signature:
+    (stream, void (*fn)(void*), void* arg) -> status."""
+
+    def __init__(self, library: str, symbol: str):
+        self.library, self.symbol = library, symbol
+        self._fn = None
+        self._ok: bool | None = None
+
+    def available(self) -> bool:
+        """Whether the library and its symbol load here (asked once, then remembered)."""
+        if self._ok is None:
+            try:
+                self._load()
+                self._ok = True
+            except (OSError, AttributeError):
+                self._ok = False
+        return self._ok
+
+    def _load(self):
+        if self._fn is None:
+            fn = getattr(ctypes.CDLL(self.library), self.symbol)
+            fn.argtypes = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
+            fn.restype = ctypes.c_int
+            self._fn = fn
+        return self._fn
+
+    def launch(self, stream: torch.cuda.Stream, fn: int, arg: int) -> None:
+        """`fn(arg)` runs on the runtime's thread once the stream's work before it is done; work
+        after it waits for it to return. The caller makes the stream's device current."""
+        rc = self._load()(stream.cuda_stream, fn, arg)
+        if rc != 0:
+            raise RuntimeError(f"{self.symbol} failed with status {rc}")
 
 
-def launch_host_func(stream: torch.cuda.Stream, fn: int, arg: int) -> None:
-    """cuLaunchHostFunc(stream, fn, arg): `fn(arg)` runs on a CUDA thread once the stream's work
-    before it is done; work after it waits for it to return. The caller makes the stream's
-    device current: the driver call works in the current context."""
-    global _driver
-    if _driver is None:
-        lib = ctypes.CDLL("libcuda.so.1")
-        lib.cuLaunchHostFunc.argtypes = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
-        lib.cuLaunchHostFunc.restype = ctypes.c_int
-        _driver = lib
-    rc = _driver.cuLaunchHostFunc(stream.cuda_stream, fn, arg)
-    if rc != 0:
-        raise RuntimeError(f"cuLaunchHostFunc failed with CUresult {rc}")
+CUDA_HOST_FUNCS = HostFuncs("libcuda.so.1", "cuLaunchHostFunc")
 
 
 class _Buffers:
@@ -62,8 +84,8 @@ _live: weakref.WeakSet = weakref.WeakSet()
 
 
 class StreamExperts:
-    def __init__(self, moe: CpuMoE, device: torch.device):
-        self.moe, self.device = moe, torch.device(device)
+    def __init__(self, moe: CpuMoE, device: torch.device, host_funcs: HostFuncs = CUDA_HOST_FUNCS):
+        self.moe, self.device, self.host_funcs = moe, torch.device(device), host_funcs
         # one small task per (tokens, k) seen, kept: a queued callback may still point at it
         self.tasks: dict[tuple[int, int], tuple[HostTask, tuple[torch.Tensor, ...]]] = {}
         self._pending: tuple[HostTask, tuple[torch.Tensor, ...]] | None = None
@@ -83,7 +105,7 @@ class StreamExperts:
 
     def _launch(self, fn: int, task: HostTask) -> None:
         with torch.cuda.device(self.device):  # layers on cuda:1 launch in cuda:1's context
-            launch_host_func(torch.cuda.current_stream(self.device), fn, task.address)
+            self.host_funcs.launch(torch.cuda.current_stream(self.device), fn, task.address)
 
     def submit(self, x: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor) -> None:
         # x: [n, hidden], ids/weights: [n, k] on self.device

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import torch
 
+from .dequant import SUPPORTED as DEQUANT_TYPES
 from .dequant import dequantize
 from .graphs import GraphRunner
+from .host_moe import CUDA_HOST_FUNCS as HOST_FUNCS
 from .host_moe import StreamExperts, check_all
 from .paged_attention import gqa_decode, mla_decode, warm_gqa, warm_mla
 
 __all__ = [
+    "DEQUANT_TYPES",
+    "HOST_FUNCS",
     "GraphRunner",
     "dequantize",
     "finish_step",

@@ -1,6 +1,6 @@
-"""AMD GPUs through ROCm/HIP: will reuse the Triton kernels of backends/cuda where they compile for
-HIP and hold the few that need AMD-specific tuning. Those arrive with this backend's own issue; for
-now it only answers whether ROCm is usable here.
+"""AMD GPUs through ROCm/HIP: the CUDA backend's Triton kernels compiled for AMD, CPU experts in
+stream order through hipLaunchHostFunc, hipGraph capture with an eager fallback (kernels.py).
+Detection stays cheap: nothing here imports triton or the HIP runtime.
 
 A ROCm build of torch exposes HIP devices as torch's "cuda" device type, hence device_type "cuda".
 """

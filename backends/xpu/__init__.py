@@ -1,6 +1,6 @@
-"""Intel GPUs (Arc, Data Center GPU Max) through torch.xpu: will hold the attention and
-dequantize kernels for XPU (Triton for XPU or SYCL). Those arrive with this backend's own issue;
-for now it only answers whether an XPU is usable here.
+"""Intel GPUs (Arc, Data Center GPU Max) through torch.xpu: the CUDA backend's Triton kernels
+where Triton for XPU is installed, PyTorch paths otherwise (kernels.py). Detection only asks
+torch whether an XPU is there.
 """
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ def direct_stream(monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "device", device)
     monkeypatch.setattr(torch.cuda, "current_stream", lambda d=None: types.SimpleNamespace(cuda_stream=0))
-    monkeypatch.setattr(host_moe, "launch_host_func", lambda stream, fn, arg: callback(fn)(arg))
+    monkeypatch.setattr(host_moe.CUDA_HOST_FUNCS, "launch", lambda stream, fn, arg: callback(fn)(arg))
     return host_moe, current
 
 

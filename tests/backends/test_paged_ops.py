@@ -22,7 +22,7 @@ from ktx.core.runtime.context import Segment
 TOL = 1e-4
 
 
-def _decode(model, prompts, steps):
+def decode(model, prompts, steps):
     pool = make_pool(model, 256, block_size=8)
     seqs = [SequenceKV() for _ in prompts]
     last = [int(prefill(model, pool, s, p).argmax()) for s, p in zip(seqs, prompts, strict=True)]
@@ -31,7 +31,7 @@ def _decode(model, prompts, steps):
         logits = forward_step(
             model, pool, [Segment(s, s.length, 1) for s in seqs], torch.tensor(last, dtype=torch.long)
         )
-        out.append(logits)
+        out.append(logits.cpu())
         last = logits.argmax(-1).tolist()
     return torch.stack(out)
 
@@ -41,7 +41,7 @@ def test_paged_decode_matches_the_pytorch_path(name, kernel_device, tiny_gguf, e
     model = load(tiny_gguf(name, "q8_0"))
     prompts = [random_ids(500, 13, seed=1), random_ids(500, 22, seed=2)]  # 2 and 3 blocks of 8
     with torch.inference_mode():
-        expected = _decode(model, prompts, 6)
+        expected = decode(model, prompts, 6)
 
         from ktx.backends.cuda import kernels as cuda_kernels
 
@@ -59,7 +59,7 @@ def test_paged_decode_matches_the_pytorch_path(name, kernel_device, tiny_gguf, e
         for cls in (Attention, MLAAttention):
             monkeypatch.setattr(cls, "accelerated", property(lambda self: True))
         model.__dict__.pop("_ktx_step_plan", None)  # the step plan is built for the placement
-        got = _decode(model, prompts, 6)
+        got = decode(model, prompts, 6)
     layers = model.config.num_hidden_layers
     assert len(calls) == 6 * layers  # every decode step, every layer, took the paged kernels
     assert (got - expected).abs().max().item() <= TOL

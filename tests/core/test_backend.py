@@ -122,3 +122,17 @@ def test_an_unusable_ktx_isa_makes_the_cpu_unavailable_with_the_reason():
     )
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("False KTX_ISA=bogus: unknown ISA 'bogus'")
+
+
+@pytest.mark.parametrize(("hip", "package"), [(None, "cuda"), ("6.4.0", "rocm")])
+def test_kernels_for_cuda_devices_come_from_the_build_s_backend(monkeypatch, hip, package):
+    """A ROCm build's HIP devices are torch's "cuda" device type; backends/rocm serves them."""
+    pytest.importorskip("triton", reason="the GPU backends' kernels are Triton code")
+    monkeypatch.setattr(torch.version, "hip", hip)
+    backend.kernels.cache_clear()
+    try:
+        assert backend.kernels("cuda").__name__ == f"ktx.backends.{package}.kernels"
+        assert backend.kernels("npu").__name__ == "ktx.backends.ascend.kernels"
+        assert backend.kernels("cpu") is None
+    finally:
+        backend.kernels.cache_clear()

@@ -41,7 +41,7 @@ from .models import Entry, keep_alive_seconds
 from .openai_api import collect, until_disconnected
 from .protocol import chat_prompt_ids
 from .structured import ollama_grammar
-from .tool_calls import ToolPlan, ToolStream, grammar_of, new_id, ollama_calls, plan, prepare_messages
+from .tool_calls import ToolPlan, ToolStream, chat_prompt, grammar_of, new_id, ollama_calls
 
 router = APIRouter(prefix="/api", tags=["ollama"])
 
@@ -163,21 +163,13 @@ async def chat(body: ChatBody, request: Request):
     for i, m in enumerate(body.messages):
         if m.images:
             raise RequestError(f"messages[{i}].images: this model reads text only")
-    tok = engine.tokenizer
-    named = "tool_use" if body.tools and "tool_use" in tok.chat_templates else None
-    template = tok.chat_templates[named] if named else tok.chat_template
     choice = (
         {"type": "function", "function": {"name": body.tool_choice}}
         if _is_name(body.tool_choice)
         else body.tool_choice
     )
-    tools = plan(tok, template, body.tools, choice)
-    kwargs = tools.template_kwargs() if tools else {}
-    if named:
-        kwargs["chat_template"] = named
-    kwargs.update(_thinking(body.think))
-    messages = prepare_messages([_message(m) for m in body.messages], template, tools)
-    ids = chat_prompt_ids(tok, messages, **kwargs)
+    messages = [_message(m) for m in body.messages]
+    ids, tools = chat_prompt(engine.tokenizer, messages, body.tools, choice, **_thinking(body.think))
     return await _answer(engine, body, ids, chat=True, t0=t0, request=request, tools=tools)
 
 

@@ -15,9 +15,9 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from .engine import Engine, FinishEvent, GenerationRequest, TokenEvent
 from .errors import RequestError
 from .logprobs import Logprobs, scored
-from .protocol import ChatRequest, CompletionRequest, chat_prompt_ids, completion_prompt_ids
+from .protocol import ChatRequest, CompletionRequest, completion_prompt_ids
 from .structured import openai_grammar
-from .tool_calls import ToolPlan, ToolStream, grammar_of, openai_calls, plan, prepare_messages
+from .tool_calls import ToolPlan, ToolStream, chat_prompt, grammar_of, openai_calls
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -64,18 +64,11 @@ def _model_card(entry) -> dict:
 async def chat_completions(body: ChatRequest, request: Request):
     body.refuse_unsupported()
     engine = await engine_for(request, body.model)
-    tok = engine.tokenizer
     given, choice = body.tool_request()
-    # a file's separate tool-use template serves requests with tools, as transformers picks it
-    named = "tool_use" if given and "tool_use" in tok.chat_templates else None
-    template = tok.chat_templates[named] if named else tok.chat_template
-    tools = plan(tok, template, given, choice, body.parallel_tool_calls)
-    kwargs = tools.template_kwargs() if tools else {}
-    if named:
-        kwargs["chat_template"] = named
-    if body.reasoning_effort:
-        kwargs["reasoning_effort"] = body.reasoning_effort
-    ids = chat_prompt_ids(tok, prepare_messages(body.conversation(), template, tools), **kwargs)
+    extra = {"reasoning_effort": body.reasoning_effort} if body.reasoning_effort else {}
+    ids, tools = chat_prompt(
+        engine.tokenizer, body.conversation(), given, choice, body.parallel_tool_calls, **extra
+    )
     return await _complete(engine, body, ids, chat=True, request=request, tools=tools)
 
 

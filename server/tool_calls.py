@@ -52,6 +52,29 @@ class ToolPlan:
         return self.clean(content), calls
 
 
+def chat_prompt(
+    tokenizer,
+    messages: list[dict[str, Any]],
+    tools: Any,
+    tool_choice: Any = None,
+    parallel: bool | None = True,
+    **extra,
+) -> tuple[list[int], ToolPlan | None]:
+    """A chat request's prompt ids and its tool plan: the file's separate `tool_use` template
+    when the request has tools and the file has one (as transformers picks it), the tools and
+    `extra` (enable_thinking, reasoning_effort ...) handed to the template."""
+    from .protocol import chat_prompt_ids
+
+    named = "tool_use" if tools and "tool_use" in tokenizer.chat_templates else None
+    template = tokenizer.chat_templates[named] if named else tokenizer.chat_template
+    tool_plan = plan(tokenizer, template, tools, tool_choice, parallel)
+    kwargs = {**(tool_plan.template_kwargs() if tool_plan else {}), **extra}
+    if named:
+        kwargs["chat_template"] = named
+    ids = chat_prompt_ids(tokenizer, prepare_messages(messages, template, tool_plan), **kwargs)
+    return ids, tool_plan
+
+
 def check_tools(tools: Any, param: str = "tools") -> list[dict[str, Any]]:
     """OpenAI's (and Ollama's) tool list, checked: type function, a name, an object schema."""
     if not isinstance(tools, list):

@@ -145,7 +145,8 @@ class Engine:
         self.metrics = metrics
         self.eos = set(getattr(self.tokenizer, "eos_token_ids", ()) or ())
         self._waiting: deque[_Live] = deque()
-        self._jobs: deque[tuple[list[list[int]], asyncio.AbstractEventLoop, asyncio.Future]] = deque()
+        # embedding jobs: (inputs, their vectors so far, the asking loop, its future)
+        self._jobs: deque[tuple[list[list[int]], list, asyncio.AbstractEventLoop, asyncio.Future]] = deque()
         self.pooling = _pooling(model)
         self._running: list[_Live] = []
         self._cv = threading.Condition()
@@ -245,13 +246,14 @@ class Engine:
 
     async def embed(self, inputs: list[list[int]]) -> list[list[float]]:
         """One embedding per token list: the final hidden states pooled (`self.pooling`: mean
-        unless the GGUF names another) and L2-normalised. Run by the scheduler between steps,
-        each input in a pass of its own, so a vector does not depend on what else was asked."""
+        unless the GGUF names another) and L2-normalised. Run by the scheduler, one input in a
+        pass of its own between decode steps (a vector does not depend on what else was asked,
+        and a large batch does not stall the running requests)."""
         self.check_accepting()
         loop = asyncio.get_running_loop()
         done = loop.create_future()
         with self._cv:
-            self._jobs.append((inputs, loop, done))
+            self._jobs.append((inputs, [], loop, done))
             self._cv.notify_all()
         return await done
 
@@ -310,26 +312,33 @@ class Engine:
                 time.sleep(0.001)  # blocks are held by cancelled requests being dropped
         for live in [*self._running, *self._waiting]:
             self._finish(live, "cancelled")
-        for _, loop, done in self._jobs:
+        for _, _, loop, done in self._jobs:
             loop.call_soon_threadsafe(
                 _settle, done, None, RequestError("the server is shutting down", status=503)
             )
 
     def _run_jobs(self) -> None:
-        while True:
+        """Embeds one input of the oldest embedding job; the job ends with its last input, its
+        first failure, or its client gone (only this thread takes jobs off the queue)."""
+        with self._cv:
+            if not self._jobs:
+                return
+            inputs, vectors, loop, done = self._jobs[0]
+        error = None
+        try:
+            if not done.done():
+                vectors.append(self._embed_one(inputs[len(vectors)]))
+        except RequestError as e:
+            error = e
+        except Exception as e:
+            log.exception("embedding failed")
+            error = RequestError(
+                f"embedding failed: {type(e).__name__}: {e}", status=500, type="server_error"
+            )
+        if error is not None or done.done() or len(vectors) == len(inputs):
             with self._cv:
-                if not self._jobs:
-                    return
-                inputs, loop, done = self._jobs.popleft()
-            try:
-                loop.call_soon_threadsafe(_settle, done, [self._embed_one(ids) for ids in inputs], None)
-            except Exception as e:
-                if not isinstance(e, RequestError):
-                    log.exception("embedding failed")
-                    e = RequestError(
-                        f"embedding failed: {type(e).__name__}: {e}", status=500, type="server_error"
-                    )
-                loop.call_soon_threadsafe(_settle, done, None, e)
+                self._jobs.popleft()
+            loop.call_soon_threadsafe(_settle, done, None if error else vectors, error)
 
     def _embed_one(self, ids: list[int]) -> list[float]:
         seq = SequenceKV()
@@ -505,7 +514,7 @@ class Engine:
 
     # -- tests and tools -----------------------------------------------------------------------
     def idle(self) -> bool:
-        return not self._running and not self._waiting
+        return not self._running and not self._waiting and not self._jobs
 
 
 def _settle(done: asyncio.Future, result, error) -> None:

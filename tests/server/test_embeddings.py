@@ -95,3 +95,32 @@ def test_ollama_embed_and_embeddings(client, live):
     assert len(c.embed(model=name, input=long).embeddings[0]) == live.engine.model.config.hidden_size
     with pytest.raises(ollama.ResponseError):
         c.embed(model=name, input=long, truncate=False)
+
+
+def test_embeddings_between_the_steps_of_running_requests(client, live):
+    """A batch of inputs is embedded one input per scheduler step: a request running meanwhile
+    gives its lone-run text, and the vectors are those of a quiet server."""
+    import threading
+
+    from test_openai import single_run
+
+    quiet = [
+        d.embedding for d in client.embeddings.create(model=live.engine.model_name, input=TEXTS * 3).data
+    ]
+    expected = single_run(live, "The quick brown fox", 24)
+    got = {}
+
+    def chat() -> None:
+        r = client.chat.completions.create(
+            model=live.engine.model_name,
+            messages=[{"role": "user", "content": "The quick brown fox"}],
+            max_tokens=24,
+            temperature=0,
+        )
+        got["text"] = r.choices[0].message.content
+
+    t = threading.Thread(target=chat)
+    t.start()
+    busy = [d.embedding for d in client.embeddings.create(model=live.engine.model_name, input=TEXTS * 3).data]
+    t.join()
+    assert busy == quiet and got["text"] == expected

@@ -171,8 +171,12 @@ class Models:
         budget: dict[str, int] | None = None,
         keep_alive_s: float | None = 300.0,
         grace_s: float = 10.0,
+        context_cap: int | None = None,
     ):
         self.directory, self._load, self.budget = directory, load, budget or {}
+        # what a request may hold once a model loads (--cache-lens, --ctx-size): the context
+        # listed for a model not loaded yet, so clients size requests right before the first
+        self.context_cap = context_cap
         self.keep_alive_s, self.grace_s = keep_alive_s, grace_s
         self.entries: dict[str, Entry] = {}
         self._loading = asyncio.Lock()
@@ -214,6 +218,9 @@ class Models:
                 if name not in self.entries:
                     entry = self._entry(name, path)
                     if entry is not None:
+                        known, cap = entry.info["context_length"], self.context_cap
+                        if cap:
+                            entry.info["context_length"] = min(known, cap) if known else cap
                         self.entries[name] = entry
             return sorted(self.entries.values(), key=lambda e: e.name)
 

@@ -151,7 +151,14 @@ async def _engine(request: Request, model: str, keep_alive: Any = None) -> Engin
     kept for `keep_alive`); else a 400 or a 404."""
     if not model:
         raise RequestError("model is required")
-    return await request.app.state.models.get(model, keep_alive)
+    models = request.app.state.models
+    entry = models.find(model)
+    before = entry.engine if entry is not None else None
+    start = time.perf_counter()
+    engine = await models.get(model, keep_alive)
+    if engine is not before:  # it was loaded for this request
+        request.state.load_s = time.perf_counter() - start  # Ollama's load_duration
+    return engine
 
 
 @router.post("/chat", response_model=None)
@@ -253,12 +260,12 @@ def _piece(text: str, chat: bool, calls: list | None = None) -> dict:
     return {"message": message}
 
 
-def _final(finish: FinishEvent, t0: float) -> dict:
+def _final(finish: FinishEvent, t0: float, load_s: float = 0.0) -> dict:
     return {
         "done": True,
         "done_reason": finish.finish_reason,
         "total_duration": _ns(time.perf_counter() - t0),
-        "load_duration": 0,
+        "load_duration": _ns(load_s),
         "prompt_eval_count": finish.prompt_tokens,
         "prompt_eval_duration": _ns(finish.prefill_s),
         "eval_count": finish.completion_tokens,
@@ -297,7 +304,7 @@ async def _answer(
         lp = await Logprobs.of(engine.tokenizer)
     engine.check_accepting()  # a 503 before a stream's status line, not inside it
     if body.stream:
-        lines = _ndjson(engine, req, body.model, chat, t0, lp, tools)
+        lines = _ndjson(engine, req, body.model, chat, t0, lp, tools, getattr(request.state, "load_s", 0.0))
         return StreamingResponse(lines, media_type="application/x-ndjson")
     finish, events = await until_disconnected(request, collect(engine, req))
     if finish.finish_reason not in ("stop", "length"):
@@ -307,7 +314,8 @@ async def _answer(
     if tools is not None:
         content, calls = tools.read(finish.text)
         piece = _piece(content, chat, ollama_calls(calls))
-    return JSONResponse({**_head(body.model), **piece, **scores, **_final(finish, t0)})
+    load_s = getattr(request.state, "load_s", 0.0)
+    return JSONResponse({**_head(body.model), **piece, **scores, **_final(finish, t0, load_s)})
 
 
 def _line(obj: dict) -> str:
@@ -322,6 +330,7 @@ async def _ndjson(
     t0: float,
     lp: Logprobs | None = None,
     tools: ToolPlan | None = None,
+    load_s: float = 0.0,
 ) -> AsyncIterator[str]:
     pending: list[TokenEvent] = []  # scored tokens whose text is still held back
     held = ToolStream(tools) if tools is not None else None
@@ -340,7 +349,7 @@ async def _ndjson(
                     if rest or calls:
                         piece = _piece(rest, chat, ollama_calls(calls))
                         yield _line({**_head(model), **piece, "done": False})
-                yield _line({**_head(model), **_piece("", chat), **_final(event, t0)})
+                yield _line({**_head(model), **_piece("", chat), **_final(event, t0, load_s)})
             else:
                 yield _line({"error": _failure(event).message})
     except RequestError as e:  # refused once the response had begun (the server is shutting down)

@@ -174,7 +174,8 @@ def _directory(args: argparse.Namespace):
             model.tokenizer.chat_templates["default"] = chat_template_source(args.chat_template)
         return make_engine(args, model, entry.name)
 
-    return Models(args.models, load, memory_budget(args.models_memory_gb), keep_alive_s=keep)
+    cap = min(args.cache_lens, args.ctx_size or args.cache_lens)
+    return Models(args.models, load, memory_budget(args.models_memory_gb), keep_alive_s=keep, context_cap=cap)
 
 
 def make_engine(args: argparse.Namespace, model, name: str):

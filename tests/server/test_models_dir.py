@@ -60,6 +60,8 @@ def test_the_directory_is_listed_with_metadata_before_anything_loads(live):
     assert set(cards) == {"tiny-moe", "dense"}  # broken.gguf is skipped (logged), notes.txt ignored
     assert cards["tiny-moe"]["meta"]["family"] == "qwen3moe" and cards["dense"]["meta"]["family"] == "llama"
     assert cards["dense"]["meta"]["quantization"] == "F16"
+    # the context a request will get (--cache-lens 1024), not the file's 4096
+    assert {c["meta"]["context_length"] for c in cards.values()} == {1024}
     tags = {m["name"]: m for m in httpx.get(f"{live.url}/api/tags", timeout=30).json()["models"]}
     assert set(tags) == {"tiny-moe:latest", "dense:latest"}
     assert tags["tiny-moe:latest"]["details"]["quantization_level"] == "Q8_0"
@@ -123,6 +125,10 @@ def test_keep_alive(live, models):
     assert "dense:latest" in ps and not ps["dense:latest"]["expires_at"].startswith("2999")
     r = c.generate(model="dense", prompt="", keep_alive=0)
     assert r.done_reason == "unload"
+    loading = c.generate(model="dense", prompt="Hi", options={"num_predict": 1}, keep_alive="10m")
+    loaded = c.generate(model="dense", prompt="Hi", options={"num_predict": 1}, keep_alive="10m")
+    assert loading.load_duration > loaded.load_duration  # the first waited for the load
+    c.generate(model="dense", prompt="", keep_alive=0)
     assert "dense:latest" not in _loaded(live)
     c.generate(model="dense", prompt="Hi", options={"num_predict": 1}, keep_alive=0)  # unloaded once done
     deadline = time.monotonic() + 10

@@ -36,7 +36,10 @@ TokenList = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
 class OpenAIEmbeddingRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
     input: (
-        str | Annotated[list[str], Field(min_length=1, max_length=MAX_INPUTS)] | TokenList | list[TokenList]
+        str
+        | Annotated[list[str], Field(min_length=1, max_length=MAX_INPUTS)]
+        | TokenList
+        | Annotated[list[TokenList], Field(min_length=1, max_length=MAX_INPUTS)]
     )
     model: str | None = None
     encoding_format: str = "float"

@@ -250,6 +250,8 @@ class Engine:
         pass of its own between decode steps (a vector does not depend on what else was asked,
         and a large batch does not stall the running requests)."""
         self.check_accepting()
+        if not inputs:
+            return []
         loop = asyncio.get_running_loop()
         done = loop.create_future()
         with self._cv:

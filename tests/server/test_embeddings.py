@@ -124,3 +124,11 @@ def test_embeddings_between_the_steps_of_running_requests(client, live):
     busy = [d.embedding for d in client.embeddings.create(model=live.engine.model_name, input=TEXTS * 3).data]
     t.join()
     assert busy == quiet and got["text"] == expected
+
+
+def test_empty_inputs_are_400s(live):
+    for body in ({"input": []}, {"input": [[]]}, {"input": ""}):
+        r = httpx.post(
+            f"{live.url}/v1/embeddings", json={"model": live.engine.model_name, **body}, timeout=60
+        )
+        assert r.status_code == 400, (body, r.text)

@@ -48,14 +48,15 @@ def test_deprecated_functions_are_read_as_tools(live):
         "name": "add",
         "parameters": {
             "type": "object",
-            "properties": {"a": {"type": "integer", "maximum": 9}},
+            "properties": {"a": {"type": "integer", "minimum": 0, "maximum": 9}},
             "required": ["a"],
+            "additionalProperties": False,
         },
     }
     r = _post(
         live,
         "/v1/chat/completions",
-        {"messages": ASK, "functions": [fn], "function_call": {"name": "add"}, "max_tokens": 200},
+        {"messages": ASK, "functions": [fn], "function_call": {"name": "add"}, "max_tokens": 200, "seed": 3},
     )
     assert r.status_code == 200, r.text
     choice = r.json()["choices"][0]

@@ -17,9 +17,6 @@ from ktx.core.runtime.grammar import token_table
 
 from .engine import TokenEvent
 
-MAX_TOP_CHAT = 20  # OpenAI's bound on top_logprobs
-MAX_TOP_COMPLETIONS = 5  # and on the completions API's logprobs
-
 
 class Logprobs:
     """Turns TokenEvents' log-probabilities into OpenAI's or Ollama's entries."""

@@ -261,7 +261,7 @@ class Models:
         """The engine of the model `name` (None: the default), loaded if it is not; its
         keep-alive renewed. 404 for an unknown name, 400 for a model that cannot fit, 503 when
         the room it needs is held by models serving requests."""
-        entry = self._resolve(name, param)
+        entry = self.resolve(name, param)
         seconds = keep_alive_seconds(keep_alive, self.keep_alive_s)
         if entry.engine is None:
             async with self._loading:
@@ -272,7 +272,7 @@ class Models:
             entry.expires_at = None if seconds is None else entry.last_used + seconds
         return entry.engine
 
-    def _resolve(self, name: str | None, param: str) -> Entry:
+    def resolve(self, name: str | None, param: str = "model") -> Entry:
         if not name:
             engine = self.default
             if engine is not None:
@@ -359,7 +359,7 @@ class Models:
 
     async def unload(self, name: str) -> bool:
         """Unloads `name` once its requests are done (Ollama's keep_alive 0); False if fixed."""
-        entry = self._resolve(name, "model")
+        entry = self.resolve(name, "model")
         if entry.fixed:
             return False
         entry.expires_at = time.monotonic()

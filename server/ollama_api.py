@@ -36,10 +36,10 @@ from ktx.core.runtime.sampler import SamplingParams
 
 from .engine import Engine, FinishEvent, GenerationRequest, TokenEvent
 from .errors import RequestError
-from .logprobs import MAX_TOP_CHAT, Logprobs, scored
+from .logprobs import Logprobs, scored
 from .models import Entry, keep_alive_seconds
 from .openai_api import collect, until_disconnected
-from .protocol import chat_prompt_ids
+from .protocol import MAX_TOP_CHAT, chat_prompt_ids
 from .structured import ollama_grammar
 from .tool_calls import ToolPlan, ToolStream, chat_prompt, grammar_of, new_id, ollama_calls
 
@@ -429,7 +429,7 @@ async def show(body: ShowBody, request: Request) -> dict:
     name = body.model or body.name
     if not name:
         raise RequestError("model is required")
-    entry = request.app.state.models._resolve(name, "model")  # shown without loading it
+    entry = request.app.state.models.resolve(name)  # shown without loading it
     if entry.engine is not None:
         return _show(
             entry, entry.engine.model.gguf.metadata, entry.engine.model.config, entry.engine.tokenizer

@@ -37,7 +37,7 @@ async def list_models(request: Request) -> dict:
 @router.get("/models/{model_id:path}")
 async def get_model(model_id: str, request: Request) -> dict:
     models = request.app.state.models
-    return _model_card(models._resolve(model_id, "model"))
+    return _model_card(models.resolve(model_id))
 
 
 def _model_card(entry) -> dict:

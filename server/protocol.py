@@ -19,6 +19,8 @@ from ktx.core.runtime.sampler import SamplingParams
 from .errors import RequestError
 
 MAX_STOPS = 4
+MAX_TOP_CHAT = 20  # OpenAI's bound on top_logprobs (Ollama's too, here)
+MAX_TOP_COMPLETIONS = 5  # and on the completions API's logprobs
 # fields ktx knows and cannot honour: field -> (what a request may still give, why not)
 UNSUPPORTED = {
     "audio": (None, "audio output is not supported (text only)"),
@@ -138,7 +140,7 @@ class ChatRequest(_Sampling):
         return tools, choice
 
     logprobs: bool = False
-    top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
+    top_logprobs: Annotated[int, Field(ge=0, le=MAX_TOP_CHAT)] | None = None
 
     def logprob_count(self) -> int | None:
         """None: no logprobs; else how many alternatives each token lists."""
@@ -188,7 +190,7 @@ class CompletionRequest(_Sampling):
     )
 
     # the completions API's logprobs: how many alternatives each token lists (0: the token's own)
-    logprobs: Annotated[int, Field(ge=0, le=5)] | None = None
+    logprobs: Annotated[int, Field(ge=0, le=MAX_TOP_COMPLETIONS)] | None = None
 
     def max_new_tokens(self) -> tuple[int | None, str]:
         return self.max_tokens, "max_tokens"

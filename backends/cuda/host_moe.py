@@ -11,6 +11,9 @@ The callbacks are the C++ kernels' own functions, so no Python (and no GIL) runs
 callback thread; cuLaunchHostFunc is the driver's, reached through ctypes because the kernels
 are built without CUDA. Pinned buffers are shared by all layers of a device with the same
 shapes: stream order keeps one layer's use from overlapping the next.
+
+Other runtimes bring their own launcher with the same two calls (`available`, `launch_on`):
+HIP's hipLaunchHostFunc (backends/rocm), torch_npu's host-function launch (backends/ascend).
 """
 
 from __future__ import annotations
@@ -58,6 +61,12 @@ class HostFuncs:
         if rc != 0:
             raise RuntimeError(f"{self.symbol} failed with status {rc}")
 
+    def launch_on(self, device: torch.device, fn: int, arg: int) -> None:
+        """`launch` on the current stream of `device`, in that device's context (a layer on
+        cuda:1 launches in cuda:1's context)."""
+        with torch.cuda.device(device):
+            self.launch(torch.cuda.current_stream(device), fn, arg)
+
 
 CUDA_HOST_FUNCS = HostFuncs("libcuda.so.1", "cuLaunchHostFunc")
 
@@ -65,8 +74,8 @@ CUDA_HOST_FUNCS = HostFuncs("libcuda.so.1", "cuLaunchHostFunc")
 class _Buffers:
     """Pinned host buffers for calls of up to `rows` tokens x k experts: x, ids, weights, out."""
 
-    def __init__(self, rows: int, k: int, hidden: int):
-        pin = dict(pin_memory=torch.cuda.is_available())  # pinned for the GPU's copies (tests run without)
+    def __init__(self, rows: int, k: int, hidden: int, pin: bool):
+        pin = dict(pin_memory=pin)  # pinned for the device's copies (CPU stand-ins in tests: not)
         self.x = torch.empty(rows, hidden, dtype=torch.float32, **pin)
         self.ids = torch.empty(rows, k, dtype=torch.int64, **pin)
         self.weights = torch.empty(rows, k, dtype=torch.float32, **pin)
@@ -98,14 +107,13 @@ class StreamExperts:
             key = (self.device, rows, k, self.moe.hidden)
             bufs = _shared.get(key)
             if bufs is None:
-                bufs = _shared[key] = _Buffers(rows, k, self.moe.hidden)
+                bufs = _shared[key] = _Buffers(rows, k, self.moe.hidden, pin=self.device.type != "cpu")
             views = bufs.first(n)
             got = self.tasks[(n, k)] = (self.moe.host_task(*views), views)
         return got
 
     def _launch(self, fn: int, task: HostTask) -> None:
-        with torch.cuda.device(self.device):  # layers on cuda:1 launch in cuda:1's context
-            self.host_funcs.launch(torch.cuda.current_stream(self.device), fn, task.address)
+        self.host_funcs.launch_on(self.device, fn, task.address)
 
     def submit(self, x: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor) -> None:
         # x: [n, hidden], ids/weights: [n, k] on self.device
@@ -140,8 +148,11 @@ class StreamExperts:
             task.check()
 
 
-def check_all(device: torch.device | None = None) -> None:
-    """Waits for the stream, then raises the first error any CPU experts' callback recorded."""
-    torch.cuda.current_stream(device).synchronize()
+def check_all(device: torch.device | str | None = None) -> None:
+    """Waits for the device's current stream (CUDA's default device when None), then raises the
+    first error any CPU experts' callback recorded."""
+    device = torch.device(device if device is not None else "cuda")
+    if device.type != "cpu":
+        getattr(torch, device.type).current_stream(device).synchronize()  # torch.cuda, .xpu, .npu
     for runner in list(_live):
         runner.check()

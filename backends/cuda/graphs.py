@@ -10,17 +10,32 @@ ids and the step's DeviceBatch (positions, KV write slots, block table, sequence
 block table is as wide as the pool, so one graph serves any sequence length the pool can hold.
 The first step runs eagerly on a side stream (warm-up: kernels compiled, pinned buffers and
 rotary tables made), then the graph is captured; replays start from the next step.
+
+torch.xpu and torch_npu's torch.npu offer the same calls (Stream, stream, current_stream, graph
+and XPUGraph / NPUGraph), so one runner serves them: the backends of those devices (and ROCm's)
+subclass it with `FALLBACK` set, under which a capture the runtime refuses is not an error
+(the runner says so once and runs every later step eagerly, with the same results). A model
+whose CPU experts cannot be queued on the stream (no host-function launch there: the MoE
+layer's generic path copies and waits from Python, which a capture must not hold) is never
+captured: its steps run eagerly from the start.
 """
 
 from __future__ import annotations
 
+import logging
+
 import torch
 
+from ktx.core.backend import kernels
+from ktx.core.ops.moe import Experts
 from ktx.core.runtime.context import DeviceBatch, ForwardBatch, Segment, forward_batch
 from ktx.core.runtime.forward import layers_forward
 from ktx.core.runtime.kv_cache import BlockPool
 
 from .host_moe import check_all
+
+log = logging.getLogger("ktx.backends")
+GRAPH_CLASSES = {"cuda": "CUDAGraph", "xpu": "XPUGraph", "npu": "NPUGraph"}  # torch.<device type>.<class>
 
 
 class _StaticBatch(ForwardBatch):
@@ -32,18 +47,25 @@ class _StaticBatch(ForwardBatch):
 
     def on(self, device: torch.device) -> DeviceBatch:
         if device != self.device:
-            raise RuntimeError(f"a CUDA graph runs on one device ({self.device}); this layer is on {device}")
+            raise RuntimeError(f"a decode graph runs on one device ({self.device}), this layer on {device}")
         return self.static
 
 
 class GraphRunner:
-    eager = False  # a backend whose capture was refused runs every step eagerly (rocm/graphs.py)
+    DEVICE_TYPE = "cuda"  # the torch device type (and module: torch.cuda) of this runner
+    FALLBACK = False  # a refused capture: eager steps (True), or the runtime's error (CUDA)
 
     def __init__(self, model: torch.nn.Module, pool: BlockPool, batch_size: int = 1):
         self.model, self.pool, self.batch_size = model, pool, batch_size
         self.device = model.model.embed_tokens.device
-        if self.device.type != "cuda":
-            raise ValueError(f"CUDA graphs need the model on a CUDA device, not {self.device}")
+        if self.device.type != self.DEVICE_TYPE:
+            raise ValueError(f"{self.DEVICE_TYPE} graphs need the model on that device, not {self.device}")
+        self.api = getattr(torch, self.DEVICE_TYPE)  # torch.cuda (ROCm's too), torch.xpu, torch.npu
+        self.eager = False
+        unqueued = unqueued_experts(model, self.device)
+        if unqueued:
+            self.eager = True
+            log.warning("decode steps on %s run eagerly, not as a graph: %s", self.device, unqueued)
         d, b = self.device, batch_size
         self.input_ids = torch.zeros(b, dtype=torch.long, device=d)
         self.static = DeviceBatch(
@@ -52,7 +74,7 @@ class GraphRunner:
             block_table=torch.zeros(b, pool.num_blocks, dtype=torch.int32, device=d),
             seq_lens=torch.ones(b, dtype=torch.int32, device=d),
         )
-        self.graph: torch.cuda.CUDAGraph | None = None
+        self.graph = None  # torch.cuda.CUDAGraph, torch.xpu.XPUGraph, torch.npu.NPUGraph
         self.logits: torch.Tensor | None = None
         # Pinned host twins of the static tensors, made once: a step's values are written
         # there and copied in stream order. Reuse is safe because step() waits for the stream
@@ -103,11 +125,12 @@ class GraphRunner:
         if self.eager:
             logits = self._run(segments).clone()
         elif self.graph is None:
-            side = torch.cuda.Stream(self.device)
-            side.wait_stream(torch.cuda.current_stream(self.device))
-            with torch.cuda.stream(side):
+            api = self.api
+            side = api.Stream(self.device)
+            side.wait_stream(api.current_stream(self.device))
+            with api.stream(side):
                 logits = self._run(segments).clone()  # warm-up, and this step's result
-            torch.cuda.current_stream(self.device).wait_stream(side)
+            api.current_stream(self.device).wait_stream(side)
             self._capture(segments)
         else:
             self.graph.replay()
@@ -118,6 +141,26 @@ class GraphRunner:
         return logits
 
     def _capture(self, segments: list[Segment]) -> None:
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.logits = self._run(segments)
+        self.graph = getattr(self.api, GRAPH_CLASSES[self.DEVICE_TYPE])()
+        try:
+            with self.api.graph(self.graph):
+                self.logits = self._run(segments)
+        except RuntimeError as e:
+            if not self.FALLBACK:
+                raise
+            self.graph, self.logits, self.eager = None, None, True
+            self.api.synchronize(self.device)
+            log.warning("decode graph capture refused on %s (%s): decode steps run eagerly", self.device, e)
+
+
+def unqueued_experts(model: torch.nn.Module, device: torch.device) -> str | None:
+    """Why a captured step could not hold this model's CPU experts (None when it can): the
+    device's backend has no host-function launch here, so the MoE layer's generic path would
+    copy and wait from Python."""
+    if not any(isinstance(m, Experts) and m.kernel is not None for m in model.modules()):
+        return None
+    host_funcs = getattr(kernels(device.type), "HOST_FUNCS", None)
+    if host_funcs is not None and host_funcs.available():
+        return None
+    what = "it has no host-function launch" if host_funcs is None else f"{host_funcs.symbol} is not available"
+    return f"the model has CPU experts and {device.type}'s backend cannot queue them on its stream ({what})"

@@ -339,11 +339,20 @@ def _cuda_sms(index: int) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count
 
 
+@functools.lru_cache
+def _xpu_cores(index: int) -> int:
+    return torch.xpu.get_device_properties(index).gpu_subslice_count
+
+
 def _sm_count(device: torch.device) -> int:
-    """The device's streaming multiprocessors; 0 off the GPU (CPU tensors: the interpreter)."""
-    if device.type != "cuda":
-        return 0
-    return _cuda_sms(device.index if device.index is not None else torch.cuda.current_device())
+    """The GPU's units that each run programs on their own: streaming multiprocessors (CUDA),
+    compute units (ROCm: also multi_processor_count), Xe-cores (XPU's subslices); 0 off the GPU
+    (CPU tensors: the interpreter)."""
+    if device.type == "cuda":
+        return _cuda_sms(device.index if device.index is not None else torch.cuda.current_device())
+    if device.type == "xpu":
+        return _xpu_cores(device.index if device.index is not None else torch.xpu.current_device())
+    return 0
 
 
 def _num_splits(programs: int, device: torch.device) -> int:

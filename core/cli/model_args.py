@@ -62,7 +62,7 @@ def add_model_flags(p: argparse.ArgumentParser, sampling: bool = True) -> None:
     g.add_argument(
         "--cuda-graph",
         action="store_true",
-        help="replay each decode step as one captured CUDA graph (GPU devices)",
+        help="replay each decode step as one captured graph (CUDA/HIP, XPU and NPU devices)",
     )
     g.add_argument(
         "--cpu-threads", type=positive_int, metavar="N", help="CPU threads (default: physical cores)"

@@ -15,7 +15,6 @@ is skipped, saying so.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import importlib
 import math
@@ -134,8 +133,8 @@ def test_stream_ordered_experts_equal_the_cpu_layer(backend, experts_layer, monk
     expected = layer.kernel(*call)
     host_funcs = getattr(kern, "HOST_FUNCS", None)
     if host_funcs is None:
-        # no stream callbacks (xpu, ascend): the MoE layer's generic path, submitted before the
-        # shared experts and awaited after them
+        # no stream callbacks (xpu): the MoE layer's generic path, submitted before the shared
+        # experts and awaited after them
         assert getattr(kern, "stream_experts", None) is None
         layer.submit(*call)
         assert torch.equal(layer.sync(), expected)
@@ -144,9 +143,7 @@ def test_stream_ordered_experts_equal_the_cpu_layer(backend, experts_layer, monk
 
     if backend.stand_in:  # the stream's host callbacks, called directly and in order
         callback = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
-        monkeypatch.setattr(torch.cuda, "device", lambda d: contextlib.nullcontext())
-        monkeypatch.setattr(torch.cuda, "current_stream", lambda d=None: types.SimpleNamespace(cuda_stream=0))
-        monkeypatch.setattr(host_funcs, "launch", lambda stream, fn, arg: callback(fn)(arg))
+        monkeypatch.setattr(host_funcs, "launch_on", lambda device, fn, arg: callback(fn)(arg))
     runner = StreamExperts(layer.kernel, torch.device(backend.device), host_funcs)
     runner.submit(*(t.to(backend.device) for t in call))
     got = runner.sync()
@@ -156,14 +153,15 @@ def test_stream_ordered_experts_equal_the_cpu_layer(backend, experts_layer, monk
     assert torch.equal(got.cpu(), expected)
 
 
-def test_a_replayed_graph_equals_the_eager_step(backend, tiny_gguf):
+@pytest.mark.parametrize("arch", ["qwen3moe", "qwen3"])  # CPU experts in the graph; a dense model
+def test_a_replayed_graph_equals_the_eager_step(backend, arch, tiny_gguf):
     if backend.stand_in:
         pytest.skip(f"graph capture needs {backend.name} hardware")
     if not hasattr(backend.kern, "GraphRunner"):
         pytest.skip(f"{backend.name} captures no graphs yet: decode steps run eagerly")
     from ktx.core.runtime.generate import prefill_and_generate
 
-    model = load(tiny_gguf("qwen3moe"), device=backend.device)
+    model = load(tiny_gguf(arch), device=backend.device)
     ids = random_ids(500, 12)
     eager = prefill_and_generate(model, model.tokenizer, ids, 8, use_cuda_graph=False).tokens
     graphed = prefill_and_generate(model, model.tokenizer, ids, 8, use_cuda_graph=True).tokens

@@ -26,12 +26,15 @@ PyTorch path for what is missing):
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import cache
 from importlib.metadata import entry_points
 from types import ModuleType
 
 ENTRY_POINT_GROUP = "ktx.backends"
+log = logging.getLogger("ktx.backend")
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,10 @@ class Detection:
     device_type: str  # the torch device type its tensors live on: "cpu", "cuda", "xpu", "npu"
     available: bool
     detail: str  # one line: what was found, or why it is not usable
+    # Called once the backend is chosen, before its device type is used: the expensive part of
+    # a check (torch_npu's import registers "npu" with torch and starts CANN); raises ValueError
+    # saying why the backend cannot run after all.
+    activate: Callable[[], None] | None = field(default=None, compare=False, repr=False)
 
 
 def detect_cpu() -> Detection:
@@ -124,12 +131,29 @@ def resolve_device(device: str) -> str:
         if d.device_type not in found or (d.available and not found[d.device_type].available):
             found[d.device_type] = d
     if device == "auto":
-        usable = [d for d in found.values() if d.available]
-        return usable[0].device_type if usable else "cpu"
+        for d in found.values():
+            if not d.available:
+                continue
+            try:
+                _activate(d)
+            except ValueError as e:  # installed but not working here: the next one, or the CPU
+                log.warning("%s", e)
+                continue
+            return d.device_type
+        return "cpu"
     kind, _, index = device.partition(":")
     if kind not in found or (index and not index.isdigit()):
         known = ", ".join(["cpu", *sorted(found)])
         raise ValueError(f"device {device!r}: unknown; use auto, {known} (with :N for one of several)")
     if not found[kind].available:
         raise ValueError(f"device {device!r} is not usable here: {found[kind].detail}")
+    _activate(found[kind])
     return device
+
+
+def _activate(d: Detection) -> None:
+    if d.activate is not None:
+        try:
+            d.activate()
+        except ValueError as e:
+            raise ValueError(f"device {d.device_type!r} ({d.name}) is not usable here: {e}") from None

@@ -136,3 +136,38 @@ def test_kernels_for_cuda_devices_come_from_the_build_s_backend(monkeypatch, hip
         assert backend.kernels("cpu") is None
     finally:
         backend.kernels.cache_clear()
+
+
+def test_a_chosen_backend_is_activated_and_its_failure_said(monkeypatch):
+    """A backend whose check is left to its choice (Ascend: torch_npu's import) is activated
+    when its device is asked for; under `auto` a failing one gives way to the next, or the CPU."""
+    activated = []
+
+    def fails():
+        activated.append("npu")
+        raise ValueError("torch_npu sees no NPU")
+
+    fakes = [
+        FakeEntryPoint("ascend", lambda: lambda: Detection("ascend", "npu", True, "installed", fails)),
+        FakeEntryPoint(
+            "other", lambda: lambda: Detection("other", "mps", True, "ok", lambda: activated.append("mps"))
+        ),
+    ]
+    monkeypatch.setattr(backend, "entry_points", lambda group: fakes if group == "ktx.backends" else [])
+    monkeypatch.delenv("KTX_DEVICE", raising=False)
+    assert backend.resolve_device("auto") == "mps"
+    assert activated == ["npu", "mps"]
+    with pytest.raises(
+        ValueError, match=r"device 'npu' \(ascend\) is not usable here: torch_npu sees no NPU"
+    ):
+        backend.resolve_device("npu")
+    fakes.pop()
+    assert backend.resolve_device("auto") == "cpu"
+
+
+def test_the_ascend_backend_says_why_it_cannot_run(monkeypatch):
+    from ktx.backends import ascend
+
+    monkeypatch.setitem(sys.modules, "torch_npu", None)  # an import that fails
+    with pytest.raises(ValueError, match=r"torch_npu failed to import .*set_env\.sh"):
+        ascend.activate()

@@ -114,6 +114,16 @@ def kernels(device_type: str) -> ModuleType | None:
         raise
 
 
+def device_module(device) -> ModuleType | None:
+    """torch's module for an accelerator's device type (torch.cuda, torch.xpu, torch.npu once
+    torch_npu is imported), which offer the same synchronize / memory calls; None for the CPU."""
+    import torch
+
+    if device.type in ("cpu", "meta"):
+        return None
+    return getattr(torch, device.type, None)
+
+
 def resolve_device(device: str) -> str:
     """'auto' -> the first usable accelerator (else 'cpu'); 'cuda', 'cuda:1' ... checked usable.
 

@@ -26,12 +26,12 @@ from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-import torch
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict
 
 from ktx.core import __version__
+from ktx.core.backend import device_module
 from ktx.core.runtime.sampler import SamplingParams
 
 from .engine import Engine, FinishEvent, GenerationRequest, TokenEvent
@@ -421,7 +421,8 @@ async def ps(request: Request) -> dict:
 
 def _vram(engine: Engine) -> int:
     device = engine.model.model.embed_tokens.device  # where ktx puts the dense part of the model
-    return torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
+    mod = device_module(device)
+    return mod.memory_allocated(device) if mod is not None else 0
 
 
 @router.post("/show")

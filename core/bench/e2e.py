@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..backend import device_module
 from ..runtime.context import Segment
 from ..runtime.generate import decode_step, make_pool, prefill
 from ..runtime.kv_cache import SequenceKV
@@ -46,8 +47,15 @@ class E2EConfig:
 
 
 def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    mod = device_module(device)
+    if mod is not None:
+        mod.synchronize(device)
+
+
+def peak_memory_gb(device: torch.device) -> float:
+    """The accelerator's peak allocated memory since the last reset (0 on the CPU)."""
+    mod = device_module(device)
+    return mod.max_memory_allocated(device) / 1e9 if mod is not None else 0.0
 
 
 def _experts(model) -> list:
@@ -153,8 +161,8 @@ def measure(model, n_prompt: int, cfg: E2EConfig) -> dict[str, Any]:
     ids = random_prompt(vocab, n_prompt, cfg.seed + n_prompt)
     passes = 3 if cfg.breakdown else 2
     pool = make_pool(model, n_prompt + passes * (cfg.gen + 1) + 1)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    if device_module(device) is not None:
+        device_module(device).reset_peak_memory_stats(device)
     with torch.inference_mode():
         seq = SequenceKV()
         _sync(device)
@@ -194,7 +202,7 @@ def measure(model, n_prompt: int, cfg: E2EConfig) -> dict[str, Any]:
         "step_vs_parts": step_ms / (cpu_ms + rest_ms) if cpu_ms + rest_ms else None,
         "cpu_busy_share": cpu_ms / step_ms,
         "rest_busy_share": min(1.0, rest_ms / step_ms),
-        "peak_vram_gb": torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else 0.0,
+        "peak_vram_gb": peak_memory_gb(device),
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9,
         "routing": spread(counts),
     }

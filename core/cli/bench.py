@@ -91,7 +91,7 @@ def run_e2e(args: argparse.Namespace) -> int:
     model = load_model(args, quiet=args.json)
     dram = membw.read_gb_s()
     device = model.model.embed_tokens.device
-    h2d = e2e.h2d_gb_s(device) if device.type == "cuda" else None
+    h2d = e2e.h2d_gb_s(device) if device.type != "cpu" else None
     head = e2e.header(model, dram, h2d, cfg)
     print(
         f"{head['model']} · {head['layers']} layers · {head['device']} · CPU {head['cpu_isa']} "

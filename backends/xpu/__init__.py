@@ -1,11 +1,12 @@
 """Intel GPUs (Arc, Data Center GPU Max) through torch.xpu: the CUDA backend's Triton kernels
 where Triton for XPU is installed, PyTorch paths otherwise (kernels.py). Detection only asks
-torch whether an XPU is there.
+torch whether an XPU is there, and the import system whether Triton is (not importing it).
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from importlib.util import find_spec
 
 from ktx.core.backend import Detection
 
@@ -19,4 +20,5 @@ def detect() -> Detection:
         return Detection("xpu", "xpu", False, f"torch {torch.__version__} sees no Intel GPU")
     names = Counter(torch.xpu.get_device_name(i) for i in range(torch.xpu.device_count()))
     devices = ", ".join(name if n == 1 else f"{n}× {name}" for name, n in names.items())
-    return Detection("xpu", "xpu", True, devices)
+    triton = "triton installed" if find_spec("triton") else "triton missing (PyTorch paths)"
+    return Detection("xpu", "xpu", True, f"{devices}; {triton}")

@@ -67,9 +67,10 @@ target "gpu" {
         torch = "torch==2.13.0 pytorch-triton-xpu", index = "https://download.pytorch.org/whl/xpu",
       },
       {
-        # Ascend NPUs: CPU torch plus torch_npu on the CANN base
+        # Ascend NPUs: CPU torch plus the torch_npu of the same version (each pins its torch)
+        # on the CANN base; x86-64 hosts only, like every image (ktx's CPU kernels are x86)
         name = "ascend", base = ASCEND_BASE, aliases = [],
-        torch = "torch==2.13.0 torch_npu", index = "https://download.pytorch.org/whl/cpu",
+        torch = "torch==2.13.0 torch_npu==2.13.0", index = "https://download.pytorch.org/whl/cpu",
       },
     ]
   }

@@ -74,7 +74,8 @@ BACKENDS = {
     # ROCm's torch answers as torch.cuda: the cuda-marked tests are the GPU's
     "rocm": ("https://download.pytorch.org/whl/rocm6.4", ["pytorch-triton-rocm"], "cuda"),
     "xpu": ("https://download.pytorch.org/whl/xpu", ["pytorch-triton-xpu"], "xpu"),
-    "ascend": ("https://download.pytorch.org/whl/cpu", ["torch_npu"], "npu"),
+    # torch_npu pins the torch of its own version: a bare torch_npu (2.14+) would not resolve
+    "ascend": ("https://download.pytorch.org/whl/cpu", ["torch_npu==2.13.0"], "npu"),
 }
 
 

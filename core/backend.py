@@ -18,9 +18,14 @@ PyTorch path for what is missing):
     mla_decode(q_lat, q_pe, cache, block_table, seq_lens, scale, rank)
     stream_experts(cpu_moe, device)               CPU experts started/awaited in stream order
                                                   (or None: the MoE layer's generic path)
+    HOST_FUNCS                                    the host-function launch behind stream_experts
+                                                  (`available()`: whether a graph can hold them)
     finish_step(device)                           after a step: wait, raise deferred errors
     DEQUANT_TYPES                                 the GGUF types `dequantize` expands there
     GraphRunner(model, pool, batch_size)          captured decode step
+
+A Detection may also carry `activate`, run once its backend is chosen (resolve_device): where
+the real check is too slow or has side effects for detection (Ascend: importing torch_npu).
 """
 
 from __future__ import annotations

@@ -57,7 +57,9 @@ def check_bake(env) -> dict:
     assert "pytorch-triton-rocm" in targets["rocm"]["args"]["TORCH_SPEC"]
     xpu = targets["xpu"]["args"]["TORCH_SPEC"].split()
     assert "pytorch-triton-xpu" in xpu and "triton" not in xpu  # plain triton would shadow the XPU build
-    assert "torch_npu" in targets["ascend"]["args"]["TORCH_SPEC"]
+    # each torch_npu release pins the torch of its own version: the two must agree
+    ascend = dict(req.split("==") for req in targets["ascend"]["args"]["TORCH_SPEC"].split())
+    assert ascend.get("torch_npu") == ascend.get("torch"), ascend
     print(
         "bake resolves:", ", ".join(f"{n} <- {t['args']['BASE_IMAGE']}" for n, t in sorted(targets.items()))
     )

@@ -99,9 +99,17 @@ def test_a_model_serving_requests_is_not_unloaded(live, models):
     _chat(live, "dense")
     plans = {e.name: e.plan.per_device()["cpu"] for e in models.loaded()}
     models.budget = {"cpu": plans["dense"] + 1}  # nothing beside it
+    # the random model must not end its answer early (an end token sampled after a few tokens
+    # left it idle before the next request came, on a busy machine): its end tokens are banned
+    (dense,) = (e for e in models.loaded() if e.name == "dense")
+    no_end = {str(t): -100 for t in dense.engine.eos}
     c = openai.OpenAI(base_url=f"{live.url}/v1", api_key="unused", max_retries=0, timeout=120)
     stream = c.chat.completions.create(
-        model="dense", messages=[{"role": "user", "content": "count"}], max_tokens=900, stream=True
+        model="dense",
+        messages=[{"role": "user", "content": "count"}],
+        max_tokens=900,
+        stream=True,
+        logit_bias=no_end,
     )
     next(iter(stream))  # dense is busy now
     r = httpx.post(

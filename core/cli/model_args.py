@@ -204,6 +204,19 @@ def chat_template_source(given: str) -> str:
     return source
 
 
+def load_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The loader's keyword arguments that the model flags set (every model a command loads)."""
+    return dict(
+        rules=args.rules,
+        device=args.device,
+        cpu_threads=args.cpu_threads,
+        num_experts_per_tok=args.experts_per_tok,
+        gpu_experts=args.gpu_experts,
+        profile=args.profile,
+        cache_tokens=max(args.cache_lens, getattr(args, "ctx_size", None) or 0),
+    )
+
+
 def load_model(args: argparse.Namespace, quiet: bool = False) -> Any:
     """Loads with a spinner on stderr (stdout stays clean for --json)."""
     from rich.console import Console
@@ -242,17 +255,7 @@ def load_model(args: argparse.Namespace, quiet: bool = False) -> Any:
         from ..loader import load
 
         model = load(
-            args.gguf,
-            model_path=args.model_path,
-            rules=args.rules,
-            device=args.device,
-            cpu_threads=args.cpu_threads,
-            num_experts_per_tok=args.experts_per_tok,
-            progress=progress,
-            gpu_experts=args.gpu_experts,
-            profile=args.profile,
-            cache_tokens=max(args.cache_lens, getattr(args, "ctx_size", None) or 0),
-            on_plan=show_plan,
+            args.gguf, model_path=args.model_path, progress=progress, on_plan=show_plan, **load_options(args)
         )
     if template is not None:  # the model's own from now on: chat, generate --chat and serve use it
         model.tokenizer.chat_templates["default"] = template

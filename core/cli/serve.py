@@ -154,24 +154,16 @@ def _directory(args: argparse.Namespace):
     except Exception as e:  # a RequestError's message
         raise ValueError(f"--keep-alive: {getattr(e, 'message', e)}") from None
 
+    from .model_args import chat_template_source, load_options
+
+    template = chat_template_source(args.chat_template) if args.chat_template else None  # read once
+
     def load(entry, on_plan):
         from ktx.core.loader import load as load_gguf
 
-        from .model_args import chat_template_source
-
-        model = load_gguf(
-            entry.paths[0],
-            rules=args.rules,
-            device=args.device,
-            cpu_threads=args.cpu_threads,
-            num_experts_per_tok=args.experts_per_tok,
-            gpu_experts=args.gpu_experts,
-            profile=args.profile,
-            cache_tokens=max(args.cache_lens, args.ctx_size or 0),
-            on_plan=on_plan,
-        )
-        if args.chat_template:
-            model.tokenizer.chat_templates["default"] = chat_template_source(args.chat_template)
+        model = load_gguf(entry.paths[0], on_plan=on_plan, **load_options(args))
+        if template is not None:
+            model.tokenizer.chat_templates["default"] = template
         return make_engine(args, model, entry.name)
 
     cap = min(args.cache_lens, args.ctx_size or args.cache_lens)

@@ -44,5 +44,4 @@ def stream_experts(moe, device: torch.device) -> StreamExperts | None:
 
 def finish_step(device: torch.device) -> None:
     """After a step: wait for the device and raise what the CPU experts' callbacks hit."""
-    if device.type == "npu" and getattr(torch, "npu", None) is not None:
-        check_all(device)
+    check_all(device)

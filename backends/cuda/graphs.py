@@ -26,7 +26,7 @@ import logging
 
 import torch
 
-from ktx.core.backend import kernels
+from ktx.core.backend import device_module, kernels
 from ktx.core.ops.moe import Experts
 from ktx.core.runtime.context import DeviceBatch, ForwardBatch, Segment, forward_batch
 from ktx.core.runtime.forward import layers_forward
@@ -60,7 +60,7 @@ class GraphRunner:
         self.device = model.model.embed_tokens.device
         if self.device.type != self.DEVICE_TYPE:
             raise ValueError(f"{self.DEVICE_TYPE} graphs need the model on that device, not {self.device}")
-        self.api = getattr(torch, self.DEVICE_TYPE)  # torch.cuda (ROCm's too), torch.xpu, torch.npu
+        self.api = device_module(self.device)  # torch.cuda (ROCm's too), torch.xpu, torch.npu
         self.eager = False
         unqueued = unqueued_experts(model, self.device)
         if unqueued:

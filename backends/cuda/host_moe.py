@@ -23,6 +23,7 @@ import weakref
 
 import torch
 
+from ktx.core.backend import device_module
 from ktx.core.cpu_moe import CpuMoE, HostTask
 
 
@@ -152,7 +153,8 @@ def check_all(device: torch.device | str | None = None) -> None:
     """Waits for the device's current stream (CUDA's default device when None), then raises the
     first error any CPU experts' callback recorded."""
     device = torch.device(device if device is not None else "cuda")
-    if device.type != "cpu":
-        getattr(torch, device.type).current_stream(device).synchronize()  # torch.cuda, .xpu, .npu
+    accel = device_module(device)  # torch.cuda, .xpu, .npu; None for CPU stand-ins
+    if accel is not None:
+        accel.current_stream(device).synchronize()
     for runner in list(_live):
         runner.check()

@@ -161,8 +161,9 @@ def measure(model, n_prompt: int, cfg: E2EConfig) -> dict[str, Any]:
     ids = random_prompt(vocab, n_prompt, cfg.seed + n_prompt)
     passes = 3 if cfg.breakdown else 2
     pool = make_pool(model, n_prompt + passes * (cfg.gen + 1) + 1)
-    if device_module(device) is not None:
-        device_module(device).reset_peak_memory_stats(device)
+    accel = device_module(device)
+    if accel is not None:
+        accel.reset_peak_memory_stats(device)
     with torch.inference_mode():
         seq = SequenceKV()
         _sync(device)

@@ -104,6 +104,9 @@ class _Live:
         self.stops = StopMatcher(req.stop)
         self.detok = StreamDecoder(tokenizer, skip_special_tokens=req.skip_special_tokens)
         self.grammar = req.grammar.start() if req.grammar is not None else None
+        # logit_bias as (token ids, biases), made once rather than at every step
+        bias = req.logit_bias or {}
+        self.bias = (torch.tensor(list(bias)), torch.tensor(list(bias.values()))) if bias else None
         self.text: list[str] = []
         self.cancelled = False
         self.t_submit = time.perf_counter()
@@ -439,10 +442,10 @@ class Engine:
     def _advance(self, live: _Live, logits: torch.Tensor) -> None:
         req = live.req
         allowed = logits
-        if req.logit_bias:
+        if live.bias is not None:
+            ids, biases = live.bias
             allowed = logits.clone()
-            ids = torch.tensor(list(req.logit_bias))
-            allowed[ids] += torch.tensor(list(req.logit_bias.values()), dtype=allowed.dtype)
+            allowed[ids] += biases.to(allowed.dtype)
         if live.grammar is not None:
             allowed = live.grammar.mask(allowed)
         token = live.sampler.sample(allowed, prompt_tokens=req.prompt_ids, generated=live.generated)
@@ -542,9 +545,8 @@ def _logprobs(logits: torch.Tensor, token: int, top: int | None) -> tuple:
     if top is None:
         return None, None
     lp = torch.log_softmax(logits.float(), -1)
-    best = lp.topk(top) if top else None
-    pairs = list(zip(best.indices.tolist(), best.values.tolist(), strict=True)) if best is not None else []
-    return float(lp[token]), pairs
+    best = lp.topk(top)  # top 0: no alternatives
+    return float(lp[token]), list(zip(best.indices.tolist(), best.values.tolist(), strict=True))
 
 
 @contextlib.contextmanager

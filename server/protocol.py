@@ -127,6 +127,8 @@ class ChatRequest(_Sampling):
     parallel_tool_calls: bool | None = None
     # passed to the chat template (gpt-oss's reads it); a template without it ignores it
     reasoning_effort: Literal["minimal", "low", "medium", "high"] | None = None
+    logprobs: bool = False
+    top_logprobs: Annotated[int, Field(ge=0, le=MAX_TOP_CHAT)] | None = None
 
     def tool_request(self) -> tuple[list[dict[str, Any]] | None, Any]:
         """(tools, tool_choice), the deprecated functions / function_call read as them."""
@@ -138,9 +140,6 @@ class ChatRequest(_Sampling):
         if choice is None and old is not None:
             choice = {"type": "function", "function": old} if isinstance(old, dict) else old
         return tools, choice
-
-    logprobs: bool = False
-    top_logprobs: Annotated[int, Field(ge=0, le=MAX_TOP_CHAT)] | None = None
 
     def logprob_count(self) -> int | None:
         """None: no logprobs; else how many alternatives each token lists."""
@@ -172,9 +171,8 @@ class ChatRequest(_Sampling):
             entry: dict[str, Any] = {"role": "system" if m.role == "developer" else m.role, "content": text}
             extra = m.model_extra or {}
             if m.role == "assistant" and extra.get("tool_calls"):
-                entry["tool_calls"] = extra[
-                    "tool_calls"
-                ]  # content "" beside them (templates test it as text)
+                # content stays "" beside them (templates test it as text)
+                entry["tool_calls"] = extra["tool_calls"]
             for key in ("tool_call_id", "name"):
                 if extra.get(key) is not None:
                     entry[key] = extra[key]

@@ -22,6 +22,7 @@ import numpy as np
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from . import ollama_api, openai_api
 from .engine import Engine
 from .errors import RequestError
 
@@ -90,9 +91,7 @@ def _token_lists(engine: Engine, inputs: list, truncate: bool, param: str) -> li
 
 @openai_router.post("/embeddings")
 async def openai_embeddings(body: OpenAIEmbeddingRequest, request: Request) -> dict:
-    from .openai_api import engine_for
-
-    engine = await engine_for(request, body.model)
+    engine = await openai_api.engine_for(request, body.model)
     if body.dimensions is not None:
         raise RequestError(
             "dimensions is not supported: the model's vectors are returned whole", param="dimensions"
@@ -118,16 +117,10 @@ async def openai_embeddings(body: OpenAIEmbeddingRequest, request: Request) -> d
     }
 
 
-async def _ollama_engine(request: Request, model: str, keep_alive) -> Engine:
-    from .ollama_api import _engine
-
-    return await _engine(request, model, keep_alive)
-
-
 @ollama_router.post("/embed")
 async def ollama_embed(body: OllamaEmbedRequest, request: Request) -> dict:
     t0 = time.perf_counter()
-    engine = await _ollama_engine(request, body.model, body.keep_alive)
+    engine = await ollama_api.engine_for(request, body.model, body.keep_alive)
     inputs = [body.input] if isinstance(body.input, str) else body.input
     if not inputs or inputs == [""]:
         return {"model": body.model, "embeddings": []}  # Ollama's answer: the model loaded
@@ -137,14 +130,14 @@ async def ollama_embed(body: OllamaEmbedRequest, request: Request) -> dict:
         "model": body.model,
         "embeddings": vectors,
         "total_duration": round((time.perf_counter() - t0) * 1e9),
-        "load_duration": 0,
+        "load_duration": round(getattr(request.state, "load_s", 0.0) * 1e9),  # as /api/chat says it
         "prompt_eval_count": sum(len(x) for x in ids),
     }
 
 
 @ollama_router.post("/embeddings")
 async def ollama_embeddings(body: OllamaEmbeddingsRequest, request: Request) -> dict:
-    engine = await _ollama_engine(request, body.model, body.keep_alive)
+    engine = await ollama_api.engine_for(request, body.model, body.keep_alive)
     if not body.prompt:
         return {"embedding": []}
     ids = _token_lists(engine, [body.prompt], truncate=True, param="prompt")

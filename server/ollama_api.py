@@ -146,7 +146,7 @@ def _ns(seconds: float) -> int:
     return max(0, round(seconds * 1e9))
 
 
-async def _engine(request: Request, model: str, keep_alive: Any = None) -> Engine:
+async def engine_for(request: Request, model: str, keep_alive: Any = None) -> Engine:
     """The engine of `model` (with or without a tag; loaded on demand from a models directory,
     kept for `keep_alive`); else a 400 or a 404."""
     if not model:
@@ -166,7 +166,7 @@ async def chat(body: ChatBody, request: Request):
     t0 = time.perf_counter()
     if not body.messages:
         return await _loaded(request, body, chat=True)
-    engine = await _engine(request, body.model, body.keep_alive)
+    engine = await engine_for(request, body.model, body.keep_alive)
     for i, m in enumerate(body.messages):
         if m.images:
             raise RequestError(f"messages[{i}].images: this model reads text only")
@@ -224,7 +224,7 @@ async def generate(body: GenerateBody, request: Request):
             raise RequestError(f"{field} is not supported by this server")
     if not body.prompt and (body.raw or not body.system):
         return await _loaded(request, body, chat=False)
-    engine = await _engine(request, body.model, body.keep_alive)
+    engine = await engine_for(request, body.model, body.keep_alive)
     if body.raw:
         ids = engine.tokenizer.encode(body.prompt)
     else:
@@ -239,7 +239,7 @@ async def _loaded(request: Request, body: _Body, chat: bool) -> JSONResponse:
     reason = "load"
     unload = body.keep_alive is not None and keep_alive_seconds(body.keep_alive, None) == 0
     if not unload:
-        await _engine(request, body.model, body.keep_alive)
+        await engine_for(request, body.model, body.keep_alive)
     elif not body.model:
         raise RequestError("model is required")
     elif await request.app.state.models.unload(body.model):

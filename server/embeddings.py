@@ -130,7 +130,7 @@ async def ollama_embed(body: OllamaEmbedRequest, request: Request) -> dict:
         "model": body.model,
         "embeddings": vectors,
         "total_duration": round((time.perf_counter() - t0) * 1e9),
-        "load_duration": round(getattr(request.state, "load_s", 0.0) * 1e9),  # as /api/chat says it
+        "load_duration": round(ollama_api.load_seconds(request) * 1e9),
         "prompt_eval_count": sum(len(x) for x in ids),
     }
 

@@ -130,17 +130,21 @@ class Entry:
     @classmethod
     def of_engine(cls, engine: Engine) -> Entry:
         paths = [Path(p) for p in engine.model.gguf.paths]
-        stats = [p.stat() for p in paths]
         return cls(
             engine.model_name,
             paths,
             describe(engine.model.gguf),
-            sum(s.st_size for s in stats),
-            stats[0].st_mtime,
+            *_size_and_mtime(paths),
             engine=engine,
             plan=getattr(engine.model, "memory_plan", None),
             fixed=True,
         )
+
+
+def _size_and_mtime(paths: list[Path]) -> tuple[int, float]:
+    """The model's bytes on disk (every shard) and its first file's modification time."""
+    stats = [p.stat() for p in paths]
+    return sum(s.st_size for s in stats), stats[0].st_mtime
 
 
 def _model_files(directory: Path) -> dict[str, Path]:
@@ -234,14 +238,7 @@ class Models:
         except Exception as e:  # a malformed or partly copied file: listed once it reads
             log.warning("skipping %s: %s", path, e)
             return None
-        stats = [p.stat() for p in paths]
-        return Entry(
-            name,
-            [path, *paths[1:]] if path.is_dir() else paths,
-            info,
-            sum(s.st_size for s in stats),
-            stats[0].st_mtime,
-        )
+        return Entry(name, [path, *paths[1:]] if path.is_dir() else paths, info, *_size_and_mtime(paths))
 
     def find(self, name: str | None) -> Entry | None:
         for entry in self.entries.values():

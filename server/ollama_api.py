@@ -161,6 +161,11 @@ async def engine_for(request: Request, model: str, keep_alive: Any = None) -> En
     return engine
 
 
+def load_seconds(request: Request) -> float:
+    """How long this request waited for its model to load (engine_for): 0 if it was loaded."""
+    return getattr(request.state, "load_s", 0.0)
+
+
 @router.post("/chat", response_model=None)
 async def chat(body: ChatBody, request: Request):
     t0 = time.perf_counter()
@@ -304,7 +309,7 @@ async def _answer(
         lp = await Logprobs.of(engine.tokenizer)
     engine.check_accepting()  # a 503 before a stream's status line, not inside it
     if body.stream:
-        lines = _ndjson(engine, req, body.model, chat, t0, lp, tools, getattr(request.state, "load_s", 0.0))
+        lines = _ndjson(engine, req, body.model, chat, t0, lp, tools, load_seconds(request))
         return StreamingResponse(lines, media_type="application/x-ndjson")
     finish, events = await until_disconnected(request, collect(engine, req))
     if finish.finish_reason not in ("stop", "length"):
@@ -314,8 +319,8 @@ async def _answer(
     if tools is not None:
         content, calls = tools.read(finish.text)
         piece = _piece(content, chat, ollama_calls(calls))
-    load_s = getattr(request.state, "load_s", 0.0)
-    return JSONResponse({**_head(body.model), **piece, **scores, **_final(finish, t0, load_s)})
+    final = _final(finish, t0, load_seconds(request))
+    return JSONResponse({**_head(body.model), **piece, **scores, **final})
 
 
 def _line(obj: dict) -> str:

@@ -185,9 +185,8 @@ def prepare_messages(
     """The conversation as the template wants it: each call's arguments as text or as a mapping;
     for a template without tools, the tools, calls and results written out in Hermes' format."""
     as_text = _arguments_as_text(template)
-    generic = tool_plan is not None and tool_plan.generic
     family = detect(template)
-    knows_tools = family is not None
+    hermes = family is None  # a template that renders no tools (a generic plan's too)
     out = []
     for m in messages:
         m = dict(m)
@@ -201,7 +200,7 @@ def prepare_messages(
                 c["id"] = Mistral.history_id(c["id"])
             if m.get("tool_call_id"):
                 m["tool_call_id"] = Mistral.history_id(m["tool_call_id"])
-        if (generic or not knows_tools) and calls:
+        if hermes and calls:
             blocks = "\n".join(
                 "<tool_call>\n"
                 + json.dumps({"name": c["function"]["name"], "arguments": _args(c)})
@@ -209,10 +208,10 @@ def prepare_messages(
                 for c in m.pop("tool_calls")
             )
             m["content"] = ((m.get("content") or "") + "\n" + blocks).strip()
-        if (generic or not knows_tools) and m.get("role") == "tool":
+        if hermes and m.get("role") == "tool":
             m = {"role": "user", "content": f"<tool_response>\n{m.get('content') or ''}\n</tool_response>"}
         out.append(m)
-    if generic:
+    if tool_plan is not None and tool_plan.generic:
         listing = "\n".join(json.dumps(t["function"]) for t in tool_plan.tools)
         text = GENERIC_PROMPT.format(tools=listing)
         if out and out[0].get("role") == "system":

@@ -141,6 +141,7 @@ def build_app(args: argparse.Namespace):
 
 def _directory(args: argparse.Namespace):
     """The models of --models DIR, none loaded yet."""
+    from ktx.server.errors import RequestError
     from ktx.server.models import Models, keep_alive_seconds, memory_budget
 
     if args.gguf is not None or args.served_model_name:
@@ -151,8 +152,8 @@ def _directory(args: argparse.Namespace):
         raise ValueError("--models-memory-gb must be positive")
     try:
         keep = keep_alive_seconds(args.keep_alive, None)
-    except Exception as e:  # a RequestError's message
-        raise ValueError(f"--keep-alive: {getattr(e, 'message', e)}") from None
+    except RequestError as e:
+        raise ValueError(f"--keep-alive: {e.message}") from None
 
     from .model_args import chat_template_source, load_options
 

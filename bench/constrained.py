@@ -18,12 +18,12 @@ import datetime
 import json
 import platform
 import statistics
-import subprocess
 import time
 
 import torch
 
 from ktx.core import cpu, membw
+from ktx.core.bench.e2e import machine
 from ktx.core.loader import load
 from ktx.core.runtime.context import Segment
 from ktx.core.runtime.generate import forward_step, make_pool, prefill
@@ -100,7 +100,7 @@ def main() -> None:
         "cpu": cpu.features().get("brand", ""),
         "isa": cpu.isa(),
         "threads": threads,
-        "commit": _commit(),
+        "commit": machine()["commit"],
         "python": platform.python_version(),
         "model": args.gguf or "demo (Gemma 3 270M Q4_K_M)",
         "vocab": tok.vocab_size,
@@ -144,15 +144,6 @@ def bytes_per_token(gf) -> float:
             continue
         total += t.nbytes * (k / n if "_exps." in name and n else 1)
     return total
-
-
-def _commit() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-        ).stdout.strip()
-    except OSError:
-        return ""
 
 
 if __name__ == "__main__":
